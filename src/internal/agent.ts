@@ -1,0 +1,536 @@
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as ParseResult from "effect/ParseResult"
+import * as Queue from "effect/Queue"
+import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
+import * as Take from "effect/Take"
+import type * as Agent from "../Agent.js"
+import { AgentEvent } from "../AgentEvent.js"
+import * as Approval from "../Approval.js"
+import * as AuditLog from "../AuditLog.js"
+import * as Budget from "../Budget.js"
+import * as Hooks from "../Hooks.js"
+import * as Memory from "../Memory.js"
+import * as Model from "../Model.js"
+import * as Permissions from "../Permissions.js"
+import * as RunContext from "../RunContext.js"
+import * as Secrets from "../Secrets.js"
+import * as Telemetry from "../Telemetry.js"
+import type * as Tool from "../Tool.js"
+import { newId } from "./ids.js"
+
+type Emit = ((event: AgentEvent) => Effect.Effect<void>) | undefined
+
+/** Per-run mutable state; one object per run, never shared. */
+interface RunState {
+  readonly context: RunContext.RunContext
+  readonly emit: Emit
+  turns: number
+  usage: Model.Usage
+  output: string
+  auditFailures: number
+  readonly toolCalls: Array<Agent.ToolCallRecord>
+}
+
+type Metered =
+  | { readonly _tag: "Blocked"; readonly reason: string }
+  | { readonly _tag: "Answered"; readonly response: Model.ModelResponse }
+
+const DEFAULT_MAX_TURNS = 50
+const DEFAULT_MAX_TOKENS = 4096
+const PROMPT_AUDIT_CHARS = 500
+
+/** Rough token estimate for budget reservations: four characters a token, rounded up. */
+const estimateInputTokens = (messages: ReadonlyArray<Model.Message>): number => {
+  let chars = 0
+  for (const message of messages) chars += message.content.length
+  return Math.ceil(chars / 4)
+}
+
+const stringifyOutput = (value: unknown): string => {
+  if (typeof value === "string") return value
+  if (value === undefined || value === null) return ""
+  try {
+    return JSON.stringify(value) ?? String(value)
+  } catch {
+    return String(value)
+  }
+}
+
+/** A readable message for whatever a tool failed or died with. */
+export const describeFailure = (error: unknown): string => {
+  if (error instanceof Error) return error.message
+  if (typeof error === "string") return error
+  if (typeof error === "object" && error !== null && "message" in error && typeof error.message === "string") {
+    return error.message
+  }
+  return stringifyOutput(error)
+}
+
+class ToolTimeout {
+  constructor(readonly duration: Duration.Duration) {}
+}
+
+const formatBlocks = (blocks: ReadonlyArray<Memory.MemoryBlock>): string =>
+  blocks.map((block) => `<${block.name}>\n${block.content}\n</${block.name}>`).join("\n\n")
+
+const formatRecall = (facts: ReadonlyArray<Memory.Fact>, episodes: ReadonlyArray<Memory.Episode>): string => {
+  const sections: Array<string> = []
+  if (facts.length > 0) {
+    sections.push("Known facts:\n" + facts.map((f) => `- ${f.subject} ${f.predicate} ${f.object}`).join("\n"))
+  }
+  if (episodes.length > 0) {
+    sections.push(
+      "Relevant past episodes:\n" + episodes.map((e) => `- user: ${e.input}\n  assistant: ${e.output}`).join("\n")
+    )
+  }
+  return sections.join("\n\n")
+}
+
+/** @internal */
+export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never, Agent.Requirements> =>
+  Effect.gen(function*() {
+    const model = yield* Model.Model
+    const budget = yield* Budget.Budget
+    const permissions = yield* Permissions.Permissions
+    const approval = yield* Approval.ApprovalHandler
+    const hooks = yield* Hooks.Hooks
+    const memory = yield* Memory.Memory
+    const audit = yield* AuditLog.AuditLog
+    const secrets = yield* Secrets.Secrets
+    const telemetry = yield* Telemetry.Telemetry
+
+    const instructions = config?.instructions ?? ""
+    const tools = config?.tools ?? []
+    const maxTurns = config?.maxTurns ?? DEFAULT_MAX_TURNS
+    const maxTokens = config?.maxTokens ?? DEFAULT_MAX_TOKENS
+    const retrySchedule = config?.retrySchedule ?? Model.defaultRetrySchedule
+
+    if (!Number.isInteger(maxTurns) || maxTurns < 1) {
+      return yield* Effect.dieMessage(`Agent config: maxTurns must be a positive integer, got ${maxTurns}`)
+    }
+
+    const toolsByName = new Map<string, Tool.Any>()
+    for (const tool of tools) {
+      if (toolsByName.has(tool.name)) {
+        return yield* Effect.dieMessage(`Agent config: two tools are named ${JSON.stringify(tool.name)}`)
+      }
+      toolsByName.set(tool.name, tool)
+    }
+    const decoders = new Map(
+      tools.map((tool) => [tool.name, Schema.decodeUnknown(tool.parameters, { errors: "all" })] as const)
+    )
+    const toolDefinitions = tools.map((tool) => tool.definition)
+
+    // Fast paths: a layer that cannot change the outcome costs nothing.
+    const budgetOn = budget !== Budget.none
+    const permissionsOn = permissions !== Permissions.allowAllService
+    const hooksOn = !hooks.isEmpty
+    const auditOn = audit.enabled
+    const telemetryOn = telemetry.enabled
+
+    const span = <A, E, R>(
+      name: string,
+      attributes: Record<string, unknown>,
+      effect: Effect.Effect<A, E, R>
+    ): Effect.Effect<A, E, R> => (telemetryOn ? Effect.withSpan(effect, name, { attributes }) : effect)
+
+    const warn = (message: string, annotations: Record<string, unknown>) =>
+      Effect.logWarning(secrets.redact(message)).pipe(Effect.annotateLogs(annotations))
+
+    const emit = (state: RunState, event: AgentEvent): Effect.Effect<void> =>
+      state.emit === undefined ? Effect.void : state.emit(event)
+
+    /** Appends an audit entry; a failure is logged and counted, never fatal. Returns whether it was written. */
+    const record = (state: RunState, input: AuditLog.AppendInput): Effect.Effect<boolean> =>
+      auditOn ?
+        audit.append(input).pipe(
+          Effect.as(true),
+          Effect.catchAll((error) => {
+            state.auditFailures++
+            return Effect.as(warn(`audit append failed: ${error.message}`, { action: input.action }), false)
+          })
+        ) :
+        Effect.succeed(true)
+
+    // ---- seed messages ----------------------------------------------------
+
+    const seed = (prompt: string, context: RunContext.RunContext) =>
+      Effect.gen(function*() {
+        const messages: Array<Model.Message> = []
+        if (instructions !== "") messages.push({ role: "system", content: instructions })
+        const blocks = yield* memory.working
+        if (blocks.length > 0) messages.push({ role: "system", content: formatBlocks(blocks) })
+        const facts = yield* memory.recallFacts(prompt, { limit: 5 })
+        const episodes = yield* memory.recall(prompt, { limit: 3, excludeSessionId: context.sessionId })
+        if (facts.length > 0 || episodes.length > 0) {
+          messages.push({ role: "system", content: formatRecall(facts, episodes) })
+        }
+        const history = yield* memory.sessionMessages(context.sessionId, { limit: 20 })
+        for (const message of history) messages.push(message)
+        messages.push({ role: "user", content: prompt })
+        return messages
+      })
+
+    // ---- model call -------------------------------------------------------
+
+    const callModel = (state: RunState, request: Model.ModelRequest, turn: number) => {
+      if (state.emit === undefined) {
+        return span(
+          "jeeves.model.complete",
+          { model: model.name, turn, session_id: state.context.sessionId, tool_count: toolDefinitions.length },
+          Model.retryRetryable(model.complete(request), retrySchedule)
+        )
+      }
+      const streamed = Effect.suspend(() => {
+        let emitted = false
+        let finished: Model.ModelResponse | undefined
+        const attempt = model.stream(request).pipe(
+          Stream.runForEach((part) => {
+            if (part._tag === "Finish") {
+              finished = part.response
+              return Effect.void
+            }
+            emitted = true
+            return emit(state, AgentEvent.model_chunk({ turn, part }))
+          }),
+          Effect.flatMap(() =>
+            finished === undefined ?
+              Effect.fail(
+                new Model.ModelError({
+                  reason: "invalid_response",
+                  retryable: false,
+                  description: "the model's stream ended without a finish part"
+                })
+              ) :
+              Effect.succeed(finished)
+          )
+        )
+        // A stream is retried only while nothing of it has reached the consumer.
+        return Effect.retry(attempt, { schedule: retrySchedule, while: (error) => error.retryable && !emitted })
+      })
+      return span(
+        "jeeves.model.stream",
+        { model: model.name, turn, session_id: state.context.sessionId, tool_count: toolDefinitions.length },
+        streamed
+      )
+    }
+
+    /** One metered model call: reserve, call, settle (or release on any other exit). */
+    const meteredCall = (
+      state: RunState,
+      request: Model.ModelRequest,
+      turn: number
+    ): Effect.Effect<Metered, Model.ModelError | Budget.BudgetUnavailable> => {
+      if (!budgetOn) {
+        return Effect.map(callModel(state, request, turn), (response) => ({ _tag: "Answered", response }) as const)
+      }
+      const inputTokens = estimateInputTokens(request.messages)
+      const estimate: Model.Usage = {
+        inputTokens,
+        outputTokens: maxTokens,
+        costUsd: model.price === undefined ? 0 : Model.costOf(model.price, inputTokens, maxTokens)
+      }
+      return Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(restore(budget.reserve(estimate)), (reservation) => {
+          if (reservation._tag === "Blocked") {
+            return Effect.succeed({ _tag: "Blocked", reason: reservation.reason } as const)
+          }
+          const warned = reservation.warning === undefined ?
+            Effect.void :
+            emit(state, AgentEvent.budget_warning({ turn, reason: reservation.warning }))
+          const called = restore(Effect.zipRight(warned, callModel(state, request, turn)))
+          return Effect.flatMap(Effect.exit(called), (exit): Effect.Effect<Metered, Model.ModelError | Budget.BudgetUnavailable> => {
+            if (Exit.isFailure(exit)) return Effect.zipRight(reservation.release, Effect.failCause(exit.cause))
+            const answered = { _tag: "Answered", response: exit.value } as const
+            return Effect.as(reservation.settle(exit.value.usage), answered)
+          })
+        })
+      )
+    }
+
+    // ---- tools ------------------------------------------------------------
+
+    const deny = (call: Tool.Call, reason: string) => new Approval.ToolDenied({ tool: call.name, reason })
+
+    /** Hooks, then the policy, then the approval gate. Fails with the denial. */
+    const authorize = (call: Tool.Call, auditWritten: boolean): Effect.Effect<void, Approval.ToolDenied> => {
+      if (call.destructive && !auditWritten) return Effect.fail(deny(call, "audit unavailable"))
+      const decided = !permissionsOn ? Effect.void : permissions.check(call).pipe(
+        Effect.catchAllDefect(() => Effect.succeed(Permissions.Decision.Deny({ reason: "permission check failed" }))),
+        Effect.flatMap((decision) => {
+          switch (decision._tag) {
+            case "Allow":
+              return Effect.void
+            case "Deny":
+              return Effect.fail(deny(call, decision.reason))
+            case "Ask":
+              return approval.request(call, decision.reason).pipe(
+                Effect.catchAllDefect(() =>
+                  Effect.fail(
+                    new Approval.ToolDenied({
+                      tool: call.name,
+                      reason: Approval.reasons.handlerFailed,
+                      policyReason: decision.reason
+                    })
+                  )
+                )
+              )
+          }
+        })
+      )
+      if (!hooksOn) return decided
+      return hooks.beforeTool(call).pipe(
+        Effect.catchAllDefect(() => Effect.fail(deny(call, "hook failed"))),
+        Effect.zipRight(decided)
+      )
+    }
+
+    const execute = (tool: Tool.Any, call: Tool.Call): Effect.Effect<Tool.Result> => {
+      const decode = decoders.get(tool.name)!
+      const errorResult = (message: string): Tool.Result => ({
+        callId: call.id,
+        name: call.name,
+        status: "error",
+        output: `ERROR: ${message}`,
+        reason: message
+      })
+      const run = Effect.flatMap(decode(call.args), (args) => {
+        const handled = Effect.suspend(() => tool.handler(args))
+        return tool.timeout === undefined ?
+          handled :
+          Effect.timeoutFail(handled, { duration: tool.timeout, onTimeout: () => new ToolTimeout(tool.timeout!) })
+      })
+      return run.pipe(
+        Effect.map((value): Tool.Result => ({ callId: call.id, name: call.name, status: "ok", output: stringifyOutput(value) })),
+        Effect.catchAllCause((cause) => {
+          if (Cause.isInterruptedOnly(cause)) return Effect.failCause(cause as Cause.Cause<never>)
+          const failure = Cause.squash(cause)
+          if (ParseResult.isParseError(failure)) {
+            return Effect.succeed(
+              errorResult(`invalid arguments: ${ParseResult.TreeFormatter.formatErrorSync(failure)}`)
+            )
+          }
+          if (failure instanceof ToolTimeout) {
+            return Effect.succeed(errorResult(`timed out after ${Duration.format(failure.duration)}`))
+          }
+          return Effect.succeed(errorResult(describeFailure(failure)))
+        })
+      )
+    }
+
+    const runTool = (state: RunState, modelCall: Model.ToolCall, turn: number): Effect.Effect<Tool.Result> => {
+      const tool = toolsByName.get(modelCall.name)
+      const call: Tool.Call = {
+        id: modelCall.id,
+        name: modelCall.name,
+        args: modelCall.args,
+        destructive: tool?.destructive ?? false
+      }
+      const body = Effect.gen(function*() {
+        yield* emit(state, AgentEvent.tool_call({ turn, call }))
+        const auditWritten = yield* record(state, {
+          actor: "model",
+          action: "tool_call",
+          payload: { tool: call.name, call_id: call.id, args: call.args, destructive: call.destructive, turn }
+        })
+        let result: Tool.Result
+        if (tool === undefined) {
+          const known = toolsByName.size === 0 ? "none" : [...toolsByName.keys()].join(", ")
+          const message = `unknown tool ${JSON.stringify(call.name)} (available: ${known})`
+          result = { callId: call.id, name: call.name, status: "error", output: `ERROR: ${message}`, reason: message }
+        } else {
+          const decision = yield* Effect.either(authorize(call, auditWritten))
+          if (decision._tag === "Left") {
+            const reason = decision.left.message
+            result = { callId: call.id, name: call.name, status: "denied", output: `DENIED: ${reason}`, reason }
+          } else {
+            result = yield* execute(tool, call)
+            if (hooksOn) {
+              yield* hooks.afterTool(call, result).pipe(
+                Effect.catchAllCause((cause) =>
+                  warn(`afterTool hook failed: ${describeFailure(Cause.squash(cause))}`, { tool: call.name })
+                )
+              )
+            }
+          }
+        }
+        yield* record(state, {
+          actor: "system",
+          action: "tool_result",
+          payload: {
+            tool: call.name,
+            call_id: call.id,
+            ok: result.status === "ok",
+            denied: result.status === "denied",
+            error: result.status === "error" ? result.reason : null,
+            reason: result.status === "denied" ? result.reason : null,
+            turn
+          }
+        })
+        state.toolCalls.push({ ...result, args: call.args, destructive: call.destructive, turn })
+        yield* emit(state, AgentEvent.tool_result({ turn, result }))
+        return result
+      })
+      return span("jeeves.tool", { tool: call.name, call_id: call.id, turn }, body)
+    }
+
+    const runTools = (state: RunState, calls: ReadonlyArray<Model.ToolCall>, turn: number) =>
+      calls.length === 1 ?
+        Effect.map(runTool(state, calls[0]!, turn), (result) => [result]) :
+        Effect.forEach(calls, (call) => runTool(state, call, turn), { concurrency: "unbounded" })
+
+    // ---- the loop ---------------------------------------------------------
+
+    const loop = (prompt: string, state: RunState) =>
+      Effect.gen(function*() {
+        const context = state.context
+        const startedMillis = yield* Clock.currentTimeMillis
+        yield* record(state, {
+          actor: "user",
+          action: "run_started",
+          payload: { prompt: prompt.slice(0, PROMPT_AUDIT_CHARS), model: model.name, max_turns: maxTurns }
+        })
+        yield* emit(state, AgentEvent.started({ runId: context.runId, sessionId: context.sessionId, userId: context.userId }))
+        const messages = yield* seed(prompt, context)
+
+        let interruptionReason: string | undefined
+        while (true) {
+          if (state.turns >= maxTurns) {
+            interruptionReason = "max_turns_exceeded"
+            break
+          }
+          const turn = state.turns + 1
+          const request: Model.ModelRequest = { messages: [...messages], tools: toolDefinitions, maxTokens }
+          const answer = yield* meteredCall(state, request, turn)
+          if (answer._tag === "Blocked") {
+            interruptionReason = `budget:${answer.reason}`
+            yield* record(state, {
+              actor: "system",
+              action: "budget_blocked",
+              payload: { reason: answer.reason, turn }
+            })
+            yield* emit(state, AgentEvent.budget_exceeded({ turn, reason: answer.reason }))
+            break
+          }
+          state.turns = turn
+          const response = answer.response
+          state.usage = Model.addUsage(state.usage, response.usage)
+          state.output = response.text
+          messages.push({ role: "assistant", content: response.text, toolCalls: response.toolCalls })
+          if (response.toolCalls.length === 0) break
+          const results = yield* runTools(state, response.toolCalls, turn)
+          for (const result of results) {
+            messages.push({
+              role: "tool",
+              toolCallId: result.callId,
+              toolName: result.name,
+              content: result.output,
+              isError: result.status !== "ok"
+            })
+          }
+        }
+
+        yield* memory.remember({
+          sessionId: context.sessionId,
+          input: prompt,
+          output: state.output,
+          toolCalls: state.toolCalls.map((call) => ({ name: call.name, args: call.args }))
+        })
+        const finishedMillis = yield* Clock.currentTimeMillis
+        const interrupted = interruptionReason !== undefined
+        yield* record(state, {
+          actor: "system",
+          action: "run_completed",
+          payload: {
+            turns: state.turns,
+            interrupted,
+            interruption_reason: interruptionReason ?? null,
+            tokens_in: state.usage.inputTokens,
+            tokens_out: state.usage.outputTokens,
+            cost_usd: state.usage.costUsd,
+            elapsed_ms: finishedMillis - startedMillis
+          }
+        })
+        const result: Agent.RunResult = {
+          runId: context.runId,
+          sessionId: context.sessionId,
+          userId: context.userId,
+          output: state.output,
+          turns: state.turns,
+          tokensIn: state.usage.inputTokens,
+          tokensOut: state.usage.outputTokens,
+          costUsd: state.usage.costUsd,
+          startedAt: new Date(startedMillis),
+          finishedAt: new Date(finishedMillis),
+          interrupted,
+          interruptionReason,
+          toolCalls: state.toolCalls,
+          auditFailures: state.auditFailures
+        }
+        yield* emit(state, AgentEvent.completed({ result }))
+        return result
+      })
+
+    const start = (
+      prompt: string,
+      options: Agent.RunOptions | undefined,
+      emitEvent: Emit
+    ): Effect.Effect<Agent.RunResult, Agent.AgentError> =>
+      Effect.flatMap(RunContext.validateUserId(options?.userId), (userId) => {
+        const context: RunContext.RunContext = {
+          userId,
+          sessionId: options?.sessionId ?? newId("sess"),
+          runId: newId("run"),
+          metadata: options?.metadata ?? {}
+        }
+        const state: RunState = {
+          context,
+          emit: emitEvent,
+          turns: 0,
+          usage: Model.zeroUsage,
+          output: "",
+          auditFailures: 0,
+          toolCalls: []
+        }
+        const body = Effect.locally(loop(prompt, state), RunContext.ref, context)
+        return telemetryOn ?
+          Effect.withSpan(body, "jeeves.run", {
+            attributes: {
+              session_id: context.sessionId,
+              max_turns: maxTurns,
+              model: model.name,
+              ...(Telemetry.userIdValue(telemetry.userIdAttribute, userId) === undefined ?
+                {} :
+                { user_id: Telemetry.userIdValue(telemetry.userIdAttribute, userId) })
+            }
+          }) :
+          body
+      })
+
+    const service: Agent.Service = {
+      run: (prompt, options) => start(prompt, options, undefined),
+      stream: (prompt, options) =>
+        Stream.unwrapScoped(
+          Effect.gen(function*() {
+            const queue = yield* Effect.acquireRelease(
+              Queue.bounded<Take.Take<AgentEvent, Agent.AgentError>>(128),
+              Queue.shutdown
+            )
+            yield* start(prompt, options, (event) => Queue.offer(queue, Take.of(event))).pipe(
+              Effect.exit,
+              Effect.flatMap((exit) =>
+                Queue.offer(queue, Exit.isSuccess(exit) ? Take.end : Take.failCause(exit.cause))
+              ),
+              Effect.forkScoped
+            )
+            return Stream.flattenTake(Stream.fromQueue(queue))
+          })
+        )
+    }
+    return service
+  })

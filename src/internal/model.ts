@@ -1,0 +1,116 @@
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as FiberRef from "effect/FiberRef"
+import * as Stream from "effect/Stream"
+import type * as Model from "../Model.js"
+import * as RunContext from "../RunContext.js"
+
+const toResponse = (turn: Model.ScriptedTurn, callIds: () => string): Model.ModelResponse => {
+  const toolCalls = (turn.toolCalls ?? []).map((call) => ({ id: call.id ?? callIds(), name: call.name, args: call.args }))
+  return {
+    text: turn.text ?? "",
+    toolCalls,
+    usage: {
+      inputTokens: turn.usage?.inputTokens ?? 0,
+      outputTokens: turn.usage?.outputTokens ?? 0,
+      costUsd: turn.usage?.costUsd ?? 0
+    },
+    stopReason: toolCalls.length > 0 ? "tool_use" : "end_turn"
+  }
+}
+
+const EXHAUSTED: Model.ScriptedTurn = {}
+
+/** @internal */
+export const responseParts = (response: Model.ModelResponse): Array<Model.StreamPart> => {
+  const parts: Array<Model.StreamPart> = []
+  if (response.text !== "") parts.push({ _tag: "TextDelta", text: response.text })
+  for (const call of response.toolCalls) parts.push({ _tag: "ToolCallPart", call })
+  parts.push({ _tag: "Finish", response })
+  return parts
+}
+
+/** @internal */
+export const makeScripted = (script: Model.Script, options?: { readonly name?: string | undefined }): Model.Service => {
+  let position = 0
+  let callCounter = 0
+  const callIds = () => `call_${++callCounter}`
+
+  const nextTurn = (request: Model.ModelRequest): Effect.Effect<Model.ScriptedTurn, Model.ModelError> => {
+    if (typeof script === "function") {
+      return Effect.flatMap(FiberRef.get(RunContext.ref), (context) => {
+        const turn = script(request, context)
+        return Effect.isEffect(turn) ? turn : Effect.succeed(turn)
+      })
+    }
+    const turn = position < script.length ? script[position++]! : EXHAUSTED
+    return Effect.succeed(turn)
+  }
+
+  const play = (turn: Model.ScriptedTurn): Effect.Effect<Model.ModelResponse, Model.ModelError> => {
+    const answer = turn.error !== undefined ? Effect.fail(turn.error) : Effect.succeed(toResponse(turn, callIds))
+    return turn.latency === undefined ? answer : Effect.zipRight(Effect.sleep(turn.latency), answer)
+  }
+
+  const complete = (request: Model.ModelRequest) => Effect.flatMap(nextTurn(request), play)
+
+  return {
+    name: options?.name ?? "scripted",
+    price: undefined,
+    complete,
+    stream: (request) =>
+      Stream.flatMap(Stream.fromEffect(complete(request)), (response) => Stream.fromIterable(responseParts(response)))
+  }
+}
+
+const words = (text: string): Array<string> => text.split(/\s+/).filter((word) => word !== "")
+
+const messageText = (message: Model.Message): string => message.content
+
+/** @internal */
+export const makeEcho = (options?: Model.EchoOptions): Model.Service => {
+  const prefix = options?.prefix ?? "Echo: "
+  const costPerToken = options?.costPerToken ?? 0
+  const chunkDelay = options?.chunkDelay === undefined ? undefined : Duration.decode(options.chunkDelay)
+
+  const answer = (request: Model.ModelRequest) => {
+    let lastUser = ""
+    let inputTokens = 0
+    for (const message of request.messages) {
+      inputTokens += words(messageText(message)).length
+      if (message.role === "user") lastUser = message.content
+    }
+    const text = prefix + lastUser
+    return { text, inputTokens }
+  }
+
+  const respond = (text: string, inputTokens: number, outputTokens: number): Model.ModelResponse => ({
+    text,
+    toolCalls: [],
+    usage: { inputTokens, outputTokens, costUsd: (inputTokens + outputTokens) * costPerToken },
+    stopReason: "end_turn"
+  })
+
+  return {
+    name: "echo",
+    price: costPerToken === 0 ? undefined : { inputPerMillion: costPerToken * 1e6, outputPerMillion: costPerToken * 1e6 },
+    complete: (request) =>
+      Effect.sync(() => {
+        const { inputTokens, text } = answer(request)
+        return respond(text, inputTokens, Math.max(1, words(text).length))
+      }),
+    stream: (request) =>
+      Stream.suspend(() => {
+        const { inputTokens, text } = answer(request)
+        const pieces = text.split(" ").map((piece, i) => (i === 0 ? piece : " " + piece))
+        const deltas = Stream.fromIterable(pieces).pipe(
+          Stream.map((piece): Model.StreamPart => ({ _tag: "TextDelta", text: piece }))
+        )
+        const delayed = chunkDelay === undefined ? deltas : Stream.tap(deltas, () => Effect.sleep(chunkDelay))
+        return Stream.concat(
+          delayed,
+          Stream.succeed<Model.StreamPart>({ _tag: "Finish", response: respond(text, inputTokens, pieces.length) })
+        )
+      })
+  }
+}
