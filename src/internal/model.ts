@@ -39,12 +39,12 @@ export const makeScripted = (script: Model.Script, options?: { readonly name?: s
   const nextTurn = (request: Model.ModelRequest): Effect.Effect<Model.ScriptedTurn, Model.ModelError> => {
     if (typeof script === "function") {
       return Effect.flatMap(FiberRef.get(RunContext.ref), (context) => {
+        // Called per execution (not per construction) so a retried call asks the script again.
         const turn = script(request, context)
         return Effect.isEffect(turn) ? turn : Effect.succeed(turn)
       })
     }
-    const turn = position < script.length ? script[position++]! : EXHAUSTED
-    return Effect.succeed(turn)
+    return Effect.sync(() => (position < script.length ? script[position++]! : EXHAUSTED))
   }
 
   const play = (turn: Model.ScriptedTurn): Effect.Effect<Model.ModelResponse, Model.ModelError> => {

@@ -1,0 +1,191 @@
+import * as Cause from "effect/Cause"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as FiberId from "effect/FiberId"
+import * as Layer from "effect/Layer"
+import type * as ManagedRuntime from "effect/ManagedRuntime"
+import * as Queue from "effect/Queue"
+import * as Stream from "effect/Stream"
+import * as Agent from "../Agent.js"
+import type { AgentEvent } from "../AgentEvent.js"
+import * as AuditLog from "../AuditLog.js"
+import * as Memory from "../Memory.js"
+import * as Model from "../Model.js"
+import type * as Permissions from "../Permissions.js"
+import * as Secrets from "../Secrets.js"
+import * as Telemetry from "../Telemetry.js"
+import type * as Tool from "../Tool.js"
+import type { AgentOptions } from "../promise.js"
+
+/** @internal */
+export type Services = Agent.Agent | Exclude<Agent.Requirements, Model.Model>
+
+/** @internal */
+export const AuditLogTag = AuditLog.AuditLog
+
+/** @internal */
+export interface StandardPermissionOptions {
+  readonly mode?: Permissions.Mode | undefined
+  readonly allowedTools?: ReadonlyArray<string> | undefined
+  readonly deniedTools?: ReadonlyArray<string> | undefined
+}
+
+/** @internal */
+export type BudgetOptions = Readonly<Record<string, unknown>>
+
+/** @internal */
+export type PromiseApprovalHandler = (call: Tool.Call, userId: string | null) => Promise<boolean> | boolean
+
+/** @internal */
+export interface PromiseHooks {
+  readonly beforeTool?:
+    | ReadonlyArray<(call: Tool.Call, userId: string | null) => Promise<void | { readonly deny: string }> | void | { readonly deny: string }>
+    | undefined
+  readonly afterTool?:
+    | ReadonlyArray<(call: Tool.Call, result: Tool.Result, userId: string | null) => Promise<void> | void>
+    | undefined
+  readonly timeout?: Duration.DurationInput | undefined
+}
+
+/** @internal */
+export interface AuditLogOptions {
+  readonly path: string
+  readonly secret: string
+}
+
+const isLayer = (u: unknown): u is Layer.Layer<never, unknown, unknown> => Layer.isLayer(u)
+
+/** @internal */
+export const secretsLayer = (options: AgentOptions): Layer.Layer<Secrets.Secrets, unknown> => {
+  const secrets = options.secrets
+  if (secrets === undefined) return Secrets.layerEnv
+  if (isLayer(secrets)) return secrets as Layer.Layer<Secrets.Secrets, unknown>
+  if (isSecretsService(secrets)) return Layer.succeed(Secrets.Secrets, secrets)
+  return Secrets.layerDict(secrets as Readonly<Record<string, string>>)
+}
+
+const isSecretsService = (u: unknown): u is Secrets.Service =>
+  typeof u === "object" && u !== null && typeof (u as Secrets.Service).resolve === "function" &&
+  typeof (u as Secrets.Service).redact === "function"
+
+/** @internal */
+export const modelLayer = (options: AgentOptions): Layer.Layer<Model.Model, unknown, Secrets.Secrets> => {
+  const model = options.model
+  if (isLayer(model)) return model as Layer.Layer<Model.Model, unknown, Secrets.Secrets>
+  if (model === "echo") return Model.layerEcho()
+  if (model === "scripted") {
+    if (options.script === undefined) {
+      return Layer.fail(new Model.ModelConfigError({ option: "script", description: `model "scripted" needs a script` }))
+    }
+    return Model.layerScripted(options.script)
+  }
+  return Layer.fail(
+    new Model.ModelConfigError({
+      option: "model",
+      description: `unknown model ${JSON.stringify(model)}; use "claude-...", "scripted", "echo" or a Layer of Model`
+    })
+  )
+}
+
+const telemetryLayer = (options: AgentOptions): Layer.Layer<Telemetry.Telemetry, unknown> => {
+  const telemetry = options.telemetry
+  if (telemetry === undefined || telemetry === false) return Telemetry.layerNone
+  if (telemetry === true) return Telemetry.layer()
+  if (isLayer(telemetry)) return telemetry as Layer.Layer<Telemetry.Telemetry, unknown>
+  return Telemetry.layer(telemetry)
+}
+
+const memoryLayer = (options: AgentOptions): Layer.Layer<Memory.Memory, unknown> => {
+  const memory = options.memory
+  if (memory === undefined || memory === "memory") return Memory.layerInMemory(options.memoryBounds)
+  if (isLayer(memory)) return memory as Layer.Layer<Memory.Memory, unknown>
+  return Layer.fail(
+    new Memory.MemoryError({
+      method: "layer",
+      description: `unknown memory ${JSON.stringify(memory)}; use "memory", "sqlite:PATH", "postgres://..." or a Layer of Memory`
+    })
+  )
+}
+
+/** @internal */
+export const layerFromOptions = (options: AgentOptions): Layer.Layer<Services, unknown> => {
+  const secrets = secretsLayer(options)
+  const services = Layer.mergeAll(
+    Agent.layerDefaults,
+    memoryLayer(options),
+    telemetryLayer(options)
+  ).pipe(Layer.provideMerge(secrets))
+  const agent = Agent.layer({
+    instructions: options.instructions,
+    tools: options.tools,
+    maxTurns: options.maxTurns,
+    maxTokens: options.maxTokens
+  }).pipe(Layer.provide(modelLayer(options).pipe(Layer.provide(secrets))))
+  return Layer.provideMerge(agent, services)
+}
+
+const abortReason = (signal: AbortSignal | undefined): unknown =>
+  signal?.reason ?? new DOMException("This operation was aborted", "AbortError")
+
+/**
+ * The error a caller sees: the typed failure itself (squashed from the cause),
+ * or the abort reason when the call was interrupted by its signal.
+ *
+ * @internal
+ */
+export const toRejection = (cause: Cause.Cause<unknown>, signal: AbortSignal | undefined): unknown =>
+  Cause.isInterruptedOnly(cause) ? abortReason(signal) : Cause.squash(cause)
+
+/** @internal */
+export const runPromise = async <A, R>(
+  runtime: ManagedRuntime.ManagedRuntime<R, unknown>,
+  effect: Effect.Effect<A, unknown, R>,
+  signal: AbortSignal | undefined
+): Promise<A> => {
+  if (signal?.aborted) throw abortReason(signal)
+  const exit = await runtime.runPromiseExit(effect, signal === undefined ? undefined : { signal })
+  if (Exit.isSuccess(exit)) return exit.value
+  throw toRejection(exit.cause, signal)
+}
+
+/**
+ * An async iterable over a stream run on `runtime`. Breaking out of the loop,
+ * or aborting `signal`, interrupts the stream (and so the run).
+ *
+ * @internal
+ */
+export const iterate = <R>(
+  runtime: ManagedRuntime.ManagedRuntime<R, unknown>,
+  makeStream: Effect.Effect<Stream.Stream<AgentEvent, unknown>, never, R>,
+  signal: AbortSignal | undefined
+): AsyncIterable<AgentEvent> => ({
+  [Symbol.asyncIterator]: async function*() {
+    if (signal?.aborted) throw abortReason(signal)
+    const queue = await runtime.runPromise(Queue.bounded<Exit.Exit<AgentEvent, unknown> | undefined>(64))
+    const producer = runtime.runFork(
+      Effect.flatMap(makeStream, (stream) => Stream.runForEach(stream, (event) => Queue.offer(queue, Exit.succeed(event)))).pipe(
+        Effect.exit,
+        Effect.flatMap((exit) => Queue.offer(queue, Exit.isSuccess(exit) ? undefined : Exit.failCause(exit.cause)))
+      )
+    )
+    // The producer cannot report its own interruption, so the abort wakes the consumer itself.
+    const onAbort = () =>
+      runtime.runFork(
+        Effect.zipRight(Fiber.interrupt(producer), Queue.offer(queue, Exit.failCause(Cause.interrupt(FiberId.none))))
+      )
+    signal?.addEventListener("abort", onAbort, { once: true })
+    try {
+      while (true) {
+        const next = await runtime.runPromise(Queue.take(queue))
+        if (next === undefined) return
+        if (Exit.isFailure(next)) throw toRejection(next.cause, signal)
+        yield next.value
+      }
+    } finally {
+      signal?.removeEventListener("abort", onAbort)
+      await runtime.runPromise(Fiber.interrupt(producer))
+    }
+  }
+})

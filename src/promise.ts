@@ -1,0 +1,227 @@
+/**
+ * The plain-Node facade: an agent with `async` methods, for programs that do
+ * not use Effect.
+ *
+ * One `createAgent` call builds one `ManagedRuntime` holding every service
+ * (budget, memory, audit log, ...), shared by all runs of all users. Rejected
+ * promises carry our typed errors (`instanceof` works), never Effect's
+ * `FiberFailure`. Every call takes an `AbortSignal`. Call `dispose()` when done
+ * to close files and pools.
+ *
+ * @example
+ * ```ts
+ * import { createAgent } from "jeevesagent/promise"
+ *
+ * const agent = createAgent({ model: "echo", instructions: "Be brief." })
+ * const result = await agent.run("hello", { userId: "alice" })
+ * console.log(result.output) // "Echo: hello"
+ * await agent.dispose()
+ * ```
+ *
+ * @since 0.1.0
+ */
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import type * as Layer from "effect/Layer"
+import * as ManagedRuntime from "effect/ManagedRuntime"
+import type * as Stream from "effect/Stream"
+import * as Agent from "./Agent.js"
+import type { AgentEvent } from "./AgentEvent.js"
+import type * as AuditLog from "./AuditLog.js"
+import * as Budget from "./Budget.js"
+import type * as Hooks from "./Hooks.js"
+import * as internal from "./internal/promise.js"
+import * as Memory from "./Memory.js"
+import type * as Model from "./Model.js"
+import type * as Permissions from "./Permissions.js"
+import * as RunContext from "./RunContext.js"
+import type * as Secrets from "./Secrets.js"
+import type * as Telemetry from "./Telemetry.js"
+import type * as Tool from "./Tool.js"
+
+/**
+ * Permission options: one policy for everybody, or a policy per user.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type PermissionsOptions =
+  | internal.StandardPermissionOptions
+  | {
+    readonly perUser: Readonly<Record<string, internal.StandardPermissionOptions>>
+    readonly anonymous?: internal.StandardPermissionOptions | undefined
+    readonly default: internal.StandardPermissionOptions
+  }
+
+/**
+ * Options of {@link createAgent}. Each service option also accepts a ready
+ * `Layer` of that service.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface AgentOptions {
+  /**
+   * `"claude-..."` for Claude (`jeevesagent/AnthropicModel`), `"scripted"`
+   * (with `script`), `"echo"`, or a `Layer<Model>`.
+   */
+  readonly model: string | Layer.Layer<Model.Model, unknown, Secrets.Secrets>
+  /** The script of the `"scripted"` model. */
+  readonly script?: Model.Script | undefined
+  /** Explicit API key for Claude (else `Secrets`, then `ANTHROPIC_API_KEY`). */
+  readonly apiKey?: string | undefined
+  readonly instructions?: string | undefined
+  readonly tools?: ReadonlyArray<Tool.Any> | undefined
+  readonly maxTurns?: number | undefined
+  readonly maxTokens?: number | undefined
+  /** Budget caps and per-user state bounds. */
+  readonly budget?: internal.BudgetOptions | Layer.Layer<Budget.Budget, unknown> | undefined
+  readonly permissions?: PermissionsOptions | Layer.Layer<Permissions.Permissions, unknown> | undefined
+  /** Asked about every `Ask` decision; resolve `true` to let the call run. */
+  readonly approvalHandler?: internal.PromiseApprovalHandler | undefined
+  /** How long the approval handler may take. Default 5 minutes. */
+  readonly approvalTimeout?: Duration.DurationInput | undefined
+  readonly hooks?: internal.PromiseHooks | Layer.Layer<Hooks.Hooks, unknown> | undefined
+  /** `"memory"` (default), `"sqlite:PATH"`, `"postgres://..."`, or a layer. */
+  readonly memory?: string | Layer.Layer<Memory.Memory, unknown> | undefined
+  /** Per-user state bounds of the in-memory store. */
+  readonly memoryBounds?: Memory.InMemoryOptions | undefined
+  readonly auditLog?: internal.AuditLogOptions | Layer.Layer<AuditLog.AuditLog, unknown> | undefined
+  /** A record of secrets, a Secrets implementation, or a layer. Default: the environment. */
+  readonly secrets?:
+    | Readonly<Record<string, string>>
+    | Secrets.Service
+    | Layer.Layer<Secrets.Secrets, unknown>
+    | undefined
+  /** Fact extraction after each run. Default: on for Claude models (with a one-time notice), off otherwise. */
+  readonly autoExtract?: boolean | undefined
+  readonly telemetry?: boolean | { readonly userIdAttribute?: Telemetry.UserIdAttribute } | Layer.Layer<Telemetry.Telemetry, unknown> | undefined
+}
+
+/**
+ * Per-call options.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface CallOptions {
+  readonly signal?: AbortSignal | undefined
+}
+
+/**
+ * Per-run options.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RunOptions extends Agent.RunOptions, CallOptions {}
+
+/**
+ * Admin access to one user's memory.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface UserMemory {
+  readonly working: (options?: CallOptions) => Promise<ReadonlyArray<Memory.MemoryBlock>>
+  readonly updateBlock: (name: string, content: string, options?: CallOptions) => Promise<void>
+  readonly appendBlock: (name: string, content: string, options?: CallOptions) => Promise<void>
+  readonly recall: (
+    query: string,
+    options?: CallOptions & { readonly limit?: number | undefined }
+  ) => Promise<ReadonlyArray<Memory.Episode>>
+  readonly recallFacts: (
+    query: string,
+    options?: CallOptions & { readonly limit?: number | undefined; readonly validAt?: Date | undefined }
+  ) => Promise<ReadonlyArray<Memory.Fact>>
+  readonly profile: (options?: CallOptions) => Promise<Memory.MemoryProfile>
+  readonly forget: (
+    options?: CallOptions & { readonly sessionId?: string | undefined; readonly before?: Date | undefined }
+  ) => Promise<number>
+  readonly export: (options?: CallOptions) => Promise<Memory.MemoryExport>
+}
+
+/**
+ * An agent with a Promise API.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface JeevesAgent {
+  /** Runs the agent for a user. Rejects with `InvalidUserId`, `ModelError`, ...; an abort rejects with the signal's reason. */
+  readonly run: (prompt: string, options?: RunOptions) => Promise<Agent.RunResult>
+  /** The same run as events. Breaking out of the loop (or aborting) stops the run. */
+  readonly stream: (prompt: string, options?: RunOptions) => AsyncIterable<AgentEvent>
+  /** A user's budget totals (`null` for anonymous). */
+  readonly usageFor: (userId: string | null, options?: CallOptions) => Promise<Budget.UsageTotals>
+  readonly globalUsage: (options?: CallOptions) => Promise<Budget.UsageTotals>
+  readonly audit: {
+    readonly query: (filter?: AuditLog.QueryFilter, options?: CallOptions) => Promise<ReadonlyArray<AuditLog.AuditEntry>>
+    readonly verify: (options?: CallOptions) => Promise<AuditLog.VerifyReport>
+  }
+  /** One user's memory (`null` for anonymous). An invalid id rejects with `InvalidUserId`. */
+  readonly memory: (userId: string | null) => UserMemory
+  /** Builds every service now, surfacing configuration errors (otherwise the first call does). */
+  readonly ready: () => Promise<void>
+  /** The runtime, for Effect programs that want to share it. */
+  readonly runtime: ManagedRuntime.ManagedRuntime<internal.Services, unknown>
+  /** Closes files and pools. Further calls reject. */
+  readonly dispose: () => Promise<void>
+}
+
+/**
+ * Creates an agent. Services are built lazily on the first call (or by
+ * `ready()`), once, and shared by every user.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const createAgent = (options: AgentOptions): JeevesAgent => {
+  const runtime = ManagedRuntime.make(internal.layerFromOptions(options))
+  const execute = <A>(effect: Effect.Effect<A, unknown, internal.Services>, signal?: AbortSignal) =>
+    internal.runPromise(runtime, effect, signal)
+
+  const withUser = <A, E>(userId: string | null, effect: Effect.Effect<A, E, internal.Services>) =>
+    effect.pipe(RunContext.withUser(userId))
+
+  const memoryEffect = <A>(userId: string | null, f: (memory: Memory.Service) => Effect.Effect<A, unknown>) =>
+    withUser(userId, Effect.flatMap(Memory.Memory, f))
+
+  return {
+    run: (prompt, runOptions) =>
+      execute(Effect.flatMap(Agent.Agent, (agent) => agent.run(prompt, runOptions)), runOptions?.signal),
+    stream: (prompt, runOptions) =>
+      internal.iterate(
+        runtime,
+        Effect.map(Agent.Agent, (agent): Stream.Stream<AgentEvent, unknown> => agent.stream(prompt, runOptions)),
+        runOptions?.signal
+      ),
+    usageFor: (userId, callOptions) =>
+      execute(
+        Effect.flatMap(RunContext.validateUserId(userId), (valid) =>
+          Effect.flatMap(Budget.Budget, (budget) => budget.usageFor(valid))),
+        callOptions?.signal
+      ),
+    globalUsage: (callOptions) => execute(Effect.flatMap(Budget.Budget, (budget) => budget.globalUsage), callOptions?.signal),
+    audit: {
+      query: (filter, callOptions) =>
+        execute(Effect.flatMap(internal.AuditLogTag, (audit) => audit.query(filter)), callOptions?.signal),
+      verify: (callOptions) => execute(Effect.flatMap(internal.AuditLogTag, (audit) => audit.verify), callOptions?.signal)
+    },
+    memory: (userId) => ({
+      working: (o) => execute(memoryEffect(userId, (m) => m.working), o?.signal),
+      updateBlock: (name, content, o) => execute(memoryEffect(userId, (m) => m.updateBlock(name, content)), o?.signal),
+      appendBlock: (name, content, o) => execute(memoryEffect(userId, (m) => m.appendBlock(name, content)), o?.signal),
+      recall: (query, o) => execute(memoryEffect(userId, (m) => m.recall(query, { limit: o?.limit })), o?.signal),
+      recallFacts: (query, o) =>
+        execute(memoryEffect(userId, (m) => m.recallFacts(query, { limit: o?.limit, validAt: o?.validAt })), o?.signal),
+      profile: (o) => execute(memoryEffect(userId, (m) => m.profile), o?.signal),
+      forget: (o) =>
+        execute(memoryEffect(userId, (m) => m.forget({ sessionId: o?.sessionId, before: o?.before })), o?.signal),
+      export: (o) => execute(memoryEffect(userId, (m) => m.export), o?.signal)
+    }),
+    ready: () => execute(Effect.void),
+    runtime,
+    dispose: () => runtime.dispose()
+  }
+}

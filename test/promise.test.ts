@@ -1,0 +1,134 @@
+import { Effect, Layer, Schema } from "effect"
+import { Model, RunContext, Tool } from "jeevesagent"
+import { createAgent } from "jeevesagent/promise"
+import { describe, expect, it } from "vitest"
+
+const whoami = Tool.fromPromise("whoami", {
+  description: "The current user",
+  parameters: Schema.Struct({}),
+  handler: async (_args, { context }) => context.userId ?? "anonymous"
+})
+
+const callThenAnswer: Model.Script = (request) =>
+  request.messages.at(-1)!.role === "tool" ?
+    { text: `you are ${request.messages.at(-1)!.content}`, usage: { inputTokens: 5, outputTokens: 2 } } :
+    { toolCalls: [{ name: "whoami", args: {} }], usage: { inputTokens: 4, outputTokens: 1 } }
+
+describe("jeevesagent/promise", () => {
+  it("runs one shared agent for many users", async () => {
+    const agent = createAgent({ model: "scripted", script: callThenAnswer, tools: [whoami] })
+    try {
+      const results = await Promise.all(["alice", "bob", "carol"].map((userId) => agent.run("who am i?", { userId })))
+      expect(results.map((r) => r.output)).toEqual(["you are alice", "you are bob", "you are carol"])
+      expect(results.map((r) => r.userId)).toEqual(["alice", "bob", "carol"])
+    } finally {
+      await agent.dispose()
+    }
+  })
+
+  it("echo model works offline", async () => {
+    const agent = createAgent({ model: "echo" })
+    expect((await agent.run("hello", { userId: "alice" })).output).toBe("Echo: hello")
+    await agent.dispose()
+  })
+
+  it("rejects with our typed error instances, never FiberFailure", async () => {
+    const agent = createAgent({ model: "echo" })
+    const invalid = await agent.run("x", { userId: "" }).catch((error: unknown) => error)
+    expect(invalid).toBeInstanceOf(RunContext.InvalidUserId)
+    expect((invalid as RunContext.InvalidUserId).rule).toBe("empty")
+    expect((invalid as Error).message).toContain("empty")
+
+    const failing = createAgent({
+      model: Model.layerScripted([
+        { error: new Model.ModelError({ reason: "bad_request", retryable: false, status: 400, description: "nope" }) }
+      ])
+    })
+    const modelError = await failing.run("x").catch((error: unknown) => error)
+    expect(modelError).toBeInstanceOf(Model.ModelError)
+    expect((modelError as Model.ModelError).status).toBe(400)
+    await Promise.all([agent.dispose(), failing.dispose()])
+  })
+
+  it("configuration errors reject with a typed error naming the option", async () => {
+    const agent = createAgent({ model: "gpt-4o" })
+    const error = await agent.ready().catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(Model.ModelConfigError)
+    expect((error as Error).message).toContain("gpt-4o")
+    const scripted = createAgent({ model: "scripted" })
+    expect(await scripted.ready().catch((e: unknown) => e)).toBeInstanceOf(Model.ModelConfigError)
+  })
+
+  it("aborting the signal interrupts the run and rejects with the abort reason", async () => {
+    let interrupted = false
+    let started!: () => void
+    const running = new Promise<void>((resolve) => (started = resolve))
+    const hanging = Tool.make("hang", {
+      description: "hangs",
+      parameters: Schema.Struct({}),
+      handler: () =>
+        Effect.sync(() => started()).pipe(
+          Effect.zipRight(Effect.never),
+          Effect.onInterrupt(() => Effect.sync(() => (interrupted = true)))
+        )
+    })
+    const agent = createAgent({
+      model: Model.layerScripted([{ toolCalls: [{ name: "hang", args: {} }] }]),
+      tools: [hanging]
+    })
+    const controller = new AbortController()
+    const run = agent.run("x", { userId: "alice", signal: controller.signal })
+    await running
+    controller.abort()
+    const error = await run.catch((e: unknown) => e)
+    expect((error as Error).name).toBe("AbortError")
+    expect(interrupted).toBe(true)
+    const already = await agent.run("x", { signal: controller.signal }).catch((e: unknown) => e)
+    expect((already as Error).name).toBe("AbortError")
+    await agent.dispose()
+  })
+
+  it("stream yields events; breaking out stops the run", async () => {
+    const agent = createAgent({ model: "scripted", script: callThenAnswer, tools: [whoami] })
+    const tags: Array<string> = []
+    for await (const event of agent.stream("who?", { userId: "dave" })) {
+      tags.push(event._tag)
+      if (event._tag === "completed") expect(event.result.output).toBe("you are dave")
+    }
+    expect(tags[0]).toBe("started")
+    expect(tags.at(-1)).toBe("completed")
+
+    let interrupted = false
+    const hanging = Tool.make("hang", {
+      description: "hangs",
+      parameters: Schema.Struct({}),
+      handler: () => Effect.never.pipe(Effect.onInterrupt(() => Effect.sync(() => (interrupted = true))))
+    })
+    const blocking = createAgent({ model: Model.layerScripted([{ toolCalls: [{ name: "hang", args: {} }] }]), tools: [hanging] })
+    for await (const event of blocking.stream("x")) {
+      if (event._tag === "tool_call") break
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    expect(interrupted).toBe(true)
+    await Promise.all([agent.dispose(), blocking.dispose()])
+  })
+
+  it("memory and usage admin calls are scoped to the named user", async () => {
+    const agent = createAgent({ model: "echo" })
+    await agent.run("remember tea", { userId: "alice", sessionId: "s1" })
+    await agent.memory("alice").updateBlock("prefs", "tea")
+    expect((await agent.memory("alice").working()).map((b) => b.content)).toEqual(["tea"])
+    expect(await agent.memory("bob").working()).toEqual([])
+    expect((await agent.memory("alice").export()).episodes).toHaveLength(1)
+    expect((await agent.memory(null).export()).episodes).toHaveLength(0)
+    await expect(agent.memory(RunContext.ANONYMOUS_USER).working()).rejects.toBeInstanceOf(RunContext.InvalidUserId)
+    expect(await agent.usageFor("alice")).toEqual({ tokensIn: 0, tokensOut: 0, tokensTotal: 0, costUsd: 0 })
+    await agent.dispose()
+  })
+
+  it("accepts ready layers for services", async () => {
+    const agent = createAgent({ model: Layer.succeed(Model.Model, Model.makeEcho({ prefix: "> " })) })
+    expect((await agent.run("hi")).output).toBe("> hi")
+    await agent.dispose()
+  })
+})
