@@ -367,4 +367,15 @@ export const defaultRetrySchedule: Schedule.Schedule<unknown, unknown> = Schedul
 export const retryRetryable = <A, R>(
   self: Effect.Effect<A, ModelError, R>,
   schedule: Schedule.Schedule<unknown, unknown> = defaultRetrySchedule
-): Effect.Effect<A, ModelError, R> => Effect.retry(self, { schedule, while: (error) => error.retryable })
+): Effect.Effect<A, ModelError, R> =>
+  // The schedule driver is built only after a first retryable failure: a
+  // successful call pays nothing for the retry policy.
+  Effect.catchIf(self, (error) => error.retryable, (first) => {
+    let replayFirst = true
+    const attempt = Effect.suspend(() => {
+      if (!replayFirst) return self
+      replayFirst = false
+      return Effect.fail(first)
+    })
+    return Effect.retry(attempt, { schedule, while: (error) => error.retryable })
+  })

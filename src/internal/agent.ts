@@ -132,6 +132,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     const hooksOn = !hooks.isEmpty
     const auditOn = audit.enabled
     const telemetryOn = telemetry.enabled
+    const governed = permissionsOn || hooksOn
 
     const span = <A, E, R>(
       name: string,
@@ -332,20 +333,20 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         destructive: tool?.destructive ?? false
       }
       const body = Effect.gen(function*() {
-        yield* emit(state, AgentEvent.tool_call({ turn, call }))
-        const auditWritten = yield* record(state, {
+        if (state.emit !== undefined) yield* state.emit(AgentEvent.tool_call({ turn, call }))
+        const auditWritten = !auditOn || (yield* record(state, {
           actor: "model",
           action: "tool_call",
           payload: { tool: call.name, call_id: call.id, args: call.args, destructive: call.destructive, turn }
-        })
+        }))
         let result: Tool.Result
         if (tool === undefined) {
           const known = toolsByName.size === 0 ? "none" : [...toolsByName.keys()].join(", ")
           const message = `unknown tool ${JSON.stringify(call.name)} (available: ${known})`
           result = { callId: call.id, name: call.name, status: "error", output: `ERROR: ${message}`, reason: message }
         } else {
-          const decision = yield* Effect.either(authorize(call, auditWritten))
-          if (decision._tag === "Left") {
+          const decision = governed || !auditWritten ? yield* Effect.either(authorize(call, auditWritten)) : undefined
+          if (decision !== undefined && decision._tag === "Left") {
             const reason = decision.left.message
             result = { callId: call.id, name: call.name, status: "denied", output: `DENIED: ${reason}`, reason }
           } else {
@@ -359,7 +360,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
             }
           }
         }
-        yield* record(state, {
+        if (auditOn) yield* record(state, {
           actor: "system",
           action: "tool_result",
           payload: {
@@ -373,7 +374,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           }
         })
         state.toolCalls.push({ ...result, args: call.args, destructive: call.destructive, turn })
-        yield* emit(state, AgentEvent.tool_result({ turn, result }))
+        if (state.emit !== undefined) yield* state.emit(AgentEvent.tool_result({ turn, result }))
         return result
       })
       return span("jeeves.tool", { tool: call.name, call_id: call.id, turn }, body)
@@ -390,12 +391,12 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       Effect.gen(function*() {
         const context = state.context
         const startedMillis = yield* Clock.currentTimeMillis
-        yield* record(state, {
+        if (auditOn) yield* record(state, {
           actor: "user",
           action: "run_started",
           payload: { prompt: prompt.slice(0, PROMPT_AUDIT_CHARS), model: model.name, max_turns: maxTurns }
         })
-        yield* emit(state, AgentEvent.started({ runId: context.runId, sessionId: context.sessionId, userId: context.userId }))
+        if (state.emit !== undefined) yield* state.emit(AgentEvent.started({ runId: context.runId, sessionId: context.sessionId, userId: context.userId }))
         const messages = yield* seed(prompt, context)
 
         let interruptionReason: string | undefined
@@ -409,12 +410,12 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           const answer = yield* meteredCall(state, request, turn)
           if (answer._tag === "Blocked") {
             interruptionReason = `budget:${answer.reason}`
-            yield* record(state, {
+            if (auditOn) yield* record(state, {
               actor: "system",
               action: "budget_blocked",
               payload: { reason: answer.reason, turn }
             })
-            yield* emit(state, AgentEvent.budget_exceeded({ turn, reason: answer.reason }))
+            if (state.emit !== undefined) yield* state.emit(AgentEvent.budget_exceeded({ turn, reason: answer.reason }))
             break
           }
           state.turns = turn
@@ -443,7 +444,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         })
         const finishedMillis = yield* Clock.currentTimeMillis
         const interrupted = interruptionReason !== undefined
-        yield* record(state, {
+        if (auditOn) yield* record(state, {
           actor: "system",
           action: "run_completed",
           payload: {
@@ -472,7 +473,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           toolCalls: state.toolCalls,
           auditFailures: state.auditFailures
         }
-        yield* emit(state, AgentEvent.completed({ result }))
+        if (state.emit !== undefined) yield* state.emit(AgentEvent.completed({ result }))
         return result
       })
 
@@ -481,7 +482,11 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       options: Agent.RunOptions | undefined,
       emitEvent: Emit
     ): Effect.Effect<Agent.RunResult, Agent.AgentError> =>
-      Effect.flatMap(RunContext.validateUserId(options?.userId), (userId) => {
+    {
+      const requested = options?.userId ?? null
+      const rule = requested === null ? undefined : RunContext.checkUserId(requested)
+      if (rule !== undefined) return Effect.fail(new RunContext.InvalidUserId({ rule, userId: requested! }))
+      const userId = requested
         const context: RunContext.RunContext = {
           userId,
           sessionId: options?.sessionId ?? newId("sess"),
@@ -510,7 +515,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
             }
           }) :
           body
-      })
+    }
 
     const service: Agent.Service = {
       run: (prompt, options) => start(prompt, options, undefined),
