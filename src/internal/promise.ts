@@ -9,6 +9,7 @@ import type * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Queue from "effect/Queue"
 import * as Stream from "effect/Stream"
 import * as Agent from "../Agent.js"
+import * as AnthropicModel from "../AnthropicModel.js"
 import type { AgentEvent } from "../AgentEvent.js"
 import * as AuditLog from "../AuditLog.js"
 import * as Memory from "../Memory.js"
@@ -33,7 +34,7 @@ export interface StandardPermissionOptions {
 }
 
 /** @internal */
-export type BudgetOptions = Readonly<Record<string, unknown>>
+export type BudgetOptions = { readonly maxCostUsd?: number | undefined; readonly perUserMaxCostUsd?: number | undefined }
 
 /** @internal */
 export type PromiseApprovalHandler = (call: Tool.Call, userId: string | null) => Promise<boolean> | boolean
@@ -70,6 +71,13 @@ const isSecretsService = (u: unknown): u is Secrets.Service =>
   typeof u === "object" && u !== null && typeof (u as Secrets.Service).resolve === "function" &&
   typeof (u as Secrets.Service).redact === "function"
 
+/** Whether a cost cap is configured: then an unpriced model is a configuration error, not $0. */
+const hasCostCap = (options: AgentOptions): boolean => {
+  const budget = options.budget
+  if (budget === undefined || isLayer(budget)) return false
+  return budget.maxCostUsd !== undefined || budget.perUserMaxCostUsd !== undefined
+}
+
 /** @internal */
 export const modelLayer = (options: AgentOptions): Layer.Layer<Model.Model, unknown, Secrets.Secrets> => {
   const model = options.model
@@ -80,6 +88,14 @@ export const modelLayer = (options: AgentOptions): Layer.Layer<Model.Model, unkn
       return Layer.fail(new Model.ModelConfigError({ option: "script", description: `model "scripted" needs a script` }))
     }
     return Model.layerScripted(options.script)
+  }
+  if (model.startsWith("claude-")) {
+    return AnthropicModel.layer({
+      model,
+      apiKey: options.apiKey,
+      maxTokens: options.maxTokens,
+      requireCost: hasCostCap(options)
+    })
   }
   return Layer.fail(
     new Model.ModelConfigError({
