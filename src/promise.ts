@@ -70,6 +70,10 @@ export interface AgentOptions {
   readonly script?: Model.Script | undefined
   /** Explicit API key for Claude (else `Secrets`, then `ANTHROPIC_API_KEY`). */
   readonly apiKey?: string | undefined
+  /** The Anthropic API's base URL (a proxy or gateway). */
+  readonly baseURL?: string | undefined
+  /** Extra or overriding prices (USD per million tokens) by model-id prefix, merged over `AnthropicModel.prices`. */
+  readonly prices?: Readonly<Record<string, Model.Price>> | undefined
   readonly instructions?: string | undefined
   readonly tools?: ReadonlyArray<Tool.Any> | undefined
   readonly maxTurns?: number | undefined

@@ -93,6 +93,8 @@ export const modelLayer = (options: AgentOptions): Layer.Layer<Model.Model, unkn
     return AnthropicModel.layer({
       model,
       apiKey: options.apiKey,
+      baseURL: options.baseURL,
+      prices: options.prices,
       maxTokens: options.maxTokens,
       requireCost: hasCostCap(options)
     })
