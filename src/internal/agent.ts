@@ -1,5 +1,4 @@
 import * as Cause from "effect/Cause"
-import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -134,11 +133,12 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     const telemetryOn = telemetry.enabled
     const governed = permissionsOn || hooksOn
 
+    /** Wraps `effect` in a span when telemetry is on; attributes are built only then. */
     const span = <A, E, R>(
       name: string,
-      attributes: Record<string, unknown>,
+      attributes: () => Record<string, unknown>,
       effect: Effect.Effect<A, E, R>
-    ): Effect.Effect<A, E, R> => (telemetryOn ? Effect.withSpan(effect, name, { attributes }) : effect)
+    ): Effect.Effect<A, E, R> => (telemetryOn ? Effect.withSpan(effect, name, { attributes: attributes() }) : effect)
 
     const warn = (message: string, annotations: Record<string, unknown>) =>
       Effect.logWarning(secrets.redact(message)).pipe(Effect.annotateLogs(annotations))
@@ -183,7 +183,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       if (state.emit === undefined) {
         return span(
           "jeeves.model.complete",
-          { model: model.name, turn, session_id: state.context.sessionId, tool_count: toolDefinitions.length },
+          () => ({ model: model.name, turn, session_id: state.context.sessionId, tool_count: toolDefinitions.length }),
           Model.retryRetryable(model.complete(request), retrySchedule)
         )
       }
@@ -216,7 +216,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       })
       return span(
         "jeeves.model.stream",
-        { model: model.name, turn, session_id: state.context.sessionId, tool_count: toolDefinitions.length },
+        () => ({ model: model.name, turn, session_id: state.context.sessionId, tool_count: toolDefinitions.length }),
         streamed
       )
     }
@@ -377,7 +377,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         if (state.emit !== undefined) yield* state.emit(AgentEvent.tool_result({ turn, result }))
         return result
       })
-      return span("jeeves.tool", { tool: call.name, call_id: call.id, turn }, body)
+      return span("jeeves.tool", () => ({ tool: call.name, call_id: call.id, turn }), body)
     }
 
     const runTools = (state: RunState, calls: ReadonlyArray<Model.ToolCall>, turn: number) =>
@@ -390,7 +390,8 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     const loop = (prompt: string, state: RunState) =>
       Effect.gen(function*() {
         const context = state.context
-        const startedMillis = yield* Clock.currentTimeMillis
+        const clock = yield* Effect.clock
+        const startedMillis = clock.unsafeCurrentTimeMillis()
         if (auditOn) yield* record(state, {
           actor: "user",
           action: "run_started",
@@ -442,7 +443,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           output: state.output,
           toolCalls: state.toolCalls.map((call) => ({ name: call.name, args: call.args }))
         })
-        const finishedMillis = yield* Clock.currentTimeMillis
+        const finishedMillis = clock.unsafeCurrentTimeMillis()
         const interrupted = interruptionReason !== undefined
         if (auditOn) yield* record(state, {
           actor: "system",
