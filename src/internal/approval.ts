@@ -1,0 +1,55 @@
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Approval from "../Approval.js"
+import * as RunContext from "../RunContext.js"
+import * as Secrets from "../Secrets.js"
+import type * as Tool from "../Tool.js"
+import { describeCause, guard, safeJson } from "./approvalGuard.js"
+
+/** Arguments longer than this are cut in warnings, after redaction. */
+const LOGGED_ARGS_CHARS = 1000
+
+/** @internal */
+export const make = (handler: Approval.Handler, options?: Approval.Options): Approval.Service => {
+  const timeout = Duration.decode(options?.timeout ?? Approval.defaultTimeout)
+  const redact = options?.redact ?? Secrets.redactPatterns
+
+  const denied = (call: Tool.Call, reason: string, policyReason: string) =>
+    Effect.fail(new Approval.ToolDenied({ tool: call.name, reason, policyReason }))
+
+  const failed = (call: Tool.Call, policyReason: string, problem: string) =>
+    Effect.zipRight(
+      Effect.logWarning(`approval handler failed for tool ${call.name}; treating as deny: ${redact(problem)}`).pipe(
+        Effect.annotateLogs({
+          tool: call.name,
+          call_id: call.id,
+          args: redact(safeJson(call.args)).slice(0, LOGGED_ARGS_CHARS)
+        })
+      ),
+      denied(call, Approval.reasons.handlerFailed, policyReason)
+    )
+
+  return {
+    request: (call, policyReason) =>
+      Effect.flatMap(RunContext.currentUserId, (userId) =>
+        Effect.flatMap(guard(() => handler(call, userId), timeout), (outcome) => {
+          switch (outcome._tag) {
+            case "Done":
+              if (outcome.value === true) return Effect.void
+              if (outcome.value === false) return denied(call, Approval.reasons.declined, policyReason)
+              // Only an explicit `true` approves; anything else is a broken handler, and fails closed.
+              return failed(call, policyReason, `it answered ${safeJson(outcome.value)}, not a boolean`)
+            case "Failed":
+              return failed(call, policyReason, describeCause(outcome.cause))
+            case "TimedOut":
+              return Effect.zipRight(
+                Effect.logWarning(
+                  `approval handler did not answer for tool ${call.name} within ${Duration.format(timeout)}; ` +
+                    "treating as deny"
+                ).pipe(Effect.annotateLogs({ tool: call.name, call_id: call.id })),
+                denied(call, Approval.reasons.timedOut, policyReason)
+              )
+          }
+        }))
+  }
+}
