@@ -20,7 +20,9 @@ import * as RunContext from "../RunContext.js"
 import * as Secrets from "../Secrets.js"
 import * as Telemetry from "../Telemetry.js"
 import type * as Tool from "../Tool.js"
+import { describeFailure, stringifyOutput } from "./describe.js"
 import { newId } from "./ids.js"
+import * as Metrics from "./metrics.js"
 
 type Emit = ((event: AgentEvent) => Effect.Effect<void>) | undefined
 
@@ -50,24 +52,13 @@ const estimateInputTokens = (messages: ReadonlyArray<Model.Message>): number => 
   return Math.ceil(chars / 4)
 }
 
-const stringifyOutput = (value: unknown): string => {
-  if (typeof value === "string") return value
-  if (value === undefined || value === null) return ""
-  try {
-    return JSON.stringify(value) ?? String(value)
-  } catch {
-    return String(value)
+/** Freezes a JSON-like value in place (model-provided tool arguments are small). */
+const deepFreeze = <A>(value: A): A => {
+  if (typeof value === "object" && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value)
+    for (const key of Object.keys(value)) deepFreeze((value as Record<string, unknown>)[key])
   }
-}
-
-/** A readable message for whatever a tool failed or died with. */
-export const describeFailure = (error: unknown): string => {
-  if (error instanceof Error) return error.message
-  if (typeof error === "string") return error
-  if (typeof error === "object" && error !== null && "message" in error && typeof error.message === "string") {
-    return error.message
-  }
-  return stringifyOutput(error)
+  return value
 }
 
 class ToolTimeout {
@@ -258,28 +249,99 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
 
     const deny = (call: Tool.Call, reason: string) => new Approval.ToolDenied({ tool: call.name, reason })
 
+    const userAttribute = (state: RunState) => Telemetry.userIdValue(telemetry.userIdAttribute, state.context.userId)
+
+    /** Audits (and counts) one permission decision. Returns whether the entry was written. */
+    const decisionRecorded = (
+      state: RunState,
+      call: Tool.Call,
+      turn: number,
+      decision: "allow" | "deny" | "ask",
+      source: "hook" | "policy",
+      reason: string | null
+    ): Effect.Effect<boolean> => {
+      const counted = telemetryOn ?
+        Metrics.record(Metrics.permissionDecisions, 1, { tool: call.name, decision, source, user_id: userAttribute(state) }) :
+        Effect.void
+      if (!auditOn) return Effect.as(counted, true)
+      return Effect.zipRight(
+        counted,
+        record(state, {
+          actor: "system",
+          action: "permission_decision",
+          payload: { tool: call.name, call_id: call.id, turn, destructive: call.destructive, decision, source, reason }
+        })
+      )
+    }
+
+    /** Asks the approval gate; audits, counts and times the outcome. */
+    const askApproval = (
+      state: RunState,
+      call: Tool.Call,
+      turn: number,
+      policyReason: string
+    ): Effect.Effect<void, Approval.ToolDenied> => {
+      const request = approval.request(call, policyReason).pipe(
+        Effect.catchAllDefect(() =>
+          Effect.fail(new Approval.ToolDenied({ tool: call.name, reason: Approval.reasons.handlerFailed, policyReason }))
+        ),
+        Effect.either,
+        Effect.timed
+      )
+      const answered = Effect.flatMap(request, ([duration, answer]) => {
+        const outcome = answer._tag === "Right" ? "approved" : Approval.outcomeOf(answer.left)
+        const millis = Duration.toMillis(duration)
+        const metrics = telemetryOn ?
+          Effect.zipRight(
+            Metrics.record(Metrics.approvalRequests, 1, { tool: call.name, outcome, user_id: userAttribute(state) }),
+            Metrics.record(Metrics.approvalDuration, millis, { tool: call.name, outcome })
+          ) :
+          Effect.void
+        const audited = !auditOn ? Effect.succeed(true) : record(state, {
+          actor: "system",
+          action: "approval_decision",
+          payload: {
+            tool: call.name,
+            call_id: call.id,
+            turn,
+            outcome,
+            reason: answer._tag === "Left" ? answer.left.reason : null,
+            policy_reason: policyReason,
+            duration_ms: millis
+          }
+        })
+        return Effect.flatMap(Effect.zipRight(metrics, audited), (written) => {
+          if (answer._tag === "Left") return Effect.fail(answer.left)
+          // An approved destructive call runs only once its approval is on record.
+          return call.destructive && !written ? Effect.fail(deny(call, "audit unavailable")) : Effect.void
+        })
+      })
+      return span("jeeves.approval", () => ({ tool: call.name, call_id: call.id }), answered)
+    }
+
     /** Hooks, then the policy, then the approval gate. Fails with the denial. */
-    const authorize = (call: Tool.Call, auditWritten: boolean): Effect.Effect<void, Approval.ToolDenied> => {
+    const authorize = (
+      state: RunState,
+      call: Tool.Call,
+      turn: number,
+      auditWritten: boolean
+    ): Effect.Effect<void, Approval.ToolDenied> => {
       if (call.destructive && !auditWritten) return Effect.fail(deny(call, "audit unavailable"))
       const decided = !permissionsOn ? Effect.void : permissions.check(call).pipe(
         Effect.catchAllDefect(() => Effect.succeed(Permissions.Decision.Deny({ reason: "permission check failed" }))),
         Effect.flatMap((decision) => {
           switch (decision._tag) {
             case "Allow":
-              return Effect.void
+              return Effect.asVoid(decisionRecorded(state, call, turn, "allow", "policy", null))
             case "Deny":
-              return Effect.fail(deny(call, decision.reason))
+              return Effect.zipRight(
+                decisionRecorded(state, call, turn, "deny", "policy", decision.reason),
+                Effect.fail(deny(call, decision.reason))
+              )
             case "Ask":
-              return approval.request(call, decision.reason).pipe(
-                Effect.catchAllDefect(() =>
-                  Effect.fail(
-                    new Approval.ToolDenied({
-                      tool: call.name,
-                      reason: Approval.reasons.handlerFailed,
-                      policyReason: decision.reason
-                    })
-                  )
-                )
+              return Effect.zipRight(
+                decisionRecorded(state, call, turn, "ask", "policy", decision.reason),
+                askApproval(state, call, turn, decision.reason)
               )
           }
         })
@@ -287,6 +349,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       if (!hooksOn) return decided
       return hooks.beforeTool(call).pipe(
         Effect.catchAllDefect(() => Effect.fail(deny(call, "hook failed"))),
+        Effect.tapError((denied) => decisionRecorded(state, call, turn, "deny", "hook", denied.reason)),
         Effect.zipRight(decided)
       )
     }
@@ -324,14 +387,19 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       )
     }
 
-    const runTool = (state: RunState, modelCall: Model.ToolCall, turn: number): Effect.Effect<Tool.Result> => {
+    const runTool = (
+      state: RunState,
+      modelCall: Model.ToolCall,
+      turn: number
+    ): Effect.Effect<Agent.ToolCallRecord> => {
       const tool = toolsByName.get(modelCall.name)
-      const call: Tool.Call = {
+      // Frozen so no hook or approver can change what was approved before the tool runs.
+      const call: Tool.Call = Object.freeze({
         id: modelCall.id,
         name: modelCall.name,
-        args: modelCall.args,
+        args: deepFreeze(modelCall.args),
         destructive: tool?.destructive ?? false
-      }
+      })
       const body = Effect.gen(function*() {
         if (state.emit !== undefined) yield* state.emit(AgentEvent.tool_call({ turn, call }))
         const auditWritten = !auditOn || (yield* record(state, {
@@ -345,12 +413,24 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           const message = `unknown tool ${JSON.stringify(call.name)} (available: ${known})`
           result = { callId: call.id, name: call.name, status: "error", output: `ERROR: ${message}`, reason: message }
         } else {
-          const decision = governed || !auditWritten ? yield* Effect.either(authorize(call, auditWritten)) : undefined
+          const decision = governed || !auditWritten ?
+            yield* Effect.either(authorize(state, call, turn, auditWritten)) :
+            undefined
           if (decision !== undefined && decision._tag === "Left") {
             const reason = decision.left.message
             result = { callId: call.id, name: call.name, status: "denied", output: `DENIED: ${reason}`, reason }
           } else {
-            result = yield* execute(tool, call)
+            if (telemetryOn) {
+              const [duration, executed] = yield* Effect.timed(execute(tool, call))
+              result = executed
+              yield* Metrics.record(Metrics.toolDuration, Duration.toMillis(duration), {
+                tool: call.name,
+                ok: result.status === "ok",
+                denied: false
+              })
+            } else {
+              result = yield* execute(tool, call)
+            }
             if (hooksOn) {
               yield* hooks.afterTool(call, result).pipe(
                 Effect.catchAllCause((cause) =>
@@ -373,9 +453,9 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
             turn
           }
         })
-        state.toolCalls.push({ ...result, args: call.args, destructive: call.destructive, turn })
         if (state.emit !== undefined) yield* state.emit(AgentEvent.tool_result({ turn, result }))
-        return result
+        const callRecord: Agent.ToolCallRecord = { ...result, args: call.args, destructive: call.destructive, turn }
+        return callRecord
       })
       return span("jeeves.tool", () => ({ tool: call.name, call_id: call.id, turn }), body)
     }
@@ -427,6 +507,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           if (response.toolCalls.length === 0) break
           const results = yield* runTools(state, response.toolCalls, turn)
           for (const result of results) {
+            state.toolCalls.push(result)
             messages.push({
               role: "tool",
               toolCallId: result.callId,

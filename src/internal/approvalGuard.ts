@@ -4,7 +4,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Secrets from "../Secrets.js"
-import { describeFailure } from "./agent.js"
+import { describeFailure } from "./describe.js"
 
 /**
  * How a guarded user callback (approval handler or hook) ended.
