@@ -27,6 +27,7 @@ import * as ManagedRuntime from "effect/ManagedRuntime"
 import type * as Stream from "effect/Stream"
 import * as Agent from "./Agent.js"
 import type { AgentEvent } from "./AgentEvent.js"
+import type * as Approval from "./Approval.js"
 import type * as AuditLog from "./AuditLog.js"
 import * as Budget from "./Budget.js"
 import type * as Hooks from "./Hooks.js"
@@ -46,11 +47,11 @@ import type * as Tool from "./Tool.js"
  * @category models
  */
 export type PermissionsOptions =
-  | internal.StandardPermissionOptions
+  | Permissions.StandardOptions
   | {
-    readonly perUser: Readonly<Record<string, internal.StandardPermissionOptions>>
-    readonly anonymous?: internal.StandardPermissionOptions | undefined
-    readonly default: internal.StandardPermissionOptions
+    readonly perUser: Readonly<Record<string, Permissions.Policy>>
+    readonly anonymous?: Permissions.Policy | undefined
+    readonly default: Permissions.Policy
   }
 
 /**
@@ -82,10 +83,10 @@ export interface AgentOptions {
   readonly budget?: internal.BudgetOptions | Layer.Layer<Budget.Budget, unknown> | undefined
   readonly permissions?: PermissionsOptions | Layer.Layer<Permissions.Permissions, unknown> | undefined
   /** Asked about every `Ask` decision; resolve `true` to let the call run. */
-  readonly approvalHandler?: internal.PromiseApprovalHandler | undefined
+  readonly approvalHandler?: Approval.PromiseHandler | undefined
   /** How long the approval handler may take. Default 5 minutes. */
   readonly approvalTimeout?: Duration.DurationInput | undefined
-  readonly hooks?: internal.PromiseHooks | Layer.Layer<Hooks.Hooks, unknown> | undefined
+  readonly hooks?: Hooks.PromiseOptions | Layer.Layer<Hooks.Hooks, unknown> | undefined
   /** `"memory"` (default), `"sqlite:PATH"`, `"postgres://..."`, or a layer. */
   readonly memory?: string | Layer.Layer<Memory.Memory, unknown> | undefined
   /** Per-user state bounds of the in-memory store. */

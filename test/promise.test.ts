@@ -132,3 +132,59 @@ describe("jeevesagent/promise", () => {
     await agent.dispose()
   })
 })
+
+describe("jeevesagent/promise governance options", () => {
+  const deleteFile = Tool.fromPromise("delete_file", {
+    description: "Deletes a file",
+    parameters: Schema.Struct({ path: Schema.String }),
+    destructive: true,
+    handler: async ({ path }) => `deleted ${path}`
+  })
+  const readFile = Tool.fromPromise("read_file", {
+    description: "Reads a file",
+    parameters: Schema.Struct({ path: Schema.String }),
+    handler: async ({ path }) => `contents of ${path}`
+  })
+  const script: Model.Script = (request) =>
+    request.messages.at(-1)!.role === "tool" ?
+      { text: request.messages.filter((m) => m.role === "tool").map((m) => m.content).join(" | ") } :
+      { toolCalls: [{ name: "delete_file", args: { path: "a.txt" } }, { name: "read_file", args: { path: "b.txt" } }] }
+
+  it("per-user permissions, a promise approval handler and hooks are wired", async () => {
+    const asked: Array<string> = []
+    const agent = createAgent({
+      model: "scripted",
+      script,
+      tools: [deleteFile, readFile],
+      permissions: {
+        perUser: { admin: { mode: "bypassPermissions" }, reader: { allowedTools: ["read_file"] } },
+        default: { mode: "default" }
+      },
+      approvalHandler: async (call, userId) => {
+        asked.push(`${userId}:${call.name}`)
+        return userId === "approved_user"
+      },
+      approvalTimeout: "1 second",
+      hooks: { beforeTool: [(call) => (call.name === "read_file" && (call.args as { path: string }).path === "secret") ? { deny: "no secrets" } : undefined] }
+    })
+    try {
+      const [admin, reader, approved, declined] = await Promise.all(
+        ["admin", "reader", "approved_user", "someone"].map((userId) => agent.run("clean up", { userId }))
+      )
+      expect(admin!.output).toBe("deleted a.txt | contents of b.txt")
+      expect(reader!.output).toBe("DENIED: delete_file: not in allow-list | contents of b.txt")
+      expect(approved!.output).toBe("deleted a.txt | contents of b.txt")
+      expect(declined!.output).toBe(
+        "DENIED: approval declined (delete_file: destructive call requires approval) | contents of b.txt"
+      )
+      expect(asked.sort()).toEqual(["approved_user:delete_file", "someone:delete_file"])
+    } finally {
+      await agent.dispose()
+    }
+  })
+
+  it("a bad permission mode rejects ready() instead of throwing at construction", async () => {
+    const agent = createAgent({ model: "echo", permissions: { mode: "yolo" as never } })
+    await expect(agent.ready()).rejects.toThrow(/mode/)
+  })
+})

@@ -1,5 +1,4 @@
 import * as Cause from "effect/Cause"
-import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
@@ -11,13 +10,14 @@ import * as Stream from "effect/Stream"
 import * as Agent from "../Agent.js"
 import * as AnthropicModel from "../AnthropicModel.js"
 import type { AgentEvent } from "../AgentEvent.js"
+import * as Approval from "../Approval.js"
 import * as AuditLog from "../AuditLog.js"
+import * as Hooks from "../Hooks.js"
 import * as Memory from "../Memory.js"
 import * as Model from "../Model.js"
-import type * as Permissions from "../Permissions.js"
+import * as Permissions from "../Permissions.js"
 import * as Secrets from "../Secrets.js"
 import * as Telemetry from "../Telemetry.js"
-import type * as Tool from "../Tool.js"
 import type { AgentOptions } from "../promise.js"
 
 /** @internal */
@@ -27,28 +27,7 @@ export type Services = Agent.Agent | Exclude<Agent.Requirements, Model.Model>
 export const AuditLogTag = AuditLog.AuditLog
 
 /** @internal */
-export interface StandardPermissionOptions {
-  readonly mode?: Permissions.Mode | undefined
-  readonly allowedTools?: ReadonlyArray<string> | undefined
-  readonly deniedTools?: ReadonlyArray<string> | undefined
-}
-
-/** @internal */
 export type BudgetOptions = { readonly maxCostUsd?: number | undefined; readonly perUserMaxCostUsd?: number | undefined }
-
-/** @internal */
-export type PromiseApprovalHandler = (call: Tool.Call, userId: string | null) => Promise<boolean> | boolean
-
-/** @internal */
-export interface PromiseHooks {
-  readonly beforeTool?:
-    | ReadonlyArray<(call: Tool.Call, userId: string | null) => Promise<void | { readonly deny: string }> | void | { readonly deny: string }>
-    | undefined
-  readonly afterTool?:
-    | ReadonlyArray<(call: Tool.Call, result: Tool.Result, userId: string | null) => Promise<void> | void>
-    | undefined
-  readonly timeout?: Duration.DurationInput | undefined
-}
 
 /** @internal */
 export interface AuditLogOptions {
@@ -115,6 +94,30 @@ const telemetryLayer = (options: AgentOptions): Layer.Layer<Telemetry.Telemetry,
   return Telemetry.layer(telemetry)
 }
 
+const permissionsLayer = (options: AgentOptions): Layer.Layer<Permissions.Permissions, unknown> | undefined => {
+  const permissions = options.permissions
+  if (permissions === undefined) return undefined
+  if (isLayer(permissions)) return permissions as Layer.Layer<Permissions.Permissions, unknown>
+  // Suspended so a bad option (an unknown mode) rejects `ready()` / the first call instead of throwing here.
+  return Layer.suspend(() =>
+    "perUser" in permissions ?
+      Permissions.perUser({ policies: permissions.perUser, anonymous: permissions.anonymous, default: permissions.default }) :
+      Permissions.standard(permissions)
+  )
+}
+
+const approvalLayer = (options: AgentOptions): Layer.Layer<Approval.ApprovalHandler, unknown, Secrets.Secrets> | undefined =>
+  options.approvalHandler === undefined ?
+    undefined :
+    Approval.layerPromise(options.approvalHandler, { timeout: options.approvalTimeout })
+
+const hooksLayer = (options: AgentOptions): Layer.Layer<Hooks.Hooks, unknown, Secrets.Secrets> | undefined => {
+  const hooks = options.hooks
+  if (hooks === undefined) return undefined
+  if (isLayer(hooks)) return hooks as Layer.Layer<Hooks.Hooks, unknown>
+  return Hooks.layerPromise(hooks)
+}
+
 const memoryLayer = (options: AgentOptions): Layer.Layer<Memory.Memory, unknown> => {
   const memory = options.memory
   if (memory === undefined || memory === "memory") return Memory.layerInMemory(options.memoryBounds)
@@ -130,18 +133,19 @@ const memoryLayer = (options: AgentOptions): Layer.Layer<Memory.Memory, unknown>
 /** @internal */
 export const layerFromOptions = (options: AgentOptions): Layer.Layer<Services, unknown> => {
   const secrets = secretsLayer(options)
-  const services = Layer.mergeAll(
-    Agent.layerDefaults,
-    memoryLayer(options),
-    telemetryLayer(options)
-  ).pipe(Layer.provideMerge(secrets))
+  const overrides: Array<Layer.Layer<never, unknown, Secrets.Secrets>> = [memoryLayer(options), telemetryLayer(options)]
+  for (const layer of [permissionsLayer(options), approvalLayer(options), hooksLayer(options)]) {
+    if (layer !== undefined) overrides.push(layer)
+  }
+  // Later layers win: each configured service replaces its default.
+  const services = Layer.mergeAll(Agent.layerDefaults, ...overrides).pipe(Layer.provideMerge(secrets))
   const agent = Agent.layer({
     instructions: options.instructions,
     tools: options.tools,
     maxTurns: options.maxTurns,
     maxTokens: options.maxTokens
   }).pipe(Layer.provide(modelLayer(options).pipe(Layer.provide(secrets))))
-  return Layer.provideMerge(agent, services)
+  return Layer.provideMerge(agent, services) as Layer.Layer<Services, unknown>
 }
 
 const abortReason = (signal: AbortSignal | undefined): unknown =>
