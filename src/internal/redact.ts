@@ -1,52 +1,341 @@
 /**
- * Redaction patterns. Each is linear-time: no nested quantifiers, bounded
- * repetition of one character class after a fixed prefix.
+ * Text redaction: well-known key shapes (patterns) and known secret values.
+ *
+ * Every rule here runs in time linear in the input, because redaction sits
+ * on paths fed by untrusted text (tool output, model output, user prompts).
+ * JavaScript's `RegExp` backtracks, so the patterns follow these rules:
+ *
+ * - a pattern is a literal prefix followed by one character class with a
+ *   lower bound and no upper bound and nothing after it that can fail
+ *   (`sk-[...]{16,}`): each match attempt either succeeds, consuming the whole
+ *   run, or fails within the lower bound;
+ * - a pattern that can fail after a long run (JWT: `eyJ...\.` needs a dot)
+ *   may only start where the run starts (a look-behind that excludes the
+ *   run's own class), so each run is scanned by a bounded number of starts;
+ * - context patterns (AWS secret keys, connection strings, `Bearer`) use
+ *   bounded repetition before the part they mask.
+ *
+ * PEM private key blocks are found with `indexOf`, not with a lazy
+ * `[\s\S]*?` up to `END`, which is quadratic when there are many `BEGIN`s
+ * and no `END`. Known values are found by one Aho–Corasick automaton over
+ * every value and its encodings, so the cost does not grow with their number.
+ * `test/redactLinear.test.ts` holds every rule to linear time on 1 MB
+ * adversarial inputs.
  *
  * @internal
  */
-const PATTERNS: ReadonlyArray<RegExp> = [
-  /\bsk-ant-[A-Za-z0-9_-]{8,}/g,
-  /\bsk-(?:proj-)?[A-Za-z0-9_-]{16,}/g,
-  /\b(?:AKIA|ASIA)[A-Z0-9]{16}\b/g,
-  /\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{20,}/g,
-  /\bgithub_pat_[A-Za-z0-9_]{20,}/g,
-  /\bxox[abposr]-[A-Za-z0-9-]{10,}/g,
-  /\bAIza[A-Za-z0-9_-]{35}/g,
-  /\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}/g,
-  /\bBearer [A-Za-z0-9._~+/-]{8,}=*/g
-]
+import { Buffer } from "node:buffer"
 
 /** @internal */
 export const REDACTED = "[REDACTED]"
 
 /** @internal */
-export const redactPatterns = (text: string): string => {
-  let out = text
-  for (const pattern of PATTERNS) out = out.replace(pattern, REDACTED)
-  return out
+export interface Rule {
+  readonly name: string
+  readonly apply: (text: string) => string
+}
+
+type Replacer = (match: string, ...groups: Array<string>) => string
+
+/** A global `RegExp` rule; `replace` gets the match and its groups (the whole match is masked by default). */
+const regexRule = (name: string, source: string, flags = "g", replace: Replacer = () => REDACTED): Rule => {
+  const regex = new RegExp(source, flags)
+  return { name, apply: (text) => text.replace(regex, replace) }
+}
+
+/** A rule that keeps its first capture group (the context) and masks the rest. */
+const contextRule = (name: string, source: string, flags = "g"): Rule =>
+  regexRule(name, source, flags, (_match, context) => context + REDACTED)
+
+/**
+ * A token rule: `prefix` must not be inside a word (not after a letter or a
+ * digit) unless it follows an escaped `\n`, `\r` or `\t` (text from JSON
+ * logs). The check is a look-behind placed after the literal prefix: a
+ * look-behind in front of it stops V8 from skipping ahead to the prefix and
+ * costs an order of magnitude on clean text.
+ */
+const tokenRule = (name: string, prefix: string, rest: string, notBefore = "A-Za-z0-9"): Rule =>
+  regexRule(name, String.raw`${prefix}(?<=(?:^|[^${notBefore}]|\\[nrt])${prefix})${rest}`)
+
+const AWS_SECRET_NAME = /secret|key|token|pass|pwd/i
+
+/**
+ * One bounded run for the key name, checked for a secret-ish word in the
+ * replacer: cheaper than alternatives inside the pattern, which backtrack
+ * through every split of the name.
+ */
+const awsSecretRule = regexRule(
+  "aws-secret-access-key",
+  String.raw`(?<![A-Za-z0-9])(aws[A-Za-z0-9_.-]{0,40}|secret_?access_?key)` +
+    String.raw`(["']?\s{0,8}(?:=>|:=|=|:)\s{0,8}["']?)[A-Za-z0-9/+=]{40}(?![A-Za-z0-9/+=])`,
+  "gi",
+  (match, name, separator) => (AWS_SECRET_NAME.test(name!) ? name + separator + REDACTED : match)
+)
+
+const PEM_BEGIN = "-----BEGIN "
+const PEM_END = "-----END "
+const PEM_DASHES = "-----"
+const PEM_MAX_LABEL = 100
+const PEM_LABEL_CHARS = /^[A-Z0-9 _-]*$/
+
+/** The end of the `-----` that closes the label starting at `labelStart`, or -1. */
+const pemLabelEnd = (text: string, labelStart: number): number => {
+  const end = text.indexOf(PEM_DASHES, labelStart)
+  return end === -1 || end - labelStart > PEM_MAX_LABEL ? -1 : end
+}
+
+const isPrivateKeyLabel = (label: string): boolean =>
+  (label.endsWith("PRIVATE KEY") || label.endsWith("PRIVATE KEY BLOCK")) && PEM_LABEL_CHARS.test(label)
+
+/**
+ * Masks `-----BEGIN ... PRIVATE KEY-----` through its `-----END ...-----`
+ * line. A block with no end (a truncated log) is masked to the end of the
+ * text: what follows a private key header is the key. Every search moves
+ * forward, so the scan is linear.
+ */
+const redactPem = (text: string): string => {
+  let from = text.indexOf(PEM_BEGIN)
+  if (from === -1) return text
+  let out = ""
+  let copied = 0
+  while (from !== -1) {
+    const labelStart = from + PEM_BEGIN.length
+    const labelEnd = pemLabelEnd(text, labelStart)
+    if (labelEnd === -1 || !isPrivateKeyLabel(text.slice(labelStart, labelEnd))) {
+      from = text.indexOf(PEM_BEGIN, labelStart)
+      continue
+    }
+    out += text.slice(copied, from) + REDACTED
+    const end = text.indexOf(PEM_END, labelEnd + PEM_DASHES.length)
+    if (end === -1) return out
+    const footerEnd = pemLabelEnd(text, end + PEM_END.length)
+    copied = footerEnd === -1 ? end + PEM_END.length : footerEnd + PEM_DASHES.length
+    from = text.indexOf(PEM_BEGIN, copied)
+  }
+  return out + text.slice(copied)
 }
 
 /**
- * Secret values handed out by a Secrets service; `redact` masks each.
+ * The pattern rules, in the order they run. Masked text (`[REDACTED]`) does
+ * not match any of them, so redaction is idempotent.
+ *
+ * @internal
+ */
+export const RULES: ReadonlyArray<Rule> = [
+  { name: "private-key", apply: redactPem },
+  // `aws_secret_access_key = ...`, `AWS_SECRET_ACCESS_KEY: "..."`, `"SecretAccessKey": "..."`:
+  // 40 base64 characters are too generic alone, so a key name must come right before.
+  awsSecretRule,
+  // `scheme://user:password@host`: keeps the user, masks the password.
+  contextRule(
+    "connection-string-password",
+    String.raw`((?<![a-z0-9+.-])[a-z][a-z0-9+.-]{1,30}://[^\s:@/]{0,256}:)[^\s@/]{1,256}(?=@)`,
+    "gi"
+  ),
+  contextRule("bearer-token", String.raw`(\bBearer\s{1,8})[A-Za-z0-9._~+/-]{16,}=*`, "gi"),
+  contextRule(
+    "basic-auth",
+    String.raw`(\bAuthorization["']?\s{0,4}[:=]\s{0,4}["']?Basic\s{1,8})[A-Za-z0-9+/]{4,}={0,2}`,
+    "gi"
+  ),
+  tokenRule("anthropic", "sk-ant-", "[A-Za-z0-9_-]{8,}"),
+  tokenRule("openai", "sk-", "(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{16,}"),
+  tokenRule("aws-access-key-id", "(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)", "[A-Z0-9]{16}(?![A-Za-z0-9])"),
+  tokenRule("github-token", "(?:ghp|gho|ghu|ghs|ghr)_", "[A-Za-z0-9_]{20,}"),
+  tokenRule("github-fine-grained-pat", "github_pat_", "[A-Za-z0-9_]{22,}"),
+  tokenRule("slack-token", "(?:xox[abposre]|xapp)-", "[A-Za-z0-9-]{10,}"),
+  regexRule(
+    "slack-webhook",
+    String.raw`(?:https?://)?hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9+/_-]{20,}`
+  ),
+  tokenRule("google-api-key", "AIza", "[A-Za-z0-9_-]{35,}"),
+  // Three base64url parts; the header is JSON, so it starts with `eyJ`. The start must not be
+  // inside a base64url run, which keeps the scan linear (see the module comment).
+  tokenRule("jwt", "eyJ", String.raw`[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*`, "A-Za-z0-9_-")
+]
+
+/** @internal */
+export const redactPatterns = (text: string): string => {
+  let out = text
+  for (const rule of RULES) out = rule.apply(out)
+  return out
+}
+
+// ---------------------------------------------------------------------------
+// Known values
+// ---------------------------------------------------------------------------
+
+/** Values shorter than this are not masked: they would mask ordinary words. */
+export const MIN_KNOWN_VALUE_LENGTH = 6
+
+/**
+ * The forms a value can take in text: itself, JSON-escaped, URL-encoded,
+ * base64, base64url and hex.
+ */
+const encodedForms = (value: string): Array<string> => {
+  const bytes = Buffer.from(value, "utf8")
+  const hex = bytes.toString("hex")
+  return [
+    value,
+    JSON.stringify(value).slice(1, -1),
+    encodeURIComponent(value),
+    bytes.toString("base64").replace(/=+$/, ""),
+    bytes.toString("base64url"),
+    hex,
+    hex.toUpperCase()
+  ]
+}
+
+/**
+ * An Aho–Corasick automaton over UTF-16 code units. The root's transitions
+ * are a dense table (most characters of a text leave the root at once); the
+ * other nodes mostly have one child (secrets share few prefixes), kept in
+ * typed arrays, with a Map for the rest.
+ */
+class Automaton {
+  private readonly rootNext = new Int32Array(0x10000).fill(-1)
+  private readonly firstChar: Int32Array
+  private readonly firstChild: Int32Array
+  /** Children beyond the first, for the few nodes that have them. */
+  private readonly moreChildren = new Map<number, Map<number, number>>()
+  private readonly fail: Int32Array
+  /** The length of the longest value that ends at this node (through fail links), 0 if none. */
+  private readonly longest: Int32Array
+
+  constructor(values: ReadonlyArray<string>) {
+    const capacity = values.reduce((n, value) => n + value.length, 1)
+    this.firstChar = new Int32Array(capacity).fill(-1)
+    this.firstChild = new Int32Array(capacity)
+    this.fail = new Int32Array(capacity)
+    this.longest = new Int32Array(capacity)
+    let size = 1
+    for (const value of values) {
+      let node = 0
+      for (let i = 0; i < value.length; i++) {
+        const c = value.charCodeAt(i)
+        let next = this.child(node, c)
+        if (next === -1) {
+          next = size++
+          this.addChild(node, c, next)
+        }
+        node = next
+      }
+      if (value.length > this.longest[node]!) this.longest[node] = value.length
+    }
+    // Breadth-first: a node's fail link is the node of its longest proper suffix.
+    const queue = new Int32Array(size)
+    let tail = 0
+    for (let c = 0; c < 0x10000; c++) if (this.rootNext[c] !== -1) queue[tail++] = this.rootNext[c]!
+    for (let head = 0; head < tail; head++) {
+      const node = queue[head]!
+      if (this.firstChar[node] === -1) continue
+      const children: Array<readonly [number, number]> = [[this.firstChar[node]!, this.firstChild[node]!]]
+      this.moreChildren.get(node)?.forEach((child, c) => children.push([c, child]))
+      for (const [c, child] of children) {
+        let f = this.fail[node]!
+        let target = this.child(f, c)
+        while (target === -1 && f !== 0) {
+          f = this.fail[f]!
+          target = this.child(f, c)
+        }
+        const link = target === -1 ? 0 : target
+        this.fail[child] = link
+        if (this.longest[link]! > this.longest[child]!) this.longest[child] = this.longest[link]!
+        queue[tail++] = child
+      }
+    }
+  }
+
+  private child(node: number, c: number): number {
+    if (node === 0) return this.rootNext[c]!
+    const first = this.firstChar[node]!
+    if (first === c) return this.firstChild[node]!
+    if (first === -1 || this.moreChildren.size === 0) return -1
+    return this.moreChildren.get(node)?.get(c) ?? -1
+  }
+
+  private addChild(node: number, c: number, child: number): void {
+    if (node === 0) {
+      this.rootNext[c] = child
+    } else if (this.firstChar[node] === -1) {
+      this.firstChar[node] = c
+      this.firstChild[node] = child
+    } else {
+      let more = this.moreChildren.get(node)
+      if (more === undefined) this.moreChildren.set(node, more = new Map())
+      more.set(c, child)
+    }
+  }
+
+  /**
+   * Replaces the union of every occurrence of every value with one marker
+   * per maximal overlapping stretch, so a value overlapping another (or
+   * containing it) leaves no fragment behind.
+   */
+  redact(text: string): string {
+    // Intervals [start, end) sorted by end; a new interval swallows those it overlaps.
+    const starts: Array<number> = []
+    const ends: Array<number> = []
+    let node = 0
+    for (let i = 0; i < text.length; i++) {
+      const c = text.charCodeAt(i)
+      let next = this.child(node, c)
+      while (next === -1 && node !== 0) {
+        node = this.fail[node]!
+        next = this.child(node, c)
+      }
+      node = next === -1 ? 0 : next
+      const length = this.longest[node]!
+      if (length === 0) continue
+      let start = i + 1 - length
+      while (ends.length > 0 && ends[ends.length - 1]! > start) {
+        start = Math.min(start, starts.pop()!)
+        ends.pop()
+      }
+      starts.push(start)
+      ends.push(i + 1)
+    }
+    if (starts.length === 0) return text
+    let out = ""
+    let copied = 0
+    for (let k = 0; k < starts.length; k++) {
+      out += text.slice(copied, starts[k]) + REDACTED
+      copied = ends[k]!
+    }
+    return out + text.slice(copied)
+  }
+}
+
+/**
+ * Secret values handed out by a Secrets service; `redact` masks each, in
+ * every encoded form, with one pass over the text however many values there
+ * are.
  *
  * @internal
  */
 export class KnownValues {
   private readonly values = new Set<string>()
-  private ordered: Array<string> = []
+  private readonly forms = new Set<string>()
+  private automaton: Automaton | undefined = undefined
+
+  get size(): number {
+    return this.values.size
+  }
 
   add(value: string): void {
-    // Very short values would mask ordinary words; they are not secrets worth the noise.
-    if (value.length < 6 || this.values.has(value)) return
+    // Very short values would mask ordinary words; a value inside the marker would make
+    // redaction non-idempotent.
+    if (value.length < MIN_KNOWN_VALUE_LENGTH || this.values.has(value) || REDACTED.includes(value)) return
     this.values.add(value)
-    this.ordered = [...this.values].sort((a, b) => b.length - a.length)
+    for (const form of encodedForms(value)) {
+      if (form.length >= MIN_KNOWN_VALUE_LENGTH && !REDACTED.includes(form)) this.forms.add(form)
+    }
+    this.automaton = undefined
   }
 
   redact(text: string): string {
-    let out = text
-    for (const value of this.ordered) {
-      if (out.includes(value)) out = out.split(value).join(REDACTED)
-    }
-    return out
+    if (this.forms.size === 0 || text.length === 0) return text
+    if (this.automaton === undefined) this.automaton = new Automaton([...this.forms])
+    return this.automaton.redact(text)
   }
 }

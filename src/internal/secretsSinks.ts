@@ -1,0 +1,181 @@
+/**
+ * Redaction at the sinks: structured values, errors, causes, loggers and
+ * tracers.
+ *
+ * @internal
+ */
+import * as Cause from "effect/Cause"
+import * as Exit from "effect/Exit"
+import * as HashMap from "effect/HashMap"
+import * as Logger from "effect/Logger"
+import * as Redacted from "effect/Redacted"
+import * as Tracer from "effect/Tracer"
+
+type Redact = (text: string) => string
+
+const CIRCULAR = "[Circular]"
+
+const isPlainObject = (value: object): boolean => {
+  const proto = Object.getPrototypeOf(value)
+  return proto === Object.prototype || proto === null
+}
+
+/**
+ * Copies `value` with every string (and object key) passed through `redact`.
+ * Plain objects and arrays keep their shape; errors keep their class (see
+ * {@link redactError}); other objects become what `JSON.stringify` would
+ * write (their `toJSON`, or their own enumerable properties), except `Map`
+ * and `Set`, which stay a `Map` and a `Set`. `Redacted` values, numbers,
+ * booleans and binary data are kept as they are.
+ *
+ * @internal
+ */
+export const redactDeep = <A>(value: A, redact: Redact): A => walk(value, redact, new Set()) as A
+
+const walk = (value: unknown, redact: Redact, ancestors: Set<object>): unknown => {
+  if (typeof value === "string") return redact(value)
+  if (typeof value !== "object" || value === null) return value
+  if (Redacted.isRedacted(value) || ArrayBuffer.isView(value) || value instanceof ArrayBuffer) return value
+  if (ancestors.has(value)) return CIRCULAR
+  ancestors.add(value)
+  try {
+    if (Array.isArray(value)) return value.map((item) => walk(item, redact, ancestors))
+    if (value instanceof Error) return cloneError(value, redact, ancestors)
+    if (value instanceof Map) {
+      const out = new Map<unknown, unknown>()
+      value.forEach((item, key) => out.set(walk(key, redact, ancestors), walk(item, redact, ancestors)))
+      return out
+    }
+    if (value instanceof Set) {
+      const out = new Set<unknown>()
+      value.forEach((item) => out.add(walk(item, redact, ancestors)))
+      return out
+    }
+    if (!isPlainObject(value) && typeof (value as { toJSON?: unknown }).toJSON === "function") {
+      return walk((value as { toJSON: () => unknown }).toJSON(), redact, ancestors)
+    }
+    const out: Record<string, unknown> = {}
+    for (const key of Object.keys(value)) {
+      out[redact(key)] = walk((value as Record<string, unknown>)[key], redact, ancestors)
+    }
+    return out
+  } finally {
+    ancestors.delete(value)
+  }
+}
+
+/**
+ * A copy of the error with the same prototype (so `instanceof` and `_tag`
+ * still work), its `message` and `stack` redacted, and every own property
+ * (including `cause`) redacted deeply.
+ */
+const cloneError = (error: Error, redact: Redact, ancestors: Set<object>): Error => {
+  const copy = Object.create(Object.getPrototypeOf(error)) as Error
+  for (const key of Reflect.ownKeys(error)) {
+    const descriptor = Object.getOwnPropertyDescriptor(error, key)!
+    // Symbol keys are runtime bookkeeping (effect keeps the failing span there): copied as they are.
+    if (typeof key === "string" && "value" in descriptor) descriptor.value = walk(descriptor.value, redact, ancestors)
+    Object.defineProperty(copy, key, descriptor)
+  }
+  // `message` may be a getter on the class (computed from fields); pin the redacted text.
+  Object.defineProperty(copy, "message", {
+    value: redact(String(error.message)),
+    enumerable: false,
+    writable: true,
+    configurable: true
+  })
+  if (typeof error.stack === "string") {
+    Object.defineProperty(copy, "stack", {
+      value: redact(error.stack),
+      enumerable: false,
+      writable: true,
+      configurable: true
+    })
+  }
+  return copy
+}
+
+/**
+ * Redacts an error for display or rethrowing: an `Error` becomes a copy of
+ * the same class with `message`, `stack`, fields and `cause` redacted
+ * (symbol-keyed properties are copied untouched); any
+ * other value goes through {@link redactDeep}.
+ *
+ * @internal
+ */
+export const redactError = <E>(error: E, redact: Redact): E => walk(error, redact, new Set()) as E
+
+/**
+ * Redacts every failure and defect in a cause, keeping its structure.
+ *
+ * @internal
+ */
+export const redactCause = <E>(cause: Cause.Cause<E>, redact: Redact): Cause.Cause<E> =>
+  Cause.isEmpty(cause) ? cause : Cause.match(cause, {
+    onEmpty: Cause.empty as Cause.Cause<E>,
+    onFail: (error) => Cause.fail(redactError(error, redact)),
+    onDie: (defect) => Cause.die(redactError(defect, redact)),
+    onInterrupt: (fiberId) => Cause.interrupt(fiberId),
+    onSequential: (left, right) => Cause.sequential(left, right),
+    onParallel: (left, right) => Cause.parallel(left, right)
+  })
+
+const redactingLoggers = new WeakSet<Logger.Logger<any, any>>()
+
+/**
+ * Wraps a logger so the message, every annotation value and the cause pass
+ * through `redact` before it sees them.
+ *
+ * @internal
+ */
+export const redactingLogger = <Message, Output>(
+  logger: Logger.Logger<Message, Output>,
+  redact: Redact
+): Logger.Logger<Message, Output> => {
+  if (redactingLoggers.has(logger)) return logger
+  const wrapped = Logger.mapInputOptions(logger, (options: Logger.Logger.Options<Message>) => ({
+    ...options,
+    message: redactDeep(options.message, redact),
+    annotations: HashMap.size(options.annotations) === 0 ?
+      options.annotations :
+      HashMap.map(options.annotations, (value) => redactDeep(value, redact)),
+    cause: redactCause(options.cause, redact)
+  }))
+  redactingLoggers.add(wrapped)
+  return wrapped
+}
+
+const redactingTracers = new WeakSet<Tracer.Tracer>()
+const patchedSpans = new WeakSet<Tracer.Span>()
+
+/**
+ * Wraps a tracer so span names, attribute values, event attributes and the
+ * failure a span ends with pass through `redact`. The spans are the inner
+ * tracer's own objects (patched, not proxied), so exporters that inspect
+ * parent spans keep working. Wrapping a wrapped tracer returns it unchanged.
+ *
+ * @internal
+ */
+export const redactingTracer = (tracer: Tracer.Tracer, redact: Redact): Tracer.Tracer => {
+  if (redactingTracers.has(tracer)) return tracer
+  const wrapped = Tracer.make({
+    context: (f, fiber) => tracer.context(f, fiber),
+    span: (name, parent, context, links, startTime, kind, options) => {
+      const span = tracer.span(redact(name), parent, context, links, startTime, kind, options)
+      // A tracer may hand out one shared (no-op) span: patch it once, not once per call.
+      if (patchedSpans.has(span)) return span
+      patchedSpans.add(span)
+      const attribute = span.attribute
+      const event = span.event
+      const end = span.end
+      span.attribute = (key, value) => attribute.call(span, key, redactDeep(value, redact))
+      span.event = (eventName, time, attributes) =>
+        event.call(span, redact(eventName), time, attributes === undefined ? undefined : redactDeep(attributes, redact))
+      span.end = (endTime, exit) =>
+        end.call(span, endTime, Exit.isFailure(exit) ? Exit.failCause(redactCause(exit.cause, redact)) : exit)
+      return span
+    }
+  })
+  redactingTracers.add(wrapped)
+  return wrapped
+}
