@@ -92,10 +92,15 @@ export interface AgentOptions {
   /** Per-user state bounds of the in-memory store. */
   readonly memoryBounds?: Memory.InMemoryOptions | undefined
   readonly auditLog?: internal.AuditLogOptions | Layer.Layer<AuditLog.AuditLog, unknown> | undefined
-  /** A record of secrets, a Secrets implementation, or a layer. Default: the environment. */
+  /**
+   * A record of secrets, a Secrets service, an async backend (`{ resolve, store?, lookupSync? }`),
+   * or a layer. Default: the environment. Error messages, logs and audit payloads are masked
+   * with its `redact`.
+   */
   readonly secrets?:
     | Readonly<Record<string, string>>
     | Secrets.Service
+    | Secrets.PromiseBackend
     | Layer.Layer<Secrets.Secrets, unknown>
     | undefined
   /** Fact extraction after each run. Default: on for Claude models (with a one-time notice), off otherwise. */

@@ -188,3 +188,29 @@ describe("jeevesagent/promise governance options", () => {
     await expect(agent.ready()).rejects.toThrow(/mode/)
   })
 })
+
+describe("jeevesagent/promise redaction", () => {
+  it("rejections never carry a secret value the Secrets service handed out", async () => {
+    const apiKey = "vault-token-Zq8#2!x"
+    const agent = createAgent({
+      model: Model.layerScripted([
+        { error: new Model.ModelError({ reason: "authentication", retryable: false, status: 401, description: `bad key ${apiKey}` }) }
+      ]),
+      secrets: { UPSTREAM_KEY: apiKey }
+    })
+    const error = await agent.run("x").catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(Model.ModelError)
+    expect((error as Error).message).not.toContain(apiKey)
+    expect((error as Error).message).toContain("[REDACTED]")
+    await agent.dispose()
+  })
+
+  it("an async secrets backend is accepted as is", async () => {
+    const agent = createAgent({
+      model: "echo",
+      secrets: { resolve: async (ref: string) => (ref === "X" ? "value-of-x-123" : undefined) }
+    })
+    await expect(agent.run("hello")).resolves.toMatchObject({ output: "Echo: hello" })
+    await agent.dispose()
+  })
+})

@@ -129,10 +129,13 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       name: string,
       attributes: () => Record<string, unknown>,
       effect: Effect.Effect<A, E, R>
-    ): Effect.Effect<A, E, R> => (telemetryOn ? Effect.withSpan(effect, name, { attributes: attributes() }) : effect)
+    ): Effect.Effect<A, E, R> =>
+      telemetryOn ? Effect.withSpan(effect, name, { attributes: Secrets.redactDeep(attributes(), secrets.redact) }) : effect
 
     const warn = (message: string, annotations: Record<string, unknown>) =>
-      Effect.logWarning(secrets.redact(message)).pipe(Effect.annotateLogs(annotations))
+      Effect.logWarning(secrets.redact(message)).pipe(
+        Effect.annotateLogs(Secrets.redactDeep(annotations, secrets.redact))
+      )
 
     const emit = (state: RunState, event: AgentEvent): Effect.Effect<void> =>
       state.emit === undefined ? Effect.void : state.emit(event)
@@ -587,14 +590,14 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         const body = Effect.locally(loop(prompt, state), RunContext.ref, context)
         return telemetryOn ?
           Effect.withSpan(body, "jeeves.run", {
-            attributes: {
+            attributes: Secrets.redactDeep({
               session_id: context.sessionId,
               max_turns: maxTurns,
               model: model.name,
               ...(Telemetry.userIdValue(telemetry.userIdAttribute, userId) === undefined ?
                 {} :
                 { user_id: Telemetry.userIdValue(telemetry.userIdAttribute, userId) })
-            }
+            }, secrets.redact)
           }) :
           body
     }

@@ -43,6 +43,7 @@ export const secretsLayer = (options: AgentOptions): Layer.Layer<Secrets.Secrets
   if (secrets === undefined) return Secrets.layerEnv
   if (isLayer(secrets)) return secrets as Layer.Layer<Secrets.Secrets, unknown>
   if (isSecretsService(secrets)) return Layer.succeed(Secrets.Secrets, secrets)
+  if (isPromiseBackend(secrets)) return Layer.sync(Secrets.Secrets, () => Secrets.fromPromise(secrets))
   return Secrets.layerDict(secrets as Readonly<Record<string, string>>)
 }
 
@@ -56,6 +57,9 @@ const hasCostCap = (options: AgentOptions): boolean => {
   if (budget === undefined || isLayer(budget)) return false
   return budget.maxCostUsd !== undefined || budget.perUserMaxCostUsd !== undefined
 }
+
+const isPromiseBackend = (u: unknown): u is Secrets.PromiseBackend =>
+  typeof u === "object" && u !== null && typeof (u as Secrets.PromiseBackend).resolve === "function"
 
 /** @internal */
 export const modelLayer = (options: AgentOptions): Layer.Layer<Model.Model, unknown, Secrets.Secrets> => {
@@ -137,8 +141,9 @@ export const layerFromOptions = (options: AgentOptions): Layer.Layer<Services, u
   for (const layer of [permissionsLayer(options), approvalLayer(options), hooksLayer(options)]) {
     if (layer !== undefined) overrides.push(layer)
   }
-  // Later layers win: each configured service replaces its default.
-  const services = Layer.mergeAll(Agent.layerDefaults, ...overrides).pipe(Layer.provideMerge(secrets))
+  // Later layers win: each configured service (and the secrets) replaces its default.
+  const configured = Layer.mergeAll(Secrets.layerRedactingLogger, ...overrides).pipe(Layer.provide(secrets))
+  const services = Layer.mergeAll(Agent.layerDefaults, secrets, configured)
   const agent = Agent.layer({
     instructions: options.instructions,
     tools: options.tools,
@@ -160,16 +165,32 @@ const abortReason = (signal: AbortSignal | undefined): unknown =>
 export const toRejection = (cause: Cause.Cause<unknown>, signal: AbortSignal | undefined): unknown =>
   Cause.isInterruptedOnly(cause) ? abortReason(signal) : Cause.squash(cause)
 
+/**
+ * The rejection, with secrets masked in its message and fields (a copy of the
+ * same class, so `instanceof` still holds). Uses the runtime's Secrets
+ * service when it could be built, the key patterns otherwise.
+ */
+const redactedRejection = async (
+  runtime: ManagedRuntime.ManagedRuntime<Services, unknown>,
+  cause: Cause.Cause<unknown>,
+  signal: AbortSignal | undefined
+): Promise<unknown> => {
+  const rejection = toRejection(cause, signal)
+  if (Cause.isInterruptedOnly(cause)) return rejection
+  const secrets = await runtime.runPromiseExit(Secrets.Secrets)
+  return Secrets.redactError(rejection, Exit.isSuccess(secrets) ? secrets.value.redact : Secrets.redactPatterns)
+}
+
 /** @internal */
-export const runPromise = async <A, R>(
-  runtime: ManagedRuntime.ManagedRuntime<R, unknown>,
-  effect: Effect.Effect<A, unknown, R>,
+export const runPromise = async <A>(
+  runtime: ManagedRuntime.ManagedRuntime<Services, unknown>,
+  effect: Effect.Effect<A, unknown, Services>,
   signal: AbortSignal | undefined
 ): Promise<A> => {
   if (signal?.aborted) throw abortReason(signal)
   const exit = await runtime.runPromiseExit(effect, signal === undefined ? undefined : { signal })
   if (Exit.isSuccess(exit)) return exit.value
-  throw toRejection(exit.cause, signal)
+  throw await redactedRejection(runtime, exit.cause, signal)
 }
 
 /**
@@ -178,9 +199,9 @@ export const runPromise = async <A, R>(
  *
  * @internal
  */
-export const iterate = <R>(
-  runtime: ManagedRuntime.ManagedRuntime<R, unknown>,
-  makeStream: Effect.Effect<Stream.Stream<AgentEvent, unknown>, never, R>,
+export const iterate = (
+  runtime: ManagedRuntime.ManagedRuntime<Services, unknown>,
+  makeStream: Effect.Effect<Stream.Stream<AgentEvent, unknown>, never, Services>,
   signal: AbortSignal | undefined
 ): AsyncIterable<AgentEvent> => ({
   [Symbol.asyncIterator]: async function*() {
@@ -202,7 +223,7 @@ export const iterate = <R>(
       while (true) {
         const next = await runtime.runPromise(Queue.take(queue))
         if (next === undefined) return
-        if (Exit.isFailure(next)) throw toRejection(next.cause, signal)
+        if (Exit.isFailure(next)) throw await redactedRejection(runtime, next.cause, signal)
         yield next.value
       }
     } finally {
