@@ -3,20 +3,46 @@
  *
  * The agent appends `run_started`, `tool_call`, `tool_result`, decision and
  * `run_completed` entries, each with the run's user, session and run id.
+ * Entries form a hash chain: each carries a sequence number, the SHA-256 of
+ * the previous entry and an HMAC-SHA256 signature over its RFC 8785
+ * canonical form (see "Audit file format" in DESIGN.md), so edits, deleted,
+ * reordered, duplicated and spliced entries are all detected by
+ * {@link verifyEntries} / {@link verifyFile}. Payloads are redacted before
+ * they are signed.
  *
  * @example
  * ```ts
- * import { AuditLog } from "jeevesagent"
+ * import { NodeFileSystem } from "@effect/platform-node"
+ * import { Effect, Layer, Redacted } from "effect"
+ * import { Agent, AuditLog } from "jeevesagent"
  *
- * const NoAudit = AuditLog.layerNone
+ * const secret = Redacted.make("a long random key from your secret store")
+ *
+ * // One JSON line per entry, fsynced before an append is acknowledged.
+ * const AuditLive = AuditLog.layerFile({ path: "var/audit.jsonl", secret }).pipe(
+ *   Layer.provide(NodeFileSystem.layer)
+ * )
+ * const Services = Layer.mergeAll(Agent.layerDefaults, AuditLive)
+ *
+ * // Later, anywhere (also `jeevesagent audit verify FILE --secret-env NAME`):
+ * const report = AuditLog.verifyFile("var/audit.jsonl", secret).pipe(
+ *   Effect.provide(NodeFileSystem.layer)
+ * )
  * ```
  *
  * @since 0.1.0
  */
+import * as FileSystem from "@effect/platform/FileSystem"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import type * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import * as internal from "./internal/audit.js"
+import * as chain from "./internal/auditChain.js"
+import * as file from "./internal/auditFile.js"
 
 /**
  * Who caused an entry.
@@ -27,7 +53,7 @@ import * as Schema from "effect/Schema"
 export type Actor = "user" | "model" | "system"
 
 /**
- * One entry, exactly as it is stored (see "Audit file format" in the README).
+ * One entry, exactly as it is stored (see "Audit file format" in DESIGN.md).
  *
  * @since 0.1.0
  * @category models
@@ -67,16 +93,25 @@ export interface AppendInput {
  * @category models
  */
 export interface QueryFilter {
+  /** A user's entries; `null` for the anonymous runs' only. */
   readonly userId?: string | null | undefined
   readonly sessionId?: string | undefined
   readonly action?: string | undefined
   readonly runId?: string | undefined
+  /** Entries at or after this instant. */
   readonly since?: Date | undefined
+  /** Entries strictly before this instant. */
   readonly until?: Date | undefined
 }
 
 /**
- * Why verification stopped.
+ * Why verification stopped: `signature` (an entry's contents do not match
+ * its signature — edited, or signed with another key), `chain` (its
+ * `prevHash` is not the hash of the entry before it, or it belongs to another
+ * log), `seq_gap` (entries missing or out of order), `duplicate` (a seq seen
+ * before), `bad_json` (not an entry in canonical form), `unknown_key` (its key
+ * id is not in the keyring) and `torn_tail` (the last line was cut short by a
+ * crash: never acknowledged, so the report stays valid).
  *
  * @since 0.1.0
  * @category models
@@ -97,12 +132,97 @@ export type VerifyFailure =
  * @category models
  */
 export interface VerifyReport {
+  /** True when every entry verifies; a torn tail (see {@link VerifyFailure}) leaves it true. */
   readonly valid: boolean
   /** Entries verified before the first problem (all of them when valid). */
   readonly validCount: number
+  /** The seq of the first bad entry (for unreadable lines and torn tails: the seq expected there). */
   readonly firstBadSeq?: number | undefined
   readonly failure?: VerifyFailure | undefined
+  /** A readable account of the problem. */
   readonly detail?: string | undefined
+  /** The 1-based line (or position in the entries) of the problem. */
+  readonly line?: number | undefined
+  /** When valid: the last seq and the hash the next entry must carry as `prevHash`. */
+  readonly lastSeq?: number | undefined
+  readonly lastHash?: string | undefined
+  /** When valid: the log the entries belong to (undefined when there are none). */
+  readonly logId?: string | undefined
+  /** The unterminated final line, by byte offset and length. */
+  readonly tornTail?: { readonly offset: number; readonly bytes: number } | undefined
+}
+
+/**
+ * An HMAC key: the UTF-8 bytes of the string are the key.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Secret = string | Redacted.Redacted<string>
+
+/**
+ * Keys by id, for rotation: new entries are signed with `current`, every
+ * entry is verified with the key its `keyId` names.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Keyring {
+  readonly current: string
+  readonly keys: Readonly<Record<string, Secret>>
+}
+
+/**
+ * How a log signs: one `secret` (key id `"default"`, or `keyId`), or a
+ * `keyring`. An empty key is refused.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type KeyOptions =
+  | { readonly secret: Secret; readonly keyId?: string | undefined; readonly keyring?: undefined }
+  | { readonly keyring: Keyring; readonly secret?: undefined; readonly keyId?: undefined }
+
+/**
+ * Options of {@link layerMemory}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type MemoryOptions = KeyOptions & {
+  /** The log's id, written in every entry; a new `log_...` id by default. */
+  readonly logId?: string | undefined
+}
+
+/**
+ * Options of {@link layerFile}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type FileOptions = KeyOptions & {
+  /** The JSONL file; its parent directories are created. */
+  readonly path: string
+  /**
+   * `"fsync"` (default): an append is acknowledged after its line is written
+   * and fsynced (appends waiting meanwhile share the next fsync).
+   * `"none"`: after the write only — fast, but a power loss can lose
+   * acknowledged entries.
+   */
+  readonly durability?: "fsync" | "none" | undefined
+  /** The log's id: taken from the file when it has entries (they must match), else a new `log_...` id. */
+  readonly logId?: string | undefined
+}
+
+/**
+ * Options of {@link verifyEntries} and {@link verifyFile}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface VerifyOptions {
+  /** Require the entries to belong to this log (catches a whole file copied from another log). */
+  readonly logId?: string | undefined
 }
 
 /**
@@ -121,6 +241,33 @@ export class AuditUnavailable extends Schema.TaggedError<AuditUnavailable>("jeev
 }
 
 /**
+ * The audit file is damaged somewhere other than a torn final line, so it is
+ * not opened for writing (appending after damage would bury the evidence).
+ * `report` says where and why; the file is left untouched.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class AuditCorrupted extends Schema.TaggedError<AuditCorrupted>("jeevesagent/AuditCorrupted")(
+  "AuditCorrupted",
+  { path: Schema.String, report: Schema.Any }
+) {
+  override get message(): string {
+    const report = this.report as VerifyReport
+    return `Audit log ${this.path} is damaged (${report.failure} at seq ${report.firstBadSeq}, line ${report.line}): ` +
+      `${report.detail}. It was not opened; investigate before moving it aside.`
+  }
+}
+
+/**
+ * The errors of the audit log's constructors and methods.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type AuditLogError = AuditUnavailable | AuditCorrupted
+
+/**
  * The audit log service.
  *
  * @since 0.1.0
@@ -131,7 +278,9 @@ export interface Service {
   readonly enabled: boolean
   /** Appends an entry; succeeds only once it is durably written. */
   readonly append: (input: AppendInput) => Effect.Effect<AuditEntry, AuditUnavailable>
+  /** Entries matching every given filter, oldest first. */
   readonly query: (filter?: QueryFilter) => Effect.Effect<ReadonlyArray<AuditEntry>, AuditUnavailable>
+  /** Verifies the whole log with the layer's keys. */
   readonly verify: Effect.Effect<VerifyReport, AuditUnavailable>
 }
 
@@ -164,3 +313,103 @@ export const none: Service = Object.freeze({
  * @category layers
  */
 export const layerNone: Layer.Layer<AuditLog> = Layer.succeed(AuditLog, none)
+
+/**
+ * An audit log held in memory (lost with the process): for tests and
+ * short-lived programs. Payloads are redacted with the `Secrets` service's
+ * `redact` when one is provided to this layer, else with
+ * `Secrets.redactPatterns`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeMemory = (options: MemoryOptions): Effect.Effect<Service, AuditUnavailable> =>
+  Effect.gen(function*() {
+    const signing = yield* internal.requireSigningKey(options)
+    const redact = yield* internal.currentRedact
+    return internal.makeService(internal.makeMemoryStore(signing, options.logId), redact)
+  })
+
+/**
+ * The layer of {@link makeMemory}.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerMemory = (options: MemoryOptions): Layer.Layer<AuditLog, AuditUnavailable> =>
+  Layer.effect(AuditLog, makeMemory(options))
+
+/**
+ * An append-only JSONL file with one writer fiber. Appends are acknowledged
+ * once written (and fsynced, by default); concurrent appends share fsyncs.
+ * Opening verifies the whole file and recovers the chain: a torn final line
+ * (a crash mid-write) is moved to `<path>.broken`, logged and recorded as a
+ * `log_recovered` entry; any other damage fails with {@link AuditCorrupted}.
+ * After a failed write or fsync every later append fails (the file's state
+ * is unknown), so the agent denies destructive tools. One process writes a
+ * file (a `<path>.lock` file enforces it); for several, use `PgAuditLog`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeFile = (
+  options: FileOptions
+): Effect.Effect<Service, AuditLogError, FileSystem.FileSystem | Scope.Scope> =>
+  Effect.gen(function*() {
+    const signing = yield* internal.requireSigningKey(options)
+    const redact = yield* internal.currentRedact
+    const store = yield* file.makeFileStore(options, signing)
+    return internal.makeService(store, redact)
+  })
+
+/**
+ * The layer of {@link makeFile}.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerFile = (options: FileOptions): Layer.Layer<AuditLog, AuditLogError, FileSystem.FileSystem> =>
+  Layer.scoped(AuditLog, makeFile(options))
+
+/**
+ * Verifies entries (in chain order) with a secret or keyring. A bare secret
+ * verifies entries of any key id; a keyring reports `unknown_key` for ids it
+ * lacks.
+ *
+ * @since 0.1.0
+ * @category verification
+ */
+export const verifyEntries = (
+  entries: Iterable<unknown>,
+  keys: Secret | Keyring,
+  options?: VerifyOptions
+): Effect.Effect<VerifyReport> => Effect.sync(() => chain.verifyAll(entries, chain.verifyKeys(keys), options))
+
+/**
+ * Verifies an audit file line by line (large files stream). Fails only when
+ * the file cannot be read; every kind of damage is in the report.
+ *
+ * @since 0.1.0
+ * @category verification
+ */
+export const verifyFile = (
+  path: string,
+  keys: Secret | Keyring,
+  options?: VerifyOptions
+): Effect.Effect<VerifyReport, AuditUnavailable, FileSystem.FileSystem> =>
+  Effect.flatMap(FileSystem.FileSystem, (fs) =>
+    Effect.map(file.scanFile(fs, path, chain.verifyKeys(keys), options), ({ verifier }) => verifier.report()))
+
+/**
+ * The entries of an audit file that match `filter`, read line by line
+ * (without verifying them; see {@link verifyFile}). A torn final line is
+ * skipped; any other unreadable line fails the stream.
+ *
+ * @since 0.1.0
+ * @category queries
+ */
+export const streamFile = (
+  path: string,
+  filter?: QueryFilter
+): Stream.Stream<AuditEntry, AuditUnavailable, FileSystem.FileSystem> =>
+  Stream.unwrap(Effect.map(FileSystem.FileSystem, (fs) => file.streamEntries(fs, path, filter)))

@@ -1,0 +1,185 @@
+#!/usr/bin/env node
+/**
+ * The `jeevesagent` command line.
+ *
+ * `audit verify FILE --secret-env NAME` verifies an audit file with the key
+ * in the environment variable NAME; exit code 0 when valid (a torn final line
+ * from a crash is reported as a warning), 1 when tampered, 2 when the file
+ * cannot be read, the key is missing or the arguments are wrong. With a
+ * rotated keyring, repeat `--secret-env KEY_ID=NAME` for each key.
+ *
+ * `audit query FILE [--user ID | --anonymous] [--action A] [--session S]
+ * [--run R] [--json]` prints matching entries without verifying them.
+ *
+ * @example
+ * ```sh
+ * AUDIT_KEY=... jeevesagent audit verify var/audit.jsonl --secret-env AUDIT_KEY
+ * jeevesagent audit verify var/audit.jsonl --secret-env 2024=AUDIT_KEY_2024 --secret-env 2025=AUDIT_KEY_2025
+ * jeevesagent audit query var/audit.jsonl --user alice --action tool_call --json
+ * ```
+ *
+ * @since 0.1.0
+ */
+import * as Args from "@effect/cli/Args"
+import * as Command from "@effect/cli/Command"
+import * as Options from "@effect/cli/Options"
+import * as ValidationError from "@effect/cli/ValidationError"
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as Cause from "effect/Cause"
+import * as Console from "effect/Console"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import * as Stream from "effect/Stream"
+import * as AuditLog from "./AuditLog.js"
+
+const EXIT_OK = 0
+const EXIT_TAMPERED = 1
+const EXIT_UNUSABLE = 2
+
+const exitWith = (code: number) =>
+  Effect.sync(() => {
+    process.exitCode = code
+  })
+
+/** Fails with a message and exit code 2: a usage problem or an unreadable input. */
+class Unusable {
+  readonly _tag = "Unusable"
+  constructor(readonly message: string) {}
+}
+
+const file = Args.text({ name: "FILE" }).pipe(Args.withDescription("the audit log (JSON lines)"))
+const json = Options.boolean("json").pipe(Options.withDescription("print JSON instead of text"))
+
+// ---- verify -------------------------------------------------------------------
+
+const secretEnv = Options.text("secret-env").pipe(
+  Options.repeated,
+  Options.withDescription(
+    "the environment variable holding the key (NAME), or KEY_ID=NAME once per key of a rotated keyring"
+  )
+)
+const logId = Options.text("log-id").pipe(
+  Options.optional,
+  Options.withDescription("require every entry to belong to this log id")
+)
+
+const readEnv = (name: string): Effect.Effect<Redacted.Redacted<string>, Unusable> => {
+  const value = process.env[name]
+  return value === undefined || value === ""
+    ? Effect.fail(new Unusable(`the environment variable ${name} (given by --secret-env) is not set`))
+    : Effect.succeed(Redacted.make(value))
+}
+
+/** One bare NAME gives a secret; KEY_ID=NAME pairs give a keyring. */
+const keysFrom = (specs: ReadonlyArray<string>): Effect.Effect<AuditLog.Secret | AuditLog.Keyring, Unusable> =>
+  Effect.gen(function*() {
+    if (specs.length === 0) return yield* Effect.fail(new Unusable("--secret-env NAME is required"))
+    const pairs = specs.map((spec) => {
+      const at = spec.indexOf("=")
+      return at === -1 ? { keyId: undefined, name: spec } : { keyId: spec.slice(0, at), name: spec.slice(at + 1) }
+    })
+    if (pairs.length === 1 && pairs[0]!.keyId === undefined) return yield* readEnv(pairs[0]!.name)
+    const keys: Record<string, Redacted.Redacted<string>> = {}
+    for (const { keyId, name } of pairs) {
+      if (keyId === undefined || keyId === "" || name === "") {
+        return yield* Effect.fail(new Unusable(`with several keys, write each as --secret-env KEY_ID=NAME (got ${JSON.stringify(specs)})`))
+      }
+      keys[keyId] = yield* readEnv(name)
+    }
+    return { current: pairs[0]!.keyId!, keys }
+  })
+
+const verify = Command.make("verify", { file, secretEnv, logId, json }, (args) =>
+  Effect.gen(function*() {
+    const keys = yield* keysFrom(args.secretEnv)
+    const report = yield* AuditLog.verifyFile(args.file, keys, { logId: Option.getOrUndefined(args.logId) }).pipe(
+      Effect.mapError((error) => new Unusable(error.message))
+    )
+    if (args.json) {
+      yield* Console.log(JSON.stringify(report))
+    } else if (report.valid) {
+      yield* Console.log(
+        `OK: ${report.validCount} entries verified` +
+          (report.logId === undefined ? "" : ` (log ${report.logId}, last seq ${report.lastSeq})`)
+      )
+      if (report.tornTail !== undefined) yield* Console.error(`warning: torn tail: ${report.detail}`)
+    } else {
+      yield* Console.log(
+        `TAMPERED: ${report.failure} at seq ${report.firstBadSeq} (line ${report.line}): ${report.detail}\n` +
+          `${report.validCount} entries verified before it`
+      )
+    }
+    yield* exitWith(report.valid ? EXIT_OK : EXIT_TAMPERED)
+  })).pipe(Command.withDescription("verify an audit file: signatures, hash chain and sequence"))
+
+// ---- query --------------------------------------------------------------------
+
+const optionalText = (name: string, description: string) =>
+  Options.text(name).pipe(Options.optional, Options.withDescription(description))
+
+const queryOptions = {
+  file,
+  user: optionalText("user", "only this user's entries"),
+  anonymous: Options.boolean("anonymous").pipe(Options.withDescription("only the anonymous runs' entries")),
+  action: optionalText("action", "only entries with this action"),
+  session: optionalText("session", "only entries of this session"),
+  run: optionalText("run", "only entries of this run"),
+  json
+}
+
+const describeEntry = (entry: AuditLog.AuditEntry): string =>
+  [
+    String(entry.seq).padStart(6),
+    entry.timestamp,
+    entry.userId ?? "(anonymous)",
+    entry.actor,
+    entry.action,
+    JSON.stringify(entry.payload)
+  ].join("  ")
+
+const query = Command.make("query", queryOptions, (args) =>
+  Effect.gen(function*() {
+    if (args.anonymous && Option.isSome(args.user)) {
+      return yield* Effect.fail(new Unusable("--user and --anonymous exclude each other"))
+    }
+    const filter: AuditLog.QueryFilter = {
+      userId: args.anonymous ? null : Option.getOrUndefined(args.user),
+      action: Option.getOrUndefined(args.action),
+      sessionId: Option.getOrUndefined(args.session),
+      runId: Option.getOrUndefined(args.run)
+    }
+    yield* AuditLog.streamFile(args.file, filter).pipe(
+      Stream.runForEach((entry) => Console.log(args.json ? JSON.stringify(entry) : describeEntry(entry))),
+      Effect.mapError((error) => new Unusable(error.message))
+    )
+    yield* exitWith(EXIT_OK)
+  })).pipe(Command.withDescription("print the entries of an audit file that match the filters"))
+
+// ---- main ---------------------------------------------------------------------
+
+const audit = Command.make("audit").pipe(
+  Command.withDescription("verify and query tamper-evident audit logs"),
+  Command.withSubcommands([verify, query])
+)
+
+const command = Command.make("jeevesagent").pipe(Command.withSubcommands([audit]))
+
+const cli = Command.run(command, { name: "jeevesagent", version: "0.1.0" })
+
+const main = Effect.suspend(() => cli(process.argv)).pipe(
+  Effect.catchAll((error) =>
+    ValidationError.isValidationError(error)
+      ? exitWith(EXIT_UNUSABLE) // @effect/cli has printed the usage problem
+      : Effect.zipRight(Console.error(`error: ${error.message}`), exitWith(EXIT_UNUSABLE))
+  ),
+  Effect.catchAllCause((cause) =>
+    Cause.isInterruptedOnly(cause)
+      ? Effect.void
+      : Effect.zipRight(Console.error(Cause.pretty(cause)), exitWith(EXIT_UNUSABLE))
+  ),
+  Effect.provide(NodeContext.layer)
+)
+
+NodeRuntime.runMain(main, { disableErrorReporting: true })

@@ -1,0 +1,176 @@
+/**
+ * The audit service in front of a store, the in-memory store, and the
+ * single-writer batching used by the file and Postgres stores.
+ *
+ * @internal
+ */
+import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
+import type * as Scope from "effect/Scope"
+import * as AuditLog from "../AuditLog.js"
+import * as RunContext from "../RunContext.js"
+import * as Secrets from "../Secrets.js"
+import { buildEntry, type Draft, emptyHead, matches, type SigningKey, signingKey, verifyAll } from "./auditChain.js"
+import { toJson } from "./auditJcs.js"
+import { newId } from "./ids.js"
+
+/** What a backend implements; the service adds the run context and redaction. @internal */
+export interface Store {
+  readonly append: (draft: Draft) => Effect.Effect<AuditLog.AuditEntry, AuditLog.AuditUnavailable>
+  readonly query: (filter?: AuditLog.QueryFilter) => Effect.Effect<ReadonlyArray<AuditLog.AuditEntry>, AuditLog.AuditUnavailable>
+  readonly verify: Effect.Effect<AuditLog.VerifyReport, AuditLog.AuditUnavailable>
+}
+
+/**
+ * The redaction audit payloads go through: the Secrets service's (which also
+ * masks every value it handed out) when one is in context, else the patterns.
+ *
+ * @internal
+ */
+export const currentRedact: Effect.Effect<(text: string) => string> = Effect.map(
+  Effect.serviceOption(Secrets.Secrets),
+  Option.match({ onNone: () => Secrets.redactPatterns, onSome: (secrets) => secrets.redact })
+)
+
+/** The signing key of `options`, or an `AuditUnavailable` saying what is wrong with them. @internal */
+export const requireSigningKey = (options: AuditLog.KeyOptions): Effect.Effect<SigningKey, AuditLog.AuditUnavailable> => {
+  const signing = signingKey(options)
+  return typeof signing === "string"
+    ? Effect.fail(new AuditLog.AuditUnavailable({ description: `invalid audit key configuration: ${signing}` }))
+    : Effect.succeed(signing)
+}
+
+/** @internal */
+export const makeService = (store: Store, redact: (text: string) => string): AuditLog.Service => ({
+  enabled: true,
+  append: (input) => {
+    const action = redact(input.action)
+    return Effect.flatMap(RunContext.current, (context) =>
+      store.append({
+        sessionId: context.sessionId,
+        userId: context.userId,
+        runId: context.runId,
+        actor: input.actor,
+        action,
+        payload: toJson(input.payload, redact)
+      })).pipe(
+        // The hot path: no stack capture per span.
+        Effect.withSpan("AuditLog.append", { attributes: { action }, captureStackTrace: false })
+      )
+  },
+  query: (filter) => store.query(filter).pipe(Effect.withSpan("AuditLog.query")),
+  verify: store.verify.pipe(Effect.withSpan("AuditLog.verify"))
+})
+
+// ---- memory --------------------------------------------------------------------
+
+/** @internal */
+export const makeMemoryStore = (signing: SigningKey, logId: string = newId("log")): Store => {
+  const entries: Array<AuditLog.AuditEntry> = []
+  let head = emptyHead
+  return {
+    // The read of the clock and the append happen in one synchronous step, so
+    // concurrent appends cannot interleave between building and storing.
+    append: (draft) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Effect.sync(() => {
+          const built = buildEntry(head, logId, signing, draft, now)
+          entries.push(built.entry)
+          head = built.head
+          return built.entry
+        })),
+    query: (filter) => Effect.sync(() => entries.filter((entry) => matches(entry, filter))),
+    verify: Effect.sync(() => verifyAll(entries, signing.verify, { logId }))
+  }
+}
+
+// ---- single writer with group commit ---------------------------------------------
+
+interface Pending {
+  readonly draft: Draft
+  readonly done: Deferred.Deferred<AuditLog.AuditEntry, AuditLog.AuditUnavailable>
+}
+
+/** @internal */
+export interface BatchWriterOptions {
+  /** Writes a batch atomically and returns its entries in order; fails the whole batch otherwise. */
+  readonly commit: (drafts: ReadonlyArray<Draft>) => Effect.Effect<ReadonlyArray<AuditLog.AuditEntry>, AuditLog.AuditUnavailable>
+  readonly maxBatch: number
+  /**
+   * After a failed commit, fail every later append too. Right for files: after
+   * a failed write or fsync the state of the file is unknown (fsyncgate).
+   */
+  readonly poisonOnFailure: boolean
+  readonly name: string
+}
+
+/**
+ * One fiber takes appends from a queue in batches and commits each batch as
+ * a whole; a caller's append completes once the batch holding it is durable.
+ * While one batch is being written and synced, the next one accumulates: that
+ * is the group commit. Closing the scope drains what was already submitted.
+ *
+ * @internal
+ */
+export const makeBatchWriter = (
+  options: BatchWriterOptions
+): Effect.Effect<(draft: Draft) => Effect.Effect<AuditLog.AuditEntry, AuditLog.AuditUnavailable>, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const queue = yield* Queue.unbounded<Pending | "close">()
+    let closed = false
+    let poisoned: AuditLog.AuditUnavailable | undefined
+
+    const commitBatch = (batch: ReadonlyArray<Pending>) => {
+      if (poisoned !== undefined) {
+        const error = poisoned
+        return Effect.forEach(batch, (pending) => Deferred.fail(pending.done, error), { discard: true })
+      }
+      return options.commit(batch.map((pending) => pending.draft)).pipe(
+        Effect.matchEffect({
+          onFailure: (error) => {
+            if (options.poisonOnFailure) poisoned = error
+            return Effect.zipRight(
+              Effect.logError(`${options.name}: ${error.message}`),
+              Effect.forEach(batch, (pending) => Deferred.fail(pending.done, error), { discard: true })
+            )
+          },
+          onSuccess: (entries) =>
+            Effect.forEach(batch, (pending, i) => Deferred.succeed(pending.done, entries[i]!), { discard: true })
+        })
+      )
+    }
+
+    const loop: Effect.Effect<void> = Effect.gen(function*() {
+      while (true) {
+        const taken = yield* Queue.takeBetween(queue, 1, options.maxBatch)
+        const batch: Array<Pending> = []
+        let closing = false
+        for (const item of taken) {
+          if (item === "close") closing = true
+          else batch.push(item)
+        }
+        if (batch.length > 0) yield* commitBatch(batch)
+        if (closing) return
+      }
+    })
+    const fiber = yield* Effect.forkScoped(loop)
+    // Registered after the fork, so it runs first on close: drain, then stop.
+    yield* Effect.addFinalizer(() =>
+      Effect.suspend(() => {
+        closed = true
+        return Queue.offer(queue, "close")
+      }).pipe(Effect.zipRight(Fiber.await(fiber)))
+    )
+
+    return (draft: Draft) =>
+      Effect.suspend(() => {
+        if (closed) return Effect.fail(new AuditLog.AuditUnavailable({ description: `${options.name} is closed` }))
+        if (poisoned !== undefined) return Effect.fail(poisoned)
+        return Effect.flatMap(Deferred.make<AuditLog.AuditEntry, AuditLog.AuditUnavailable>(), (done) =>
+          Effect.zipRight(Queue.offer(queue, { draft, done }), Deferred.await(done)))
+      })
+  })

@@ -1,0 +1,418 @@
+/**
+ * The audit chain: keys, signing, hashing and verification of entries in the
+ * "Audit file format" (see DESIGN).
+ *
+ * @internal
+ */
+import { createHash, createHmac, createSecretKey, type KeyObject, timingSafeEqual } from "node:crypto"
+import * as Redacted from "effect/Redacted"
+import type * as AuditLog from "../AuditLog.js"
+import { canonicalize, type Json } from "./auditJcs.js"
+
+/** The `prevHash` of the first entry. @internal */
+export const GENESIS_HASH = "0".repeat(64)
+
+/** The key id of a bare `secret`. @internal */
+export const DEFAULT_KEY_ID = "default"
+
+// ---- keys -------------------------------------------------------------------
+
+const reveal = (key: AuditLog.Secret): string => (Redacted.isRedacted(key) ? Redacted.value(key) : key)
+
+const isKeyring = (keys: AuditLog.Secret | AuditLog.Keyring): keys is AuditLog.Keyring =>
+  typeof keys === "object" && !Redacted.isRedacted(keys)
+
+/**
+ * The keys a verifier knows. A bare secret (`any`) verifies entries of every
+ * key id: whoever holds it can only produce signatures with it anyway.
+ *
+ * @internal
+ */
+export interface VerifyKeys {
+  readonly byId: ReadonlyMap<string, HmacKey>
+  readonly any: HmacKey | undefined
+}
+
+/** An HMAC key, imported once. @internal */
+export type HmacKey = KeyObject | Buffer
+
+// node:crypto refuses to import an empty secret key; an HMAC with an empty key
+// is still well defined (verifiers must be able to check such a log).
+const hmacKey = (secret: string): HmacKey => {
+  const bytes = Buffer.from(secret, "utf8")
+  return bytes.length === 0 ? bytes : createSecretKey(bytes)
+}
+
+/** @internal */
+export const verifyKeys = (keys: AuditLog.Secret | AuditLog.Keyring): VerifyKeys => {
+  if (!isKeyring(keys)) return { byId: new Map(), any: hmacKey(reveal(keys)) }
+  const byId = new Map<string, HmacKey>()
+  for (const [id, key] of Object.entries(keys.keys)) byId.set(id, hmacKey(reveal(key)))
+  return { byId, any: undefined }
+}
+
+/** The key new entries are signed with. @internal */
+export interface SigningKey {
+  readonly keyId: string
+  readonly key: HmacKey
+  readonly verify: VerifyKeys
+}
+
+/**
+ * The signing key of the layer options, or a description of what is wrong
+ * with them. An empty key is refused: an HMAC with an empty key proves
+ * nothing.
+ *
+ * @internal
+ */
+export const signingKey = (options: AuditLog.KeyOptions): SigningKey | string => {
+  if (options.keyring !== undefined) {
+    const { current, keys } = options.keyring
+    const key = keys[current]
+    if (key === undefined) {
+      const known = Object.keys(keys)
+      return `the keyring's current key ${JSON.stringify(current)} is not one of its keys (${known.length === 0 ? "none" : known.join(", ")})`
+    }
+    for (const [id, value] of Object.entries(keys)) {
+      if (reveal(value).length === 0) return `the keyring's key ${JSON.stringify(id)} is empty`
+    }
+    const verify = verifyKeys(options.keyring)
+    return { keyId: current, key: verify.byId.get(current)!, verify }
+  }
+  if (options.secret === undefined) return "neither `secret` nor `keyring` is given"
+  const secret = reveal(options.secret)
+  if (secret.length === 0) return "the audit secret is empty"
+  const keyId = options.keyId ?? DEFAULT_KEY_ID
+  const key = hmacKey(secret)
+  return { keyId, key, verify: { byId: new Map([[keyId, key]]), any: key } }
+}
+
+// ---- signing ------------------------------------------------------------------
+
+/** @internal */
+export const hmacHex = (key: HmacKey, text: string): string => createHmac("sha256", key).update(text, "utf8").digest("hex")
+
+/** @internal */
+export const sha256Hex = (data: string | Uint8Array): string =>
+  typeof data === "string" ? createHash("sha256").update(data, "utf8").digest("hex") : createHash("sha256").update(data).digest("hex")
+
+/** The fields of an entry that come from the caller and the run context. @internal */
+export interface Draft {
+  readonly sessionId: string
+  readonly userId: string | null
+  readonly runId: string
+  readonly actor: AuditLog.Actor
+  readonly action: string
+  readonly payload: Json
+}
+
+/** Where the chain stands: the last entry's seq, hash and time (0 / genesis / 0 when empty). @internal */
+export interface Head {
+  readonly seq: number
+  readonly hash: string
+  readonly timestampMillis: number
+}
+
+/** @internal */
+export const emptyHead: Head = { seq: 0, hash: GENESIS_HASH, timestampMillis: 0 }
+
+/** @internal */
+export interface Built {
+  readonly entry: AuditLog.AuditEntry
+  /** JCS of the whole entry: the stored line (without the newline). */
+  readonly line: string
+  readonly head: Head
+}
+
+/**
+ * Signs the next entry after `head`. Timestamps never go backwards along the
+ * chain, even if the clock does.
+ *
+ * @internal
+ */
+export const buildEntry = (head: Head, logId: string, signing: SigningKey, draft: Draft, nowMillis: number): Built => {
+  const timestampMillis = Math.max(nowMillis, head.timestampMillis)
+  const seq = head.seq + 1
+  const timestamp = new Date(timestampMillis).toISOString()
+  // The members in JCS order, written directly: the fields are fixed and known,
+  // so only the payload needs the general canonicalization.
+  const before = `{"action":${JSON.stringify(draft.action)},"actor":${JSON.stringify(draft.actor)},` +
+    `"keyId":${JSON.stringify(signing.keyId)},"logId":${JSON.stringify(logId)},"payload":${canonicalize(draft.payload)},` +
+    `"prevHash":"${head.hash}","runId":${JSON.stringify(draft.runId)},"seq":${seq},` +
+    `"sessionId":${JSON.stringify(draft.sessionId)}`
+  const after = `"timestamp":"${timestamp}","userId":${draft.userId === null ? "null" : JSON.stringify(draft.userId)}}`
+  const signature = hmacHex(signing.key, `${before},${after}`)
+  const line = `${before},"signature":"${signature}",${after}`
+  const entry: AuditLog.AuditEntry = {
+    seq,
+    timestamp,
+    logId,
+    keyId: signing.keyId,
+    sessionId: draft.sessionId,
+    userId: draft.userId,
+    runId: draft.runId,
+    actor: draft.actor,
+    action: draft.action,
+    payload: draft.payload,
+    prevHash: head.hash,
+    signature
+  }
+  return { entry, line, head: { seq, hash: sha256Hex(line), timestampMillis } }
+}
+
+/**
+ * The canonical text that was signed: the canonical entry without its
+ * `signature` member. After `signature` come only `timestamp` and `userId`,
+ * whose string values cannot contain an unescaped quote, so the last
+ * occurrence of the member's text is the top-level one.
+ *
+ * @internal
+ */
+export const unsignedText = (canonical: string, signature: string): string | undefined => {
+  const member = `,"signature":"${signature}"`
+  const at = canonical.lastIndexOf(member)
+  return at === -1 ? undefined : canonical.slice(0, at) + canonical.slice(at + member.length)
+}
+
+// ---- reading ------------------------------------------------------------------
+
+const FIELDS = [
+  "action",
+  "actor",
+  "keyId",
+  "logId",
+  "payload",
+  "prevHash",
+  "runId",
+  "seq",
+  "sessionId",
+  "signature",
+  "timestamp",
+  "userId"
+] as const
+const HEX64 = /^[0-9a-f]{64}$/
+
+/**
+ * Checks that `value` has the shape of an entry; returns what is wrong, or
+ * `undefined`.
+ *
+ * @internal
+ */
+export const shapeProblem = (value: unknown): string | undefined => {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return "not a JSON object"
+  const record = value as Record<string, unknown>
+  const keys = Object.keys(record)
+  for (const key of keys) {
+    if (!(FIELDS as ReadonlyArray<string>).includes(key)) return `unexpected field ${JSON.stringify(key)}`
+  }
+  for (const field of FIELDS) {
+    if (!(field in record)) return `missing field ${JSON.stringify(field)}`
+  }
+  const { seq, userId, payload } = record
+  if (typeof seq !== "number" || !Number.isSafeInteger(seq) || seq < 1) return "seq is not a positive integer"
+  for (const field of ["timestamp", "logId", "keyId", "sessionId", "runId", "actor", "action"] as const) {
+    if (typeof record[field] !== "string") return `${field} is not a string`
+  }
+  if (userId !== null && typeof userId !== "string") return "userId is neither a string nor null"
+  if (typeof payload !== "object" || payload === null || Array.isArray(payload)) return "payload is not a JSON object"
+  if (typeof record.prevHash !== "string" || !HEX64.test(record.prevHash)) return "prevHash is not 64 lowercase hex digits"
+  if (typeof record.signature !== "string" || !HEX64.test(record.signature)) return "signature is not 64 lowercase hex digits"
+  return undefined
+}
+
+/**
+ * Parses one stored line into an entry, or says why it is not one. Lines must
+ * be in canonical form: that also rejects duplicate member names, which two
+ * JSON parsers could resolve differently.
+ *
+ * @internal
+ */
+export const parseLine = (text: string): { readonly entry: AuditLog.AuditEntry } | { readonly problem: string } => {
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch (error) {
+    return { problem: `not JSON (${error instanceof Error ? error.message : String(error)})` }
+  }
+  const problem = shapeProblem(value)
+  if (problem !== undefined) return { problem }
+  const canonical = canonicalOf(value)
+  if (canonical === undefined) return { problem: "nested too deeply to canonicalize" }
+  if (canonical !== text) return { problem: "not in canonical (JCS) form" }
+  return { entry: value as AuditLog.AuditEntry }
+}
+
+/** JCS of a parsed value; undefined when it is nested too deeply for the stack (hostile input). */
+const canonicalOf = (value: unknown): string | undefined => {
+  try {
+    return canonicalize(value)
+  } catch {
+    return undefined
+  }
+}
+
+// ---- verification -------------------------------------------------------------
+
+const signatureMatches = (key: HmacKey, canonical: string, signature: string): boolean => {
+  const unsigned = unsignedText(canonical, signature)
+  if (unsigned === undefined) return false
+  const expected = Buffer.from(hmacHex(key, unsigned), "hex")
+  const actual = Buffer.from(signature, "hex")
+  return actual.length === expected.length && timingSafeEqual(actual, expected)
+}
+
+/** @internal */
+export interface VerifierOptions {
+  /** The log the entries must belong to; by default the first entry's. */
+  readonly logId?: string | undefined
+}
+
+/**
+ * Verifies a chain one entry at a time and stops at the first problem.
+ * Order of checks per entry: shape, key, signature, seq, log, prevHash — so a
+ * deleted line is a seq gap (its neighbours are authentic) and a line spliced
+ * in from another log that shares the key is a chain break.
+ *
+ * @internal
+ */
+export class ChainVerifier {
+  private validCount = 0
+  private lastSeq = 0
+  private lastHash = GENESIS_HASH
+  private lastTimestampMillis = 0
+  private logId: string | undefined
+  private failed: AuditLog.VerifyReport | undefined
+  private torn: { readonly offset: number; readonly bytes: number } | undefined
+
+  constructor(private readonly keys: VerifyKeys, options?: VerifierOptions) {
+    this.logId = options?.logId
+  }
+
+  get ok(): boolean {
+    return this.failed === undefined
+  }
+
+  /** The chain head after the entries verified so far. */
+  get head(): Head {
+    return { seq: this.lastSeq, hash: this.lastHash, timestampMillis: this.lastTimestampMillis }
+  }
+
+  get currentLogId(): string | undefined {
+    return this.logId
+  }
+
+  /** Verifies one stored line (`line` is its 1-based number). */
+  pushLine(text: string, line: number): boolean {
+    if (this.failed !== undefined) return false
+    const parsed = parseLine(text)
+    if ("problem" in parsed) return this.fail("bad_json", this.lastSeq + 1, line, `line ${line}: ${parsed.problem}`)
+    return this.check(parsed.entry, line, text)
+  }
+
+  /** Verifies one entry given as a value (memory, database rows, callers' arrays). */
+  pushEntry(value: unknown, position: number): boolean {
+    if (this.failed !== undefined) return false
+    const problem = shapeProblem(value)
+    if (problem !== undefined) return this.fail("bad_json", this.lastSeq + 1, position, `entry ${position}: ${problem}`)
+    const canonical = canonicalOf(value)
+    if (canonical === undefined) {
+      return this.fail("bad_json", this.lastSeq + 1, position, `entry ${position}: not JSON, or nested too deeply`)
+    }
+    return this.check(value as AuditLog.AuditEntry, position, canonical)
+  }
+
+  /** Records a torn final line: reported, but not a failure (it was never acknowledged). */
+  tornTail(offset: number, bytes: number): void {
+    if (this.failed === undefined) this.torn = { offset, bytes }
+  }
+
+  /** Fails with `reason` unless already failed (used by stores that know more, e.g. a chain head row). */
+  fail(reason: AuditLog.VerifyFailure, seq: number, line: number, detail: string): false {
+    if (this.failed === undefined) {
+      this.failed = { valid: false, validCount: this.validCount, firstBadSeq: seq, failure: reason, line, detail }
+    }
+    return false
+  }
+
+  report(): AuditLog.VerifyReport {
+    if (this.failed !== undefined) return this.failed
+    const base = {
+      valid: true,
+      validCount: this.validCount,
+      lastSeq: this.lastSeq,
+      lastHash: this.lastHash,
+      logId: this.logId
+    }
+    if (this.torn === undefined) return base
+    return {
+      ...base,
+      firstBadSeq: this.lastSeq + 1,
+      failure: "torn_tail",
+      line: this.validCount + 1,
+      tornTail: this.torn,
+      detail: `the last ${this.torn.bytes} bytes (from offset ${this.torn.offset}) are an unterminated line: ` +
+        "a write interrupted by a crash, never acknowledged"
+    }
+  }
+
+  private check(entry: AuditLog.AuditEntry, line: number, canonical: string): boolean {
+    const key = this.keys.byId.get(entry.keyId) ?? this.keys.any
+    if (key === undefined) {
+      return this.fail("unknown_key", entry.seq, line, `seq ${entry.seq} is signed with key ${JSON.stringify(entry.keyId)}, which is not in the keyring`)
+    }
+    if (!signatureMatches(key, canonical, entry.signature)) {
+      return this.fail("signature", entry.seq, line, `seq ${entry.seq}: the signature does not match its contents (key ${JSON.stringify(entry.keyId)})`)
+    }
+    const expected = this.lastSeq + 1
+    if (entry.seq < expected) {
+      return this.fail("duplicate", entry.seq, line, `seq ${entry.seq} appears again after seq ${this.lastSeq}`)
+    }
+    if (entry.seq > expected) {
+      return this.fail("seq_gap", entry.seq, line, `expected seq ${expected}, found ${entry.seq}: entries are missing or out of order`)
+    }
+    if (this.logId === undefined) this.logId = entry.logId
+    if (entry.logId !== this.logId) {
+      return this.fail("chain", entry.seq, line, `seq ${entry.seq} belongs to log ${JSON.stringify(entry.logId)}, not ${JSON.stringify(this.logId)}`)
+    }
+    if (entry.prevHash !== this.lastHash) {
+      return this.fail("chain", entry.seq, line, `seq ${entry.seq}: prevHash does not match the hash of seq ${this.lastSeq}`)
+    }
+    this.validCount++
+    this.lastSeq = entry.seq
+    this.lastHash = sha256Hex(canonical)
+    const millis = Date.parse(entry.timestamp)
+    this.lastTimestampMillis = Number.isNaN(millis) ? this.lastTimestampMillis : millis
+    return true
+  }
+}
+
+/** @internal */
+export const verifyAll = (
+  entries: Iterable<unknown>,
+  keys: VerifyKeys,
+  options?: VerifierOptions
+): AuditLog.VerifyReport => {
+  const verifier = new ChainVerifier(keys, options)
+  let position = 0
+  for (const entry of entries) {
+    if (!verifier.pushEntry(entry, ++position)) break
+  }
+  return verifier.report()
+}
+
+// ---- queries -------------------------------------------------------------------
+
+/** Whether `entry` passes every filter that is set. @internal */
+export const matches = (entry: AuditLog.AuditEntry, filter: AuditLog.QueryFilter | undefined): boolean => {
+  if (filter === undefined) return true
+  if (filter.userId !== undefined && entry.userId !== filter.userId) return false
+  if (filter.sessionId !== undefined && entry.sessionId !== filter.sessionId) return false
+  if (filter.action !== undefined && entry.action !== filter.action) return false
+  if (filter.runId !== undefined && entry.runId !== filter.runId) return false
+  if (filter.since !== undefined || filter.until !== undefined) {
+    const millis = Date.parse(entry.timestamp)
+    if (filter.since !== undefined && !(millis >= filter.since.getTime())) return false
+    if (filter.until !== undefined && !(millis < filter.until.getTime())) return false
+  }
+  return true
+}

@@ -1,0 +1,379 @@
+/**
+ * The JSONL audit file: reading it line by line, verifying it, recovering a
+ * torn tail, and the append-only writer.
+ *
+ * @internal
+ */
+import { basename, dirname } from "node:path"
+import * as FileSystem from "@effect/platform/FileSystem"
+import type { PlatformError } from "@effect/platform/Error"
+import * as Chunk from "effect/Chunk"
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import * as AuditLog from "../AuditLog.js"
+import { makeBatchWriter, type Store } from "./audit.js"
+import {
+  buildEntry,
+  ChainVerifier,
+  type Draft,
+  emptyHead,
+  type Head,
+  matches,
+  parseLine,
+  sha256Hex,
+  type SigningKey,
+  type VerifyKeys
+} from "./auditChain.js"
+import type { Json } from "./auditJcs.js"
+import { newId } from "./ids.js"
+
+const NEWLINE = 0x0a
+const CHUNK_SIZE = 64 * 1024
+const MAX_BATCH = 512
+
+/** One line of the file. `terminated` is false only for a final line without its newline. @internal */
+export interface RawLine {
+  readonly bytes: Uint8Array
+  /** Byte offset of the line's first byte. */
+  readonly offset: number
+  /** 1-based line number. */
+  readonly number: number
+  readonly terminated: boolean
+}
+
+const concatBytes = (parts: ReadonlyArray<Uint8Array>, total: number): Uint8Array => {
+  if (parts.length === 1) return parts[0]!
+  const out = new Uint8Array(total)
+  let at = 0
+  for (const part of parts) {
+    out.set(part, at)
+    at += part.length
+  }
+  return out
+}
+
+/**
+ * The lines of a file, streamed: memory stays bounded by the longest line.
+ * `bytesToRead` limits the read to a prefix (what a writer has acknowledged).
+ *
+ * @internal
+ */
+export const readLines = (
+  fs: FileSystem.FileSystem,
+  path: string,
+  bytesToRead?: number
+): Stream.Stream<RawLine, PlatformError> =>
+  Stream.suspend(() => {
+    let parts: Array<Uint8Array> = []
+    let pending = 0
+    let lineOffset = 0
+    let lineNumber = 0
+    const emit = (last: Uint8Array, terminated: boolean): RawLine => {
+      parts.push(last)
+      const bytes = concatBytes(parts, pending + last.length)
+      const line: RawLine = { bytes, offset: lineOffset, number: ++lineNumber, terminated }
+      lineOffset += bytes.length + (terminated ? 1 : 0)
+      parts = []
+      pending = 0
+      return line
+    }
+    const options: FileSystem.StreamOptions = bytesToRead === undefined
+      ? { chunkSize: CHUNK_SIZE }
+      : { chunkSize: CHUNK_SIZE, bytesToRead }
+    return fs.stream(path, options).pipe(
+      Stream.mapConcat((chunk) => {
+        const lines: Array<RawLine> = []
+        let start = 0
+        let index = chunk.indexOf(NEWLINE, start)
+        while (index !== -1) {
+          lines.push(emit(chunk.subarray(start, index), true))
+          start = index + 1
+          index = chunk.indexOf(NEWLINE, start)
+        }
+        if (start < chunk.length) {
+          parts.push(chunk.subarray(start))
+          pending += chunk.length - start
+        }
+        return lines
+      }),
+      Stream.concat(Stream.suspend(() => (pending > 0 ? Stream.make(emit(new Uint8Array(0), false)) : Stream.empty)))
+    )
+  })
+
+const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
+
+/** The text of a line, or `undefined` when it is not valid UTF-8. @internal */
+export const decodeLine = (bytes: Uint8Array): string | undefined => {
+  try {
+    return decoder.decode(bytes)
+  } catch {
+    return undefined
+  }
+}
+
+const unreadable = (path: string, cause: unknown) =>
+  new AuditLog.AuditUnavailable({ description: `cannot read ${path}: ${describe(cause)}`, cause })
+
+const describe = (cause: unknown): string => (cause instanceof Error ? cause.message : String(cause))
+
+/** The outcome of reading a whole file through a verifier. @internal */
+export interface Scan {
+  readonly verifier: ChainVerifier
+  readonly tornBytes: Uint8Array | undefined
+}
+
+/**
+ * Verifies a file line by line, stopping at the first problem.
+ *
+ * @internal
+ */
+export const scanFile = (
+  fs: FileSystem.FileSystem,
+  path: string,
+  keys: VerifyKeys,
+  options?: { readonly logId?: string | undefined; readonly bytesToRead?: number | undefined }
+): Effect.Effect<Scan, AuditLog.AuditUnavailable> =>
+  Effect.suspend(() => {
+    const verifier = new ChainVerifier(keys, { logId: options?.logId })
+    let tornBytes: Uint8Array | undefined
+    const push = (line: RawLine) => {
+      if (!line.terminated) {
+        tornBytes = line.bytes
+        verifier.tornTail(line.offset, line.bytes.length)
+        return
+      }
+      const text = decodeLine(line.bytes)
+      if (text === undefined) verifier.fail("bad_json", verifier.head.seq + 1, line.number, `line ${line.number}: not valid UTF-8`)
+      else verifier.pushLine(text, line.number)
+    }
+    return readLines(fs, path, options?.bytesToRead).pipe(
+      Stream.takeWhile(() => verifier.ok),
+      Stream.runForEachChunk((lines) =>
+        Effect.sync(() => {
+          for (const line of lines) if (verifier.ok) push(line)
+        })
+      ),
+      Effect.mapError((cause) => unreadable(path, cause)),
+      Effect.map((): Scan => ({ verifier, tornBytes }))
+    )
+  })
+
+/**
+ * The entries of a file that match `filter`, streamed. A final line without
+ * its newline was never acknowledged and is skipped; any other line that is
+ * not an entry fails the stream.
+ *
+ * @internal
+ */
+export const streamEntries = (
+  fs: FileSystem.FileSystem,
+  path: string,
+  filter?: AuditLog.QueryFilter,
+  bytesToRead?: number
+): Stream.Stream<AuditLog.AuditEntry, AuditLog.AuditUnavailable> =>
+  readLines(fs, path, bytesToRead).pipe(
+    Stream.mapError((cause) => unreadable(path, cause)),
+    Stream.mapChunksEffect((lines) =>
+      Effect.suspend(() => {
+        const entries: Array<AuditLog.AuditEntry> = []
+        for (const line of lines) {
+          if (!line.terminated) continue
+          const text = decodeLine(line.bytes)
+          const parsed = text === undefined ? { problem: "not valid UTF-8" } : parseLine(text)
+          if ("problem" in parsed) {
+            return Effect.fail(
+              new AuditLog.AuditUnavailable({
+                description: `line ${line.number} of ${path} is not an audit entry: ${parsed.problem}`
+              })
+            )
+          }
+          if (matches(parsed.entry, filter)) entries.push(parsed.entry)
+        }
+        return Effect.succeed(Chunk.unsafeFromArray(entries))
+      })
+    )
+  )
+
+// ---- the writer -------------------------------------------------------------------
+
+/**
+ * Takes the `<path>.lock` file for this process. A lock left by a process
+ * that no longer exists (it crashed) is taken over.
+ */
+const acquireLock = (fs: FileSystem.FileSystem, path: string): Effect.Effect<void, AuditLog.AuditUnavailable, Scope.Scope> => {
+  const lockPath = `${path}.lock`
+  const cannotLock = (cause: unknown) =>
+    new AuditLog.AuditUnavailable({ description: `cannot lock ${path}: ${describe(cause)}`, cause })
+  const create = fs.writeFileString(lockPath, `${process.pid}\n`, { flag: "wx" })
+  const holder = Effect.map(
+    Effect.orElseSucceed(fs.readFileString(lockPath), () => ""),
+    (text) => Number.parseInt(text.trim(), 10)
+  )
+  const takeOver = (pid: number): Effect.Effect<void, AuditLog.AuditUnavailable> => {
+    if (Number.isSafeInteger(pid) && pid > 0 && isAlive(pid)) {
+      const who = pid === process.pid ? "this process" : `process ${pid}`
+      return Effect.fail(
+        new AuditLog.AuditUnavailable({
+          description: `${path} is already open for writing by ${who} (lock file ${basename(lockPath)}); ` +
+            "one writer per file: give each process its own file or use PgAuditLog"
+        })
+      )
+    }
+    return Effect.logWarning(`audit log ${path}: taking over the lock of a process that is gone (pid ${pid})`).pipe(
+      Effect.zipRight(fs.remove(lockPath)),
+      Effect.zipRight(create),
+      Effect.mapError(cannotLock)
+    )
+  }
+  const take = create.pipe(
+    Effect.catchAll((error) =>
+      error._tag === "SystemError" && error.reason === "AlreadyExists"
+        ? Effect.flatMap(holder, takeOver)
+        : Effect.fail(cannotLock(error))
+    )
+  )
+  return Effect.acquireRelease(take, () => Effect.ignore(fs.remove(lockPath)))
+}
+
+const isAlive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM"
+  }
+}
+
+/** Makes a directory entry (a created file) durable. Not every platform can open directories: best effort. */
+const syncDirectory = (fs: FileSystem.FileSystem, path: string) =>
+  Effect.ignore(Effect.scoped(Effect.flatMap(fs.open(path, { flag: "r" }), (dir) => dir.sync)))
+
+/** Options of the file store (the public `FileOptions` without the key). @internal */
+export interface FileStoreOptions {
+  readonly path: string
+  readonly durability?: "fsync" | "none" | undefined
+  readonly logId?: string | undefined
+}
+
+/**
+ * Opens (or creates) the file, recovers its head, moves a torn tail aside and
+ * starts the writer.
+ *
+ * @internal
+ */
+export const makeFileStore = (
+  options: FileStoreOptions,
+  signing: SigningKey
+): Effect.Effect<Store, AuditLog.AuditUnavailable | AuditLog.AuditCorrupted, FileSystem.FileSystem | Scope.Scope> =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const path = options.path
+    const fsync = (options.durability ?? "fsync") === "fsync"
+    const failWith = (what: string) => (cause: unknown) =>
+      new AuditLog.AuditUnavailable({ description: `${path}: ${what}: ${describe(cause)}`, cause })
+
+    yield* fs.makeDirectory(dirname(path), { recursive: true }).pipe(Effect.mapError(failWith("cannot create its directory")))
+    yield* acquireLock(fs, path)
+
+    const existed = yield* fs.exists(path).pipe(Effect.mapError(failWith("cannot stat")))
+    let head: Head = emptyHead
+    let logId = options.logId
+    let recovered: { readonly [key: string]: Json } | undefined
+    if (existed) {
+      const { tornBytes, verifier } = yield* scanFile(fs, path, signing.verify, { logId })
+      const report = verifier.report()
+      if (!report.valid) return yield* new AuditLog.AuditCorrupted({ path, report })
+      head = verifier.head
+      logId = verifier.currentLogId ?? logId
+      if (report.tornTail !== undefined && tornBytes !== undefined) {
+        recovered = yield* moveTornTail(fs, path, report.tornTail.offset, tornBytes).pipe(
+          Effect.mapError(failWith("cannot move its torn tail aside"))
+        )
+      }
+    }
+    const chainLogId = logId ?? newId("log")
+
+    const file = yield* fs.open(path, { flag: "a" }).pipe(Effect.mapError(failWith("cannot open for appending")))
+    if (!existed) {
+      yield* file.sync.pipe(Effect.mapError(failWith("cannot sync")))
+      yield* syncDirectory(fs, dirname(path))
+    }
+    let committedBytes = Number((yield* file.stat.pipe(Effect.mapError(failWith("cannot stat")))).size)
+
+    const encoder = new TextEncoder()
+    const commit = (drafts: ReadonlyArray<Draft>) =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        let next = head
+        const entries: Array<AuditLog.AuditEntry> = []
+        let text = ""
+        for (const draft of drafts) {
+          const built = buildEntry(next, chainLogId, signing, draft, now)
+          entries.push(built.entry)
+          text += `${built.line}\n`
+          next = built.head
+        }
+        const bytes = encoder.encode(text)
+        yield* file.writeAll(bytes)
+        if (fsync) yield* file.sync
+        head = next
+        committedBytes += bytes.length
+        return entries
+      }).pipe(Effect.mapError(failWith("write failed; the log accepts no more entries")))
+
+    const submit = yield* makeBatchWriter({ commit, maxBatch: MAX_BATCH, poisonOnFailure: true, name: `audit log ${path}` })
+
+    if (recovered !== undefined) {
+      yield* Effect.logWarning(
+        `audit log ${path}: a torn final line (${recovered.dropped_bytes} bytes, crash mid-write, never acknowledged) ` +
+          `was moved to ${recovered.broken_file}`
+      )
+      yield* submit({ sessionId: "", userId: null, runId: "", actor: "system", action: "log_recovered", payload: recovered })
+    }
+
+    return {
+      append: submit,
+      query: (filter) =>
+        Effect.suspend(() => Stream.runCollect(streamEntries(fs, path, filter, committedBytes))).pipe(
+          Effect.map((chunk) => Array.from(chunk))
+        ),
+      verify: Effect.suspend(() =>
+        Effect.map(
+          scanFile(fs, path, signing.verify, { logId: chainLogId, bytesToRead: committedBytes }),
+          ({ verifier }) => verifier.report()
+        )
+      )
+    } satisfies Store
+  })
+
+/**
+ * Appends the torn bytes to `<path>.broken` (kept, never overwritten), syncs
+ * it, then cuts them off the log and syncs that. A crash in between leaves the
+ * bytes in both places, never in neither.
+ */
+const moveTornTail = (
+  fs: FileSystem.FileSystem,
+  path: string,
+  offset: number,
+  bytes: Uint8Array
+): Effect.Effect<{ readonly [key: string]: Json }, PlatformError> =>
+  Effect.scoped(
+    Effect.gen(function*() {
+      const brokenPath = `${path}.broken`
+      const broken = yield* fs.open(brokenPath, { flag: "a" })
+      yield* broken.writeAll(bytes)
+      yield* broken.sync
+      const log = yield* fs.open(path, { flag: "r+" })
+      yield* log.truncate(offset)
+      yield* log.sync
+      return {
+        reason: "torn_tail",
+        offset,
+        dropped_bytes: bytes.length,
+        dropped_sha256: sha256Hex(bytes),
+        broken_file: basename(brokenPath)
+      }
+    })
+  )
