@@ -91,7 +91,11 @@ export interface AgentOptions {
   readonly memory?: string | Layer.Layer<Memory.Memory, unknown> | undefined
   /** Per-user state bounds of the in-memory store. */
   readonly memoryBounds?: Memory.InMemoryOptions | undefined
-  readonly auditLog?: internal.AuditLogOptions | Layer.Layer<AuditLog.AuditLog, unknown> | undefined
+  /**
+   * A tamper-evident JSONL audit log: `{ path, secret }` (or `keyring`, `durability`), or a layer
+   * such as `AuditLog.layerMemory(...)` / `PgAuditLog.layer(...)`.
+   */
+  readonly auditLog?: AuditLog.FileOptions | Layer.Layer<AuditLog.AuditLog, unknown> | undefined
   /**
    * A record of secrets, a Secrets service, an async backend (`{ resolve, store?, lookupSync? }`),
    * or a layer. Default: the environment. Error messages, logs and audit payloads are masked

@@ -214,3 +214,35 @@ describe("jeevesagent/promise redaction", () => {
     await agent.dispose()
   })
 })
+
+describe("jeevesagent/promise audit log", () => {
+  it("writes a verifiable, per-user file log and queries it", async () => {
+    const { mkdtemp, readFile, rm } = await import("node:fs/promises")
+    const { tmpdir } = await import("node:os")
+    const { join } = await import("node:path")
+    const dir = await mkdtemp(join(tmpdir(), "jeeves-audit-"))
+    const path = join(dir, "nested", "audit.jsonl")
+    const agent = createAgent({
+      model: "scripted",
+      script: callThenAnswer,
+      tools: [whoami],
+      auditLog: { path, secret: "audit-secret-123" },
+      secrets: { DB_PASSWORD: "hunter2-very-secret" }
+    })
+    try {
+      await agent.run("who am i? my password is hunter2-very-secret", { userId: "alice", sessionId: "s1" })
+      await agent.run("who am i?", { userId: "bob" })
+      const alice = await agent.audit.query({ userId: "alice" })
+      expect(alice.map((e) => e.action)).toEqual(["run_started", "tool_call", "tool_result", "run_completed"])
+      expect(new Set(alice.map((e) => e.sessionId))).toEqual(new Set(["s1"]))
+      expect((await agent.audit.query({ userId: "bob", action: "run_completed" })).length).toBe(1)
+      expect(await agent.audit.verify()).toMatchObject({ valid: true, validCount: 8 })
+      const file = await readFile(path, "utf8")
+      expect(file.trim().split("\n")).toHaveLength(8)
+      expect(file).not.toContain("hunter2-very-secret")
+    } finally {
+      await agent.dispose()
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+})

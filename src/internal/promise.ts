@@ -1,3 +1,4 @@
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -28,12 +29,6 @@ export const AuditLogTag = AuditLog.AuditLog
 
 /** @internal */
 export type BudgetOptions = { readonly maxCostUsd?: number | undefined; readonly perUserMaxCostUsd?: number | undefined }
-
-/** @internal */
-export interface AuditLogOptions {
-  readonly path: string
-  readonly secret: string
-}
 
 const isLayer = (u: unknown): u is Layer.Layer<never, unknown, unknown> => Layer.isLayer(u)
 
@@ -122,6 +117,13 @@ const hooksLayer = (options: AgentOptions): Layer.Layer<Hooks.Hooks, unknown, Se
   return Hooks.layerPromise(hooks)
 }
 
+const auditLogLayer = (options: AgentOptions): Layer.Layer<AuditLog.AuditLog, unknown, Secrets.Secrets> | undefined => {
+  const auditLog = options.auditLog
+  if (auditLog === undefined) return undefined
+  if (isLayer(auditLog)) return auditLog as Layer.Layer<AuditLog.AuditLog, unknown>
+  return AuditLog.layerFile(auditLog).pipe(Layer.provide(NodeFileSystem.layer))
+}
+
 const memoryLayer = (options: AgentOptions): Layer.Layer<Memory.Memory, unknown> => {
   const memory = options.memory
   if (memory === undefined || memory === "memory") return Memory.layerInMemory(options.memoryBounds)
@@ -138,7 +140,7 @@ const memoryLayer = (options: AgentOptions): Layer.Layer<Memory.Memory, unknown>
 export const layerFromOptions = (options: AgentOptions): Layer.Layer<Services, unknown> => {
   const secrets = secretsLayer(options)
   const overrides: Array<Layer.Layer<never, unknown, Secrets.Secrets>> = [memoryLayer(options), telemetryLayer(options)]
-  for (const layer of [permissionsLayer(options), approvalLayer(options), hooksLayer(options)]) {
+  for (const layer of [permissionsLayer(options), approvalLayer(options), hooksLayer(options), auditLogLayer(options)]) {
     if (layer !== undefined) overrides.push(layer)
   }
   // Later layers win: each configured service (and the secrets) replaces its default.
