@@ -4,7 +4,9 @@
  *
  * Every method is scoped to the user of the current `RunContext`; the
  * anonymous bucket is its own partition and never sees named users' data,
- * nor they its.
+ * nor they its. Backends: {@link layerInMemory} (bounded, in process),
+ * `jeevesagent/SqliteMemory` and `jeevesagent/PgMemory`; {@link autoExtract}
+ * wraps any of them to pull facts out of every remembered episode.
  *
  * @example
  * ```ts
@@ -21,11 +23,15 @@
  * @since 0.1.0
  */
 import * as Context from "effect/Context"
-import type * as Effect from "effect/Effect"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
+import * as Budget from "./Budget.js"
+import * as internalAutoExtract from "./internal/autoExtract.js"
 import * as internal from "./internal/memory.js"
-import type * as Model from "./Model.js"
+import * as Model from "./Model.js"
+import type { InvalidUserId } from "./RunContext.js"
 
 /**
  * A pinned block of working memory, shown to the model on every run.
@@ -153,18 +159,32 @@ export class MemoryError extends Schema.TaggedError<MemoryError>("jeevesagent/Me
 
 /**
  * The memory service. Every method acts for the user of the current
- * `RunContext`.
+ * `RunContext` (the anonymous bucket when it has none). A context holding an
+ * invalid user id — such as the reserved `RunContext.ANONYMOUS_USER` — fails
+ * every method with `InvalidUserId`; bad arguments fail with a
+ * {@link MemoryError} naming the method.
+ *
+ * Search (`recall`, `recallFacts`) matches whole words: lower-cased runs of
+ * letters and digits of at least two characters, stop words left out. An
+ * item matches when it holds any query word; more matching words rank
+ * higher, then newer first. A query without such words returns the newest.
  *
  * @since 0.1.0
  * @category models
  */
 export interface Service {
-  readonly working: Effect.Effect<ReadonlyArray<MemoryBlock>, MemoryError>
-  readonly updateBlock: (name: string, content: string) => Effect.Effect<void, MemoryError>
-  readonly appendBlock: (name: string, content: string) => Effect.Effect<void, MemoryError>
+  /** The user's blocks in pinned order (a new block goes last; updates keep their place). */
+  readonly working: Effect.Effect<ReadonlyArray<MemoryBlock>, MemoryError | InvalidUserId>
+  /** Sets a block's content, creating it if needed. */
+  readonly updateBlock: (name: string, content: string) => Effect.Effect<void, MemoryError | InvalidUserId>
+  /** Appends to a block's content with no separator, creating it if needed. */
+  readonly appendBlock: (name: string, content: string) => Effect.Effect<void, MemoryError | InvalidUserId>
   /** Stores an episode; returns its id. */
-  readonly remember: (episode: NewEpisode) => Effect.Effect<string, MemoryError>
-  /** Episodes relevant to `query`, best first (default limit 5). */
+  readonly remember: (episode: NewEpisode) => Effect.Effect<string, MemoryError | InvalidUserId>
+  /**
+   * Episodes matching `query`, best first (default limit 5), optionally
+   * within `since`..`until` (inclusive) and outside one session.
+   */
   readonly recall: (
     query: string,
     options?: {
@@ -173,25 +193,43 @@ export interface Service {
       readonly until?: Date | undefined
       readonly excludeSessionId?: string | undefined
     }
-  ) => Effect.Effect<ReadonlyArray<Episode>, MemoryError>
-  /** Facts relevant to `query`, valid at `validAt` (default: now). */
+  ) => Effect.Effect<ReadonlyArray<Episode>, MemoryError | InvalidUserId>
+  /**
+   * Facts matching `query` that are valid at `validAt` (default: now):
+   * `validFrom <= validAt < validUntil`.
+   */
   readonly recallFacts: (
     query: string,
     options?: { readonly limit?: number | undefined; readonly validAt?: Date | undefined }
-  ) => Effect.Effect<ReadonlyArray<Fact>, MemoryError>
-  /** Appends a fact, closing the user's open facts with the same subject and predicate and another object. */
-  readonly appendFact: (fact: NewFact) => Effect.Effect<Fact, MemoryError>
-  /** The most recent `limit` (default 20) messages of this user's session, oldest first. */
+  ) => Effect.Effect<ReadonlyArray<Fact>, MemoryError | InvalidUserId>
+  /**
+   * Appends a fact. The user's open facts with the same subject and
+   * predicate and another object are closed at the new fact's `validFrom`
+   * (never deleted); other users' facts are never touched.
+   */
+  readonly appendFact: (fact: NewFact) => Effect.Effect<Fact, MemoryError | InvalidUserId>
+  /**
+   * The user's history in one session, oldest first: a user / assistant
+   * message pair for each of the latest `max(1, limit / 2)` episodes
+   * (default limit 20), skipping empty text.
+   */
   readonly sessionMessages: (
     sessionId: string,
     options?: { readonly limit?: number | undefined }
-  ) => Effect.Effect<ReadonlyArray<Model.Message>, MemoryError>
-  readonly profile: Effect.Effect<MemoryProfile, MemoryError>
-  /** Deletes the user's data (filters AND); facts only when no `sessionId` is given. Returns the count. */
+  ) => Effect.Effect<ReadonlyArray<Model.Message>, MemoryError | InvalidUserId>
+  /** Counts, last episode time, up to 10 recent sessions (newest first) and up to 10 recent facts. */
+  readonly profile: Effect.Effect<MemoryProfile, MemoryError | InvalidUserId>
+  /**
+   * Deletes the user's data and returns how many items went. The filters
+   * AND together: `sessionId` limits it to that session's episodes; `before`
+   * to episodes that occurred, facts recorded and blocks updated before it.
+   * No filter erases everything the user has.
+   */
   readonly forget: (
     options?: { readonly sessionId?: string | undefined; readonly before?: Date | undefined }
-  ) => Effect.Effect<number, MemoryError>
-  readonly export: Effect.Effect<MemoryExport, MemoryError>
+  ) => Effect.Effect<number, MemoryError | InvalidUserId>
+  /** Everything stored for the user: blocks in pinned order, episodes and facts oldest first. */
+  readonly export: Effect.Effect<MemoryExport, MemoryError | InvalidUserId>
 }
 
 /**
@@ -209,20 +247,22 @@ export class Memory extends Context.Tag("jeevesagent/Memory")<Memory, Service>()
  * @category models
  */
 export interface InMemoryOptions {
-  /** Most users kept (LRU). Default 100 000. */
+  /** Most users kept; the least recently touched is dropped first. Default 100 000. */
   readonly maxUsers?: number | null | undefined
   /** Idle time after which a user's data is dropped. Default 24 hours. */
-  readonly userIdleTtl?: import("effect/Duration").DurationInput | null | undefined
+  readonly userIdleTtl?: Duration.DurationInput | null | undefined
 }
 
 /**
- * In-process memory. Recall ranks episodes by shared words with the query,
- * then recency.
+ * In-process memory. All of a user's state — blocks, episodes and facts — is
+ * one entry of an effect `Cache` bounded by `maxUsers` (least recently
+ * touched first) and `userIdleTtl`; dropping the entry drops all of it.
+ * Invalid bounds are a defect with a message naming the option.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const makeInMemory: (options?: InMemoryOptions) => Effect.Effect<Service> = internal.makeInMemory
+export const makeInMemory = (options?: InMemoryOptions): Effect.Effect<Service> => internal.makeInMemory(options)
 
 /**
  * The layer of {@link makeInMemory}.
@@ -232,3 +272,115 @@ export const makeInMemory: (options?: InMemoryOptions) => Effect.Effect<Service>
  */
 export const layerInMemory = (options?: InMemoryOptions): Layer.Layer<Memory> =>
   Layer.effect(Memory, makeInMemory(options))
+
+// ---- auto-extraction ---------------------------------------------------------
+
+/**
+ * How one extraction ended: `ok`, `error` (the episode is still remembered),
+ * or `skipped_budget` (the user's budget blocked the extraction call).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type AutoExtractStatus = "ok" | "error" | "skipped_budget"
+
+/**
+ * An extraction failed. `remember` still succeeded; this goes to the log and
+ * to {@link AutoExtractOptions.onError}.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class AutoExtractError extends Schema.TaggedError<AutoExtractError>("jeevesagent/AutoExtractError")(
+  "AutoExtractError",
+  {
+    episodeId: Schema.String,
+    userId: Schema.NullOr(Schema.String),
+    reason: Schema.Literal("model", "budget", "invalid_output", "store"),
+    description: Schema.String,
+    cause: Schema.optional(Schema.Defect)
+  }
+) {
+  override get message(): string {
+    return `auto-extract failed for episode ${this.episodeId} (user_id=${this.userId}): ${this.description}`
+  }
+}
+
+/**
+ * Options of {@link autoExtract}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface AutoExtractOptions {
+  /** Most facts kept from one episode. Default 20. */
+  readonly maxFacts?: number | undefined
+  /** `maxTokens` of the extraction call. Default 1024. */
+  readonly maxTokens?: number | undefined
+  /** Replaces {@link extractionPrompt}. */
+  readonly systemPrompt?: string | undefined
+  /** Called with every failure; whatever it throws is ignored. */
+  readonly onError?: ((error: AutoExtractError) => void) | undefined
+  /**
+   * Logs {@link autoExtractNotice} at INFO, once per process, when the layer
+   * is built. For auto-extraction turned on by default rather than asked for.
+   */
+  readonly announce?: boolean | undefined
+}
+
+/**
+ * The system prompt of the extraction call.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const extractionPrompt: string = `You extract semantic facts from one episode of a conversation between a user and an assistant.
+A fact is a stable claim worth remembering later — about the user, their preferences, their circumstances or the world — written as a (subject, predicate, object) triple.
+Skip greetings, small talk, questions, and transient state (what is happening right now, what the assistant is about to do).
+Return a JSON array of objects with exactly these keys: "subject", "predicate", "object" (strings) and "confidence" (a number from 0 to 1).
+Example:
+[{"subject": "user", "predicate": "lives in", "object": "Lisbon", "confidence": 0.9}]
+Return ONLY the JSON array, with no other text. Return [] if there is nothing worth keeping.`
+
+/**
+ * The one-time notice of {@link AutoExtractOptions.announce}.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const autoExtractNotice: string = "AutoExtractMemory enabled by default for this model class. Each remembered episode " +
+  "triggers a small extraction call to pull (subject, predicate, object) facts. Pass autoExtract: false " +
+  "to disable, or autoExtract: true to silence this notice."
+
+/**
+ * Wraps the Memory in context so that every remembered episode is followed
+ * by one extraction call to the Model, whose (subject, predicate, object)
+ * facts — at most `maxFacts`, valid from the episode's time, sourced to it —
+ * are appended for the same user.
+ *
+ * The call is reserved against and settled to the same user's Budget; when
+ * the budget blocks it, it is skipped (status `skipped_budget`). A failure
+ * never fails `remember`: status `error`, a warning log and `onError`.
+ * Records the histogram `jeeves.auto_extract.duration_ms` and the counter
+ * `jeeves.auto_extract.invocations`, tagged `status` and `user_id` (as the
+ * `Telemetry` service in context says; raw when there is none).
+ *
+ * ```ts
+ * const MemoryLive = Memory.autoExtract().pipe(Layer.provide(Memory.layerInMemory()))
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const autoExtract = (
+  options?: AutoExtractOptions
+): Layer.Layer<Memory, never, Memory | Model.Model | Budget.Budget> =>
+  Layer.effect(
+    Memory,
+    Effect.gen(function*() {
+      const inner = yield* Memory
+      const model = yield* Model.Model
+      const budget = yield* Budget.Budget
+      return yield* internalAutoExtract.make(inner, model, budget, options)
+    })
+  )

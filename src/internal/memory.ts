@@ -1,183 +1,273 @@
+import * as Cache from "effect/Cache"
 import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Memory from "../Memory.js"
-import type * as Model from "../Model.js"
-import * as RunContext from "../RunContext.js"
-import { newId } from "./ids.js"
+import * as store from "./memoryStore.js"
 
-interface UserState {
-  readonly blocks: Map<string, Memory.MemoryBlock>
-  readonly episodes: Array<Memory.Episode>
-  readonly facts: Array<Memory.Fact>
+interface StoredEpisode {
+  readonly seq: number
+  readonly episode: Memory.Episode
+  /** The episode's words as `" w1 w2 ... "`, for matching whole words. */
+  readonly words: string
 }
 
-const words = (text: string): Set<string> => new Set(text.toLowerCase().match(/[\p{L}\p{N}_]+/gu) ?? [])
+interface StoredFact {
+  readonly seq: number
+  fact: Memory.Fact
+  readonly words: string
+}
 
-const overlap = (query: Set<string>, text: string): number => {
-  let score = 0
-  for (const word of words(text)) if (query.has(word)) score++
-  return score
+/** Everything held for one user. Replaced wholesale when the user is idle past the TTL. */
+interface UserState {
+  lastTouched: number
+  nextSeq: number
+  blocks: Map<string, Memory.MemoryBlock>
+  episodes: Array<StoredEpisode>
+  facts: Array<StoredFact>
+}
+
+const emptyState = (now: number): UserState => ({
+  lastTouched: now,
+  nextSeq: 0,
+  blocks: new Map(),
+  episodes: [],
+  facts: []
+})
+
+const hasData = (state: UserState) => state.blocks.size > 0 || state.episodes.length > 0 || state.facts.length > 0
+
+const clear = (state: UserState) => {
+  state.nextSeq = 0
+  state.blocks = new Map()
+  state.episodes = []
+  state.facts = []
+}
+
+const wordString = (text: string) => ` ${store.words(text).join(" ")} `
+
+/** How many of `terms` occur in `wordsOf` (a {@link wordString}). */
+const score = (terms: ReadonlyArray<string>, wordsOf: string): number => {
+  let n = 0
+  for (const term of terms) if (wordsOf.includes(` ${term} `)) n++
+  return n
+}
+
+const newestFirst = (a: { seq: number; at: number }, b: { seq: number; at: number }) => b.at - a.at || b.seq - a.seq
+
+const byRelevance = <A extends { readonly seq: number }>(
+  items: ReadonlyArray<A>,
+  terms: ReadonlyArray<string>,
+  wordsOf: (item: A) => string,
+  timeOf: (item: A) => Date,
+  limit: number
+): Array<A> => {
+  const scored = items.map((item) => ({
+    item,
+    seq: item.seq,
+    at: timeOf(item).getTime(),
+    score: terms.length === 0 ? 0 : score(terms, wordsOf(item))
+  }))
+  return (terms.length === 0 ? scored : scored.filter((entry) => entry.score > 0))
+    .sort((a, b) => b.score - a.score || newestFirst(a, b))
+    .slice(0, limit)
+    .map((entry) => entry.item)
+}
+
+const oldestFirst = (a: StoredEpisode, b: StoredEpisode) =>
+  a.episode.occurredAt.getTime() - b.episode.occurredAt.getTime() || a.seq - b.seq
+
+const factsNewestFirst = (facts: ReadonlyArray<StoredFact>) =>
+  [...facts].sort((a, b) => b.fact.recordedAt.getTime() - a.fact.recordedAt.getTime() || b.seq - a.seq)
+
+const isValidAt = (fact: Memory.Fact, at: Date) =>
+  fact.validFrom.getTime() <= at.getTime() && (fact.validUntil === null || at.getTime() < fact.validUntil.getTime())
+
+const orderedBlocks = (state: UserState) => store.orderBlocks(state.blocks.values())
+
+const DEFAULT_MAX_USERS = 100_000
+const DEFAULT_IDLE_TTL = Duration.hours(24)
+
+const resolveBounds = (options: Memory.InMemoryOptions | undefined) => {
+  const maxUsers = options?.maxUsers === undefined ? DEFAULT_MAX_USERS : options.maxUsers
+  if (maxUsers !== null && !(Number.isSafeInteger(maxUsers) && maxUsers >= 1)) {
+    return Effect.dieMessage(`Memory.layerInMemory: maxUsers must be a positive integer or null, got ${maxUsers}`)
+  }
+  let idleTtl: number | null = null
+  if (options?.userIdleTtl !== null) {
+    const decoded = Duration.decodeUnknown(options?.userIdleTtl ?? DEFAULT_IDLE_TTL)
+    if (decoded._tag === "None" || !Duration.isFinite(decoded.value) || Duration.toMillis(decoded.value) <= 0) {
+      return Effect.dieMessage(
+        `Memory.layerInMemory: userIdleTtl must be a positive finite duration or null, got ${String(options?.userIdleTtl)}`
+      )
+    }
+    idleTtl = Duration.toMillis(decoded.value)
+  }
+  return Effect.succeed({ capacity: maxUsers ?? Number.MAX_SAFE_INTEGER, idleTtl })
 }
 
 /**
- * A plain in-process store: one entry per user, no bounds yet.
+ * The in-process store and a view of its residency, for tests and benchmarks.
+ *
+ * Every user's state is one entry of an effect `Cache` with capacity
+ * `maxUsers`, so the least recently touched user is dropped first. Entries are
+ * only ever created with `set` and read with `get`: in effect 3.22 a value
+ * loaded by the cache's lookup, or re-`set`, leaves a stale node in the LRU
+ * list that later evicts the live entry early. So the idle TTL is kept on the
+ * state itself (`lastTouched`): a touch after the TTL starts the user afresh,
+ * and a sweep at most every half TTL empties idle users nobody touches.
  *
  * @internal
  */
-export const makeInMemory = (_options?: Memory.InMemoryOptions): Effect.Effect<Memory.Service> =>
-  Effect.sync(() => {
-    const users = new Map<string, UserState>()
-    const stateOf = (userId: string | null): UserState => {
-      const key = RunContext.userKey(userId)
-      let state = users.get(key)
-      if (state === undefined) {
-        state = { blocks: new Map(), episodes: [], facts: [] }
-        users.set(key, state)
-      }
-      return state
-    }
-    const withState = <A>(f: (state: UserState, context: RunContext.RunContext, now: Date) => A) =>
-      Effect.flatMap(RunContext.current, (context) =>
-        Effect.map(Clock.currentTimeMillis, (millis) => f(stateOf(context.userId), context, new Date(millis))))
+export const makeInMemoryStore = (options?: Memory.InMemoryOptions) =>
+  Effect.gen(function*() {
+    const { capacity, idleTtl } = yield* resolveBounds(options)
+    const cache = yield* Cache.make<string, UserState>({
+      capacity,
+      timeToLive: Duration.infinity,
+      // Never reached: `touch` sets every entry before reading it.
+      lookup: () => Effect.clockWith((clock) => Effect.sync(() => emptyState(clock.unsafeCurrentTimeMillis())))
+    })
+    let lastSweep = yield* Clock.currentTimeMillis
 
-    const setBlock = (name: string, f: (previous: string) => string) =>
-      withState((state, _context, now) => {
-        const previous = state.blocks.get(name)
-        state.blocks.set(name, {
-          name,
-          content: f(previous?.content ?? ""),
-          updatedAt: now,
-          pinnedOrder: previous?.pinnedOrder ?? state.blocks.size
-        })
+    const sweep = (now: number) =>
+      Effect.map(cache.values, (states) => {
+        lastSweep = now
+        for (const state of states) if (now - state.lastTouched >= idleTtl!) clear(state)
       })
 
-    const isValidAt = (fact: Memory.Fact, at: Date) =>
-      fact.validFrom.getTime() <= at.getTime() && (fact.validUntil === null || fact.validUntil.getTime() > at.getTime())
+    const touch = (user: string): Effect.Effect<UserState> =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        if (!(yield* cache.contains(user))) yield* cache.set(user, emptyState(now))
+        const state = yield* cache.get(user)
+        if (idleTtl !== null) {
+          if (now - state.lastTouched >= idleTtl) clear(state)
+          if (now - lastSweep >= idleTtl / 2) yield* sweep(now)
+        }
+        state.lastTouched = now
+        return state
+      })
 
-    const service: Memory.Service = {
-      working: withState((state) => [...state.blocks.values()].sort((a, b) => a.pinnedOrder - b.pinnedOrder)),
-      updateBlock: (name, content) => setBlock(name, () => content),
-      appendBlock: (name, content) => setBlock(name, (previous) => previous + content),
-      remember: (episode) =>
-        withState((state, context, now) => {
-          const id = newId("ep")
-          state.episodes.push({
-            id,
-            sessionId: episode.sessionId ?? context.sessionId,
-            userId: context.userId,
-            occurredAt: episode.occurredAt ?? now,
-            input: episode.input,
-            output: episode.output,
-            toolCalls: episode.toolCalls ?? []
+    const using = <A>(user: string, f: (state: UserState) => A) => Effect.map(touch(user), f)
+
+    const memoryStore: store.Store = {
+      working: (user) => using(user, orderedBlocks),
+      writeBlock: (user, block) =>
+        using(user, (state) => {
+          const previous = state.blocks.get(block.name)
+          let pinnedOrder = previous?.pinnedOrder
+          if (pinnedOrder === undefined) {
+            pinnedOrder = 0
+            for (const other of state.blocks.values()) pinnedOrder = Math.max(pinnedOrder, other.pinnedOrder + 1)
+          }
+          state.blocks.set(block.name, {
+            name: block.name,
+            content: block.append ? (previous?.content ?? "") + block.content : block.content,
+            updatedAt: block.now,
+            pinnedOrder
           })
-          return id
         }),
-      recall: (query, options) =>
-        withState((state) => {
-          const queryWords = words(query)
-          return state.episodes
-            .filter((episode) =>
-              (options?.excludeSessionId === undefined || episode.sessionId !== options.excludeSessionId) &&
-              (options?.since === undefined || episode.occurredAt >= options.since) &&
-              (options?.until === undefined || episode.occurredAt <= options.until)
-            )
-            .map((episode, index) => ({ episode, index, score: overlap(queryWords, `${episode.input} ${episode.output}`) }))
-            .filter((scored) => scored.score > 0)
-            .sort((a, b) => b.score - a.score || b.index - a.index)
-            .slice(0, options?.limit ?? 5)
-            .map((scored) => scored.episode)
+      insertEpisode: (user, episode) =>
+        using(user, (state) => {
+          state.episodes.push({ seq: state.nextSeq++, episode, words: wordString(`${episode.input} ${episode.output}`) })
         }),
-      recallFacts: (query, options) =>
-        withState((state, _context, now) => {
-          const at = options?.validAt ?? now
-          const queryWords = words(query)
-          return state.facts
-            .filter((fact) => isValidAt(fact, at))
-            .map((fact) => ({ fact, score: overlap(queryWords, `${fact.subject} ${fact.predicate} ${fact.object}`) }))
-            .filter((scored) => scored.score > 0)
-            .sort((a, b) => b.score - a.score)
-            .slice(0, options?.limit ?? 5)
-            .map((scored) => scored.fact)
+      recall: (user, query) =>
+        using(user, (state) => {
+          const since = query.since?.getTime() ?? -Infinity
+          const until = query.until?.getTime() ?? Infinity
+          const candidates = state.episodes.filter(({ episode }) =>
+            episode.occurredAt.getTime() >= since && episode.occurredAt.getTime() <= until &&
+            episode.sessionId !== query.excludeSessionId
+          )
+          return byRelevance(candidates, query.terms, (e) => e.words, (e) => e.episode.occurredAt, query.limit)
+            .map((e) => e.episode)
         }),
-      appendFact: (fact) =>
-        withState((state, context, now) => {
-          const validFrom = fact.validFrom ?? now
-          for (let i = 0; i < state.facts.length; i++) {
-            const open = state.facts[i]!
+      insertFact: (user, fact) =>
+        using(user, (state) => {
+          for (const stored of state.facts) {
+            const open = stored.fact
             if (
               open.validUntil === null && open.subject === fact.subject && open.predicate === fact.predicate &&
               open.object !== fact.object
             ) {
-              state.facts[i] = { ...open, validUntil: validFrom }
+              stored.fact = { ...open, validUntil: fact.validFrom }
             }
           }
-          const stored: Memory.Fact = {
-            id: newId("fact"),
-            userId: context.userId,
-            subject: fact.subject,
-            predicate: fact.predicate,
-            object: fact.object,
-            confidence: fact.confidence ?? 1,
-            validFrom,
-            validUntil: null,
-            recordedAt: now,
-            sources: fact.sources ?? []
-          }
-          state.facts.push(stored)
-          return stored
+          state.facts.push({
+            seq: state.nextSeq++,
+            fact,
+            words: wordString(`${fact.subject} ${fact.predicate} ${fact.object}`)
+          })
         }),
-      sessionMessages: (sessionId, options) =>
-        withState((state) => {
-          const messages: Array<Model.Message> = []
-          for (const episode of state.episodes) {
-            if (episode.sessionId !== sessionId) continue
-            messages.push({ role: "user", content: episode.input })
-            messages.push({ role: "assistant", content: episode.output, toolCalls: [] })
+      recallFacts: (user, query) =>
+        using(user, (state) =>
+          byRelevance(
+            state.facts.filter((stored) => isValidAt(stored.fact, query.validAt)),
+            query.terms,
+            (f) => f.words,
+            (f) => f.fact.recordedAt,
+            query.limit
+          ).map((f) => f.fact)),
+      sessionEpisodes: (user, sessionId, count) =>
+        using(user, (state) =>
+          state.episodes.filter((e) => e.episode.sessionId === sessionId).sort(oldestFirst).slice(-count).map((e) =>
+            e.episode
+          )),
+      profile: (user) =>
+        using(user, (state) => {
+          const episodes = [...state.episodes].sort(oldestFirst)
+          const recentSessions: Array<string> = []
+          for (let i = episodes.length - 1; i >= 0 && recentSessions.length < 10; i--) {
+            const sessionId = episodes[i]!.episode.sessionId
+            if (!recentSessions.includes(sessionId)) recentSessions.push(sessionId)
           }
-          return messages.slice(-(options?.limit ?? 20))
+          return {
+            blocks: state.blocks.size,
+            episodes: episodes.length,
+            facts: state.facts.length,
+            lastSeen: episodes.at(-1)?.episode.occurredAt ?? null,
+            recentSessions,
+            recentFacts: factsNewestFirst(state.facts).slice(0, 10).map((f) => f.fact)
+          }
         }),
-      profile: withState((state, context) => {
-        const sessions: Array<string> = []
-        for (let i = state.episodes.length - 1; i >= 0 && sessions.length < 10; i--) {
-          const sessionId = state.episodes[i]!.sessionId
-          if (!sessions.includes(sessionId)) sessions.push(sessionId)
-        }
-        const last = state.episodes.at(-1)
-        return {
-          userId: context.userId,
-          blocks: state.blocks.size,
-          episodes: state.episodes.length,
-          facts: state.facts.length,
-          lastSeen: last?.occurredAt ?? null,
-          recentSessions: sessions,
-          recentFacts: state.facts.slice(-10).reverse()
-        }
-      }),
-      forget: (options) =>
-        withState((state) => {
-          const matches = (sessionId: string | undefined, at: Date) =>
-            (options?.sessionId === undefined || sessionId === options.sessionId) &&
-            (options?.before === undefined || at < options.before)
-          const keptEpisodes = state.episodes.filter((episode) => !matches(episode.sessionId, episode.occurredAt))
-          let removed = state.episodes.length - keptEpisodes.length
-          state.episodes.splice(0, state.episodes.length, ...keptEpisodes)
-          if (options?.sessionId === undefined) {
-            const keptFacts = state.facts.filter((fact) => !matches(undefined, fact.recordedAt))
-            removed += state.facts.length - keptFacts.length
-            state.facts.splice(0, state.facts.length, ...keptFacts)
-            if (options?.before === undefined) {
-              removed += state.blocks.size
-              state.blocks.clear()
+      forget: (user, filter) =>
+        using(user, (state) => {
+          const before = filter.before?.getTime() ?? Infinity
+          const countBefore = state.episodes.length + state.facts.length + state.blocks.size
+          state.episodes = state.episodes.filter(({ episode }) =>
+            !((filter.sessionId === undefined || episode.sessionId === filter.sessionId) &&
+              episode.occurredAt.getTime() < before)
+          )
+          if (filter.sessionId === undefined) {
+            state.facts = state.facts.filter((f) => !(f.fact.recordedAt.getTime() < before))
+            for (const [name, block] of state.blocks) {
+              if (block.updatedAt.getTime() < before) state.blocks.delete(name)
             }
           }
-          return removed
+          return countBefore - (state.episodes.length + state.facts.length + state.blocks.size)
         }),
-      export: withState((state, context) => ({
-        userId: context.userId,
-        blocks: [...state.blocks.values()],
-        episodes: [...state.episodes],
-        facts: [...state.facts]
-      }))
+      export: (user) =>
+        using(user, (state) => ({
+          blocks: orderedBlocks(state),
+          episodes: [...state.episodes].sort(oldestFirst).map((e) => e.episode),
+          facts: factsNewestFirst(state.facts).reverse().map((f) => f.fact)
+        }))
     }
-    return service
+
+    /** Users held, and how many of them hold any data. */
+    const residency = Effect.map(cache.values, (states) => ({
+      users: states.length,
+      usersWithData: states.filter(hasData).length
+    }))
+
+    return { store: memoryStore, residency }
   })
+
+/**
+ * The in-process Memory service.
+ *
+ * @internal
+ */
+export const makeInMemory = (options?: Memory.InMemoryOptions): Effect.Effect<Memory.Service> =>
+  Effect.map(makeInMemoryStore(options), ({ store: memoryStore }) => store.makeService(memoryStore))

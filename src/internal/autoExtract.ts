@@ -1,0 +1,219 @@
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import { globalValue } from "effect/GlobalValue"
+import * as Metric from "effect/Metric"
+import * as MetricBoundaries from "effect/MetricBoundaries"
+import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
+import type * as Budget from "../Budget.js"
+import type * as Memory from "../Memory.js"
+import { AutoExtractError, autoExtractNotice, extractionPrompt } from "../Memory.js"
+import * as Model from "../Model.js"
+import * as RunContext from "../RunContext.js"
+import * as Telemetry from "../Telemetry.js"
+
+const LOGGER = "jeevesagent.memory.auto_extract"
+const DEFAULT_MAX_FACTS = 20
+const DEFAULT_MAX_TOKENS = 1024
+
+const announced = globalValue(Symbol.for("jeevesagent/Memory/autoExtractAnnounced"), () => ({ done: false }))
+
+const durationMs = Metric.histogram(
+  "jeeves.auto_extract.duration_ms",
+  MetricBoundaries.exponential({ start: 1, factor: 2, count: 16 }),
+  "Time spent extracting facts from one remembered episode, in milliseconds"
+)
+
+const invocations = Metric.counter("jeeves.auto_extract.invocations", {
+  description: "Auto-extraction attempts after remembered episodes"
+})
+
+// ---- parsing -----------------------------------------------------------------
+
+/** A scalar the model wrote where a string belongs, as that string. */
+const Text = Schema.transform(Schema.Union(Schema.String, Schema.Number, Schema.Boolean), Schema.String, {
+  strict: true,
+  decode: (value) => String(value).trim(),
+  encode: (value) => value
+}).pipe(Schema.filter((value) => value !== ""))
+
+const Triple = Schema.Struct({
+  subject: Text,
+  predicate: Text,
+  object: Text,
+  confidence: Schema.optional(Schema.Unknown)
+})
+
+const decodeJson = Schema.decodeUnknownEither(Schema.parseJson())
+const decodeTriple = Schema.decodeUnknownOption(Triple)
+
+/** A confidence as a number in [0, 1]; 1 when it is not a number. */
+const confidenceOf = (value: unknown): number => {
+  const n = typeof value === "number" ? value : typeof value === "string" && value.trim() !== "" ? Number(value) : NaN
+  return Number.isFinite(n) ? Math.min(1, Math.max(0, n)) : 1
+}
+
+/** Strips a leading code fence (with an optional `json` tag) and its closing fence. */
+const stripFences = (text: string): string => {
+  let body = text.trim()
+  if (!body.startsWith("```")) return body
+  body = body.slice(3)
+  if (/^json\b/i.test(body)) body = body.slice(4)
+  const closing = body.lastIndexOf("```")
+  return (closing >= 0 ? body.slice(0, closing) : body).trim()
+}
+
+/**
+ * The facts in the model's answer: a JSON array (code fences allowed) of
+ * objects with `subject`, `predicate`, `object` and an optional
+ * `confidence`. Anything but an array gives no facts; of the first
+ * `maxFacts` items, those without the three fields are skipped.
+ *
+ * @internal
+ */
+export const parseFacts = (
+  text: string,
+  maxFacts: number
+): Either.Either<Array<{ subject: string; predicate: string; object: string; confidence: number }>, string> => {
+  const json = decodeJson(stripFences(text))
+  if (Either.isLeft(json)) return Either.left(`the model's answer is not JSON: ${JSON.stringify(text.slice(0, 200))}`)
+  if (!Array.isArray(json.right)) return Either.right([])
+  const facts = []
+  for (const item of json.right.slice(0, maxFacts)) {
+    const triple = decodeTriple(item)
+    if (Option.isSome(triple)) facts.push({ ...triple.value, confidence: confidenceOf(triple.value.confidence) })
+  }
+  return Either.right(facts)
+}
+
+// ---- the wrapper -------------------------------------------------------------
+
+const estimateTokens = (messages: ReadonlyArray<Model.Message>) =>
+  Math.ceil(messages.reduce((chars, message) => chars + message.content.length, 0) / 4)
+
+const positiveInt = (name: string, value: number | undefined, fallback: number) =>
+  value === undefined || (Number.isSafeInteger(value) && value > 0) ?
+    Effect.succeed(value ?? fallback) :
+    Effect.dieMessage(`Memory.autoExtract: ${name} must be a positive integer, got ${value}`)
+
+/** @internal */
+export const make = (
+  inner: Memory.Service,
+  model: Model.Service,
+  budget: Budget.Service,
+  options: Memory.AutoExtractOptions | undefined
+): Effect.Effect<Memory.Service> =>
+  Effect.gen(function*() {
+    const maxFacts = yield* positiveInt("maxFacts", options?.maxFacts, DEFAULT_MAX_FACTS)
+    const maxTokens = yield* positiveInt("maxTokens", options?.maxTokens, DEFAULT_MAX_TOKENS)
+    const systemPrompt = options?.systemPrompt ?? extractionPrompt
+    const onError = options?.onError
+    const telemetry = yield* Effect.serviceOption(Telemetry.Telemetry)
+    const userIdMode = Option.match(telemetry, { onNone: () => "raw" as const, onSome: (t) => t.userIdAttribute })
+
+    if (options?.announce === true && !announced.done) {
+      announced.done = true
+      yield* Effect.logInfo(autoExtractNotice).pipe(Effect.annotateLogs("logger", LOGGER))
+    }
+
+    type Outcome = "ok" | "skipped_budget"
+
+    const extract = (
+      episodeId: string,
+      userId: string | null,
+      episode: { readonly input: string; readonly output: string; readonly occurredAt: Date }
+    ): Effect.Effect<Outcome, AutoExtractError> => {
+      const fail = (reason: AutoExtractError["reason"], cause: { readonly message: string }) =>
+        new AutoExtractError({ episodeId, userId, reason, description: cause.message, cause })
+      const messages: Array<Model.Message> = [
+        { role: "system", content: systemPrompt },
+        {
+          role: "user",
+          content: `Episode (occurred at ${episode.occurredAt.toISOString()}):\n\nUSER: ${episode.input}\nASSISTANT: ${episode.output}\n`
+        }
+      ]
+      const inputTokens = estimateTokens(messages)
+      const estimate: Model.Usage = {
+        inputTokens,
+        outputTokens: maxTokens,
+        costUsd: model.price === undefined ? 0 : Model.costOf(model.price, inputTokens, maxTokens)
+      }
+      const call = Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(restore(budget.reserve(estimate)), (reservation) => {
+          if (reservation._tag === "Blocked") return Effect.succeed(Option.none<Model.ModelResponse>())
+          return Effect.flatMap(
+            Effect.exit(restore(model.complete({ messages, tools: [], maxTokens }))),
+            (exit): Effect.Effect<Option.Option<Model.ModelResponse>, Model.ModelError | Budget.BudgetUnavailable> =>
+              exit._tag === "Failure" ?
+                Effect.zipRight(reservation.release, Effect.failCause(exit.cause)) :
+                Effect.as(reservation.settle(exit.value.usage), Option.some(exit.value))
+          )
+        })
+      ).pipe(
+        Effect.mapError((error) => fail(error._tag === "ModelError" ? "model" : "budget", error))
+      )
+      return Effect.flatMap(call, (response) => {
+        if (Option.isNone(response)) return Effect.succeed<Outcome>("skipped_budget")
+        const parsed = parseFacts(response.value.text, maxFacts)
+        if (Either.isLeft(parsed)) return Effect.fail(fail("invalid_output", { message: parsed.left }))
+        return Effect.forEach(
+          parsed.right,
+          (fact) => inner.appendFact({ ...fact, validFrom: episode.occurredAt, sources: [episodeId] }),
+          { discard: true }
+        ).pipe(
+          Effect.mapError((error) => fail("store", error)),
+          Effect.as<Outcome>("ok")
+        )
+      })
+    }
+
+    const report = (error: AutoExtractError) =>
+      Effect.zipRight(
+        Effect.logWarning(error.message).pipe(Effect.annotateLogs("logger", LOGGER)),
+        Effect.sync(() => {
+          try {
+            onError?.(error)
+          } catch {
+            // The callback's own failures must not fail `remember`.
+          }
+        })
+      )
+
+    const record = (userId: string | null, status: Memory.AutoExtractStatus, millis: number) => {
+      const user = Telemetry.userIdValue(userIdMode, userId)
+      const tag = <Type, In, Out>(metric: Metric.Metric<Type, In, Out>) => {
+        const withStatus = Metric.tagged(metric, "status", status)
+        return user === undefined ? withStatus : Metric.tagged(withStatus, "user_id", user)
+      }
+      return Effect.zipRight(Metric.update(tag(durationMs), millis), Metric.increment(tag(invocations)))
+    }
+
+    const remember: Memory.Service["remember"] = (episode) =>
+      Effect.gen(function*() {
+        const occurredAt = episode.occurredAt ?? new Date(yield* Clock.currentTimeMillis)
+        const episodeId = yield* inner.remember({ ...episode, occurredAt })
+        const { userId } = yield* RunContext.current
+        const started = yield* Clock.currentTimeMillis
+        const status = yield* extract(episodeId, userId, { ...episode, occurredAt }).pipe(
+          Effect.catchAllCause((cause): Effect.Effect<Memory.AutoExtractStatus> => {
+            if (Cause.isInterruptedOnly(cause)) return Effect.failCause(cause as Cause.Cause<never>)
+            const failure = Cause.squash(cause)
+            const error = failure instanceof AutoExtractError ? failure : new AutoExtractError({
+              episodeId,
+              userId,
+              reason: "model",
+              description: failure instanceof Error ? failure.message : String(failure),
+              cause: failure
+            })
+            return Effect.as(report(error), "error")
+          }),
+          Effect.withSpan("Memory.autoExtract", { attributes: { episode_id: episodeId }, captureStackTrace: false })
+        )
+        yield* record(userId, status, (yield* Clock.currentTimeMillis) - started)
+        return episodeId
+      })
+
+    return { ...inner, remember }
+  })

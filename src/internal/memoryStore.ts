@@ -1,0 +1,319 @@
+/**
+ * The part of the Memory service every backend shares: reading the user from
+ * the RunContext, validating input, ids and time. A backend is a {@link Store}
+ * that only ever sees an explicit, already validated user key.
+ */
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import type * as Memory from "../Memory.js"
+import { MemoryError } from "../Memory.js"
+import type * as Model from "../Model.js"
+import * as RunContext from "../RunContext.js"
+import { newId } from "./ids.js"
+
+/** What a recall asks a store for. `terms` empty means "most recent". @internal */
+export interface RecallQuery {
+  readonly terms: ReadonlyArray<string>
+  readonly limit: number
+  readonly since: Date | undefined
+  readonly until: Date | undefined
+  readonly excludeSessionId: string | undefined
+}
+
+/** @internal */
+export interface FactQuery {
+  readonly terms: ReadonlyArray<string>
+  readonly limit: number
+  readonly validAt: Date
+}
+
+/** @internal */
+export interface ForgetFilter {
+  readonly sessionId: string | undefined
+  readonly before: Date | undefined
+}
+
+/** @internal */
+export interface BlockWrite {
+  readonly name: string
+  readonly content: string
+  readonly append: boolean
+  readonly now: Date
+}
+
+/** @internal */
+export type StoredProfile = Omit<Memory.MemoryProfile, "userId">
+
+/**
+ * A memory backend. `user` is the storage key of the user: the id itself, or
+ * `RunContext.ANONYMOUS_USER`. Results are ordered as the Service documents.
+ *
+ * @internal
+ */
+export interface Store {
+  readonly working: (user: string) => Effect.Effect<ReadonlyArray<Memory.MemoryBlock>, MemoryError>
+  /** Inserts or replaces (`append`: concatenates) a block; a new block goes last in the pinned order. */
+  readonly writeBlock: (user: string, block: BlockWrite) => Effect.Effect<void, MemoryError>
+  readonly insertEpisode: (user: string, episode: Memory.Episode) => Effect.Effect<void, MemoryError>
+  readonly recall: (user: string, query: RecallQuery) => Effect.Effect<ReadonlyArray<Memory.Episode>, MemoryError>
+  /** Closes the user's open facts with the same subject and predicate and another object, then inserts. */
+  readonly insertFact: (user: string, fact: Memory.Fact) => Effect.Effect<void, MemoryError>
+  readonly recallFacts: (user: string, query: FactQuery) => Effect.Effect<ReadonlyArray<Memory.Fact>, MemoryError>
+  /** The newest `count` episodes of the session, oldest first. */
+  readonly sessionEpisodes: (
+    user: string,
+    sessionId: string,
+    count: number
+  ) => Effect.Effect<ReadonlyArray<Memory.Episode>, MemoryError>
+  readonly profile: (user: string) => Effect.Effect<StoredProfile, MemoryError>
+  readonly forget: (user: string, filter: ForgetFilter) => Effect.Effect<number, MemoryError>
+  readonly export: (user: string) => Effect.Effect<Omit<Memory.MemoryExport, "userId">, MemoryError>
+}
+
+// ---- users -----------------------------------------------------------------
+
+/**
+ * The storage key of `userId`. The sentinel and every other invalid id fail
+ * with `InvalidUserId`, whatever put them in the RunContext.
+ *
+ * @internal
+ */
+export const encodeUser = (userId: string | null): Effect.Effect<string, RunContext.InvalidUserId> => {
+  if (userId === null) return Effect.succeed(RunContext.ANONYMOUS_USER)
+  const rule = RunContext.checkUserId(userId)
+  return rule === undefined ? Effect.succeed(userId) : Effect.fail(new RunContext.InvalidUserId({ rule, userId }))
+}
+
+/** @internal */
+export const decodeUser = (key: string): string | null => key === RunContext.ANONYMOUS_USER ? null : key
+
+/**
+ * Blocks in pinned order; ties (from concurrent creation) by name.
+ *
+ * @internal
+ */
+export const orderBlocks = (blocks: Iterable<Memory.MemoryBlock>): Array<Memory.MemoryBlock> =>
+  [...blocks].sort((a, b) => a.pinnedOrder - b.pinnedOrder || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+
+// ---- search terms ----------------------------------------------------------
+
+const STOP_WORDS = new Set([
+  "a", "about", "an", "and", "are", "as", "at", "be", "but", "by", "can", "did", "do", "does", "for", "from",
+  "had", "has", "have", "how", "i", "if", "in", "into", "is", "it", "its", "me", "my", "no", "not", "of", "on",
+  "or", "our", "so", "than", "that", "the", "their", "them", "then", "there", "these", "they", "this", "to",
+  "was", "we", "were", "what", "when", "where", "which", "who", "why", "will", "with", "you", "your"
+])
+
+const MAX_TERMS = 32
+
+/**
+ * The words of `text` as every backend indexes them: lower-cased runs of
+ * letters and digits (so `user_10` is `user` and `10`).
+ *
+ * @internal
+ */
+export const words = (text: string): Array<string> => text.toLowerCase().match(/[\p{L}\p{N}]+/gu) ?? []
+
+/**
+ * The words of a query that take part in a search: distinct, at least two
+ * characters, not a stop word. None left means "most recent".
+ *
+ * @internal
+ */
+export const searchTerms = (query: string): ReadonlyArray<string> => {
+  const terms = new Set<string>()
+  for (const word of words(query)) {
+    if (word.length >= 2 && !STOP_WORDS.has(word)) terms.add(word)
+    if (terms.size === MAX_TERMS) break
+  }
+  return [...terms]
+}
+
+// ---- validation ------------------------------------------------------------
+
+const invalid = (method: string, description: string) => new MemoryError({ method, description })
+
+const positiveInt = (method: string, name: string, value: number | undefined, fallback: number) => {
+  if (value === undefined) return Effect.succeed(fallback)
+  return Number.isSafeInteger(value) && value > 0 ?
+    Effect.succeed(value) :
+    Effect.fail(invalid(method, `${name} must be a positive integer, got ${value}`))
+}
+
+const validDate = (method: string, name: string, value: Date | undefined): Effect.Effect<Date | undefined, MemoryError> =>
+  value === undefined || (value instanceof Date && !Number.isNaN(value.getTime())) ?
+    Effect.succeed(value) :
+    Effect.fail(invalid(method, `${name} must be a valid Date, got ${String(value)}`))
+
+const nonEmpty = (method: string, name: string, value: unknown): Effect.Effect<string, MemoryError> =>
+  typeof value === "string" && value.trim() !== "" ?
+    Effect.succeed(value) :
+    Effect.fail(invalid(method, `${name} must be a non-empty string, got ${JSON.stringify(value)}`))
+
+const text = (method: string, name: string, value: unknown): Effect.Effect<string, MemoryError> =>
+  typeof value === "string" ?
+    Effect.succeed(value) :
+    Effect.fail(invalid(method, `${name} must be a string, got ${typeof value}`))
+
+/** Tool calls as every backend returns them: a JSON round trip. */
+const jsonToolCalls = (
+  toolCalls: NonNullable<Memory.NewEpisode["toolCalls"]>
+): Effect.Effect<Memory.Episode["toolCalls"], MemoryError> =>
+  Effect.try({
+    try: () => {
+      const encoded = JSON.stringify(toolCalls.map((call) => ({ name: call.name, args: call.args ?? null })))
+      return JSON.parse(encoded) as Memory.Episode["toolCalls"]
+    },
+    catch: (cause) => new MemoryError({ method: "remember", description: "toolCalls are not JSON-serializable", cause })
+  })
+
+// ---- the service -----------------------------------------------------------
+
+const DEFAULT_RECALL_LIMIT = 5
+const DEFAULT_SESSION_LIMIT = 20
+
+/**
+ * The messages of a session's episodes: a user / assistant pair each,
+ * skipping empty text.
+ */
+const toMessages = (episodes: ReadonlyArray<Memory.Episode>): Array<Model.Message> => {
+  const messages: Array<Model.Message> = []
+  for (const episode of episodes) {
+    if (episode.input !== "") messages.push({ role: "user", content: episode.input })
+    if (episode.output !== "") messages.push({ role: "assistant", content: episode.output, toolCalls: [] })
+  }
+  return messages
+}
+
+const now = Effect.map(Clock.currentTimeMillis, (millis) => new Date(millis))
+
+/**
+ * The Memory service over `store`: every method reads the user from the
+ * RunContext, validates its input and delegates.
+ *
+ * @internal
+ */
+export const makeService = (store: Store): Memory.Service => {
+  const withUser = <A, E>(
+    span: string,
+    f: (user: string, context: RunContext.RunContext) => Effect.Effect<A, E>
+  ): Effect.Effect<A, E | RunContext.InvalidUserId> =>
+    Effect.flatMap(RunContext.current, (context) =>
+      Effect.flatMap(encodeUser(context.userId), (user) => f(user, context))).pipe(
+        Effect.withSpan(span, { captureStackTrace: false })
+      )
+
+  const writeBlock = (method: string, name: string, content: string, append: boolean) =>
+    withUser(`Memory.${method}`, (user) =>
+      Effect.gen(function*() {
+        yield* nonEmpty(method, "block name", name)
+        yield* text(method, "content", content)
+        yield* store.writeBlock(user, { name, content, append, now: yield* now })
+      }))
+
+  return {
+    working: withUser("Memory.working", (user) => store.working(user)),
+    updateBlock: (name, content) => writeBlock("updateBlock", name, content, false),
+    appendBlock: (name, content) => writeBlock("appendBlock", name, content, true),
+    remember: (episode) =>
+      withUser("Memory.remember", (user, context) =>
+        Effect.gen(function*() {
+          const sessionId = episode.sessionId ?? context.sessionId
+          if (sessionId === "") {
+            return yield* invalid("remember", "no session id: pass sessionId or run inside RunContext.withUser")
+          }
+          const stored: Memory.Episode = {
+            id: newId("ep"),
+            sessionId,
+            userId: decodeUser(user),
+            occurredAt: (yield* validDate("remember", "occurredAt", episode.occurredAt)) ?? (yield* now),
+            input: yield* text("remember", "input", episode.input),
+            output: yield* text("remember", "output", episode.output),
+            toolCalls: yield* jsonToolCalls(episode.toolCalls ?? [])
+          }
+          yield* store.insertEpisode(user, stored)
+          return stored.id
+        })),
+    recall: (query, options) =>
+      withUser("Memory.recall", (user) =>
+        Effect.gen(function*() {
+          return yield* store.recall(user, {
+            terms: searchTerms(yield* text("recall", "query", query)),
+            limit: yield* positiveInt("recall", "limit", options?.limit, DEFAULT_RECALL_LIMIT),
+            since: yield* validDate("recall", "since", options?.since),
+            until: yield* validDate("recall", "until", options?.until),
+            excludeSessionId: options?.excludeSessionId
+          })
+        })),
+    recallFacts: (query, options) =>
+      withUser("Memory.recallFacts", (user) =>
+        Effect.gen(function*() {
+          return yield* store.recallFacts(user, {
+            terms: searchTerms(yield* text("recallFacts", "query", query)),
+            limit: yield* positiveInt("recallFacts", "limit", options?.limit, DEFAULT_RECALL_LIMIT),
+            validAt: (yield* validDate("recallFacts", "validAt", options?.validAt)) ?? (yield* now)
+          })
+        })),
+    appendFact: (fact) =>
+      withUser("Memory.appendFact", (user) =>
+        Effect.gen(function*() {
+          const confidence = fact.confidence ?? 1
+          if (typeof confidence !== "number" || !(confidence >= 0 && confidence <= 1)) {
+            return yield* invalid("appendFact", `confidence must be a number in [0, 1], got ${confidence}`)
+          }
+          const sources = fact.sources ?? []
+          if (!Array.isArray(sources) || sources.some((source) => typeof source !== "string")) {
+            return yield* invalid("appendFact", "sources must be an array of strings")
+          }
+          const recordedAt = yield* now
+          const stored: Memory.Fact = {
+            id: newId("fact"),
+            userId: decodeUser(user),
+            subject: yield* nonEmpty("appendFact", "subject", fact.subject),
+            predicate: yield* nonEmpty("appendFact", "predicate", fact.predicate),
+            object: yield* nonEmpty("appendFact", "object", fact.object),
+            confidence,
+            validFrom: (yield* validDate("appendFact", "validFrom", fact.validFrom)) ?? recordedAt,
+            validUntil: null,
+            recordedAt,
+            sources: [...sources]
+          }
+          yield* store.insertFact(user, stored)
+          return stored
+        })),
+    sessionMessages: (sessionId, options) =>
+      withUser("Memory.sessionMessages", (user) =>
+        Effect.gen(function*() {
+          const limit = yield* positiveInt("sessionMessages", "limit", options?.limit, DEFAULT_SESSION_LIMIT)
+          const episodes = yield* store.sessionEpisodes(user, sessionId, Math.max(1, Math.floor(limit / 2)))
+          return toMessages(episodes)
+        })),
+    profile: withUser("Memory.profile", (user) =>
+      Effect.map(store.profile(user), (profile) => ({ userId: decodeUser(user), ...profile }))),
+    forget: (options) =>
+      withUser("Memory.forget", (user) =>
+        Effect.gen(function*() {
+          const before = yield* validDate("forget", "before", options?.before)
+          return yield* store.forget(user, { sessionId: options?.sessionId, before })
+        })),
+    export: withUser("Memory.export", (user) =>
+      Effect.map(store.export(user), (data) => ({ userId: decodeUser(user), ...data })))
+  }
+}
+
+/**
+ * A {@link MemoryError} of method `open` for a backend that could not be
+ * opened or migrated, naming the underlying cause of a wrapped failure.
+ *
+ * @internal
+ */
+export const openFailure = (failure: unknown): MemoryError => {
+  const describe = (value: unknown): string =>
+    typeof value === "object" && value !== null && "message" in value && typeof value.message === "string" ?
+      value.message :
+      String(value)
+  const cause = typeof failure === "object" && failure !== null && "cause" in failure ? failure.cause : undefined
+  const description = cause === undefined ? describe(failure) : `${describe(failure)}: ${describe(cause)}`
+  return new MemoryError({ method: "open", description, cause: failure })
+}
+

@@ -1,0 +1,188 @@
+import * as Migrator from "@effect/sql/Migrator"
+import * as SqlClient from "@effect/sql/SqlClient"
+import * as Effect from "effect/Effect"
+import type * as Memory from "../Memory.js"
+import { MemoryError } from "../Memory.js"
+import { ANONYMOUS_USER } from "../RunContext.js"
+import { makeService, openFailure, words } from "./memoryStore.js"
+import { makeSqlStore, type SqlDialect } from "./memorySql.js"
+
+/** @internal */
+export const MIGRATIONS_TABLE = "jeeves_memory_migrations"
+
+/** Serializes migration runs of concurrent processes: the migrator's own table lock comes after it creates the table. */
+const MIGRATION_LOCK = 0x6a65657665_01
+
+const SENTINEL = `'${ANONYMOUS_USER}'`
+
+const SCHEMA_V1 = [
+  // memory_blocks may already exist, written by the Python original.
+  `CREATE TABLE IF NOT EXISTS memory_blocks (
+    namespace TEXT NOT NULL DEFAULT 'default',
+    user_id TEXT NOT NULL DEFAULT ${SENTINEL},
+    name TEXT NOT NULL,
+    content TEXT NOT NULL,
+    pinned_order INT NOT NULL DEFAULT 0,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    PRIMARY KEY (namespace, user_id, name)
+  )`,
+  `ALTER TABLE memory_blocks ADD COLUMN IF NOT EXISTS namespace TEXT NOT NULL DEFAULT 'default'`,
+  `ALTER TABLE memory_blocks ADD COLUMN IF NOT EXISTS user_id TEXT NOT NULL DEFAULT ${SENTINEL}`,
+  `ALTER TABLE memory_blocks ADD COLUMN IF NOT EXISTS pinned_order INT NOT NULL DEFAULT 0`,
+  `ALTER TABLE memory_blocks ADD COLUMN IF NOT EXISTS updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW()`,
+  // Legacy rows kept the anonymous bucket under ''. Where a block exists under
+  // both keys, the newer one wins; then '' becomes the sentinel.
+  `DELETE FROM memory_blocks legacy USING memory_blocks current
+    WHERE legacy.user_id = '' AND current.user_id = ${SENTINEL}
+      AND legacy.namespace = current.namespace AND legacy.name = current.name
+      AND legacy.updated_at <= current.updated_at`,
+  `DELETE FROM memory_blocks current USING memory_blocks legacy
+    WHERE current.user_id = ${SENTINEL} AND legacy.user_id = ''
+      AND legacy.namespace = current.namespace AND legacy.name = current.name`,
+  `UPDATE memory_blocks SET user_id = ${SENTINEL} WHERE user_id = ''`,
+  `ALTER TABLE memory_blocks ALTER COLUMN user_id SET DEFAULT ${SENTINEL}`,
+  `ALTER TABLE memory_blocks ALTER COLUMN user_id SET NOT NULL`,
+  // A table from before user ids had its key without user_id: re-key it.
+  `DO $$
+  DECLARE
+    key_name text;
+    key_columns text[];
+  BEGIN
+    SELECT c.conname, array_agg(a.attname::text ORDER BY a.attname::text) INTO key_name, key_columns
+      FROM pg_constraint c JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)
+      WHERE c.conrelid = 'memory_blocks'::regclass AND c.contype = 'p'
+      GROUP BY c.conname;
+    IF key_name IS NULL OR key_columns <> ARRAY['name', 'namespace', 'user_id'] THEN
+      IF key_name IS NOT NULL THEN
+        EXECUTE format('ALTER TABLE memory_blocks DROP CONSTRAINT %I', key_name);
+      END IF;
+      ALTER TABLE memory_blocks ADD PRIMARY KEY (namespace, user_id, name);
+    END IF;
+  END $$`,
+  `CREATE TABLE memory_episodes (
+    seq BIGSERIAL PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    namespace TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    occurred_at TIMESTAMPTZ NOT NULL,
+    input TEXT NOT NULL,
+    output TEXT NOT NULL,
+    tool_calls JSONB NOT NULL DEFAULT '[]',
+    search TSVECTOR NOT NULL
+  )`,
+  `CREATE INDEX memory_episodes_user_time ON memory_episodes (namespace, user_id, occurred_at DESC, seq DESC)`,
+  `CREATE INDEX memory_episodes_user_session
+    ON memory_episodes (namespace, user_id, session_id, occurred_at DESC, seq DESC)`,
+  `CREATE INDEX memory_episodes_search ON memory_episodes USING GIN (search)`,
+  `CREATE TABLE memory_facts (
+    seq BIGSERIAL PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    namespace TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    predicate TEXT NOT NULL,
+    object TEXT NOT NULL,
+    confidence DOUBLE PRECISION NOT NULL DEFAULT 1,
+    valid_from TIMESTAMPTZ NOT NULL,
+    valid_until TIMESTAMPTZ,
+    recorded_at TIMESTAMPTZ NOT NULL,
+    sources JSONB NOT NULL DEFAULT '[]',
+    search TSVECTOR NOT NULL
+  )`,
+  `CREATE INDEX memory_facts_open ON memory_facts (namespace, user_id, subject, predicate) WHERE valid_until IS NULL`,
+  `CREATE INDEX memory_facts_user_recorded ON memory_facts (namespace, user_id, recorded_at DESC, seq DESC)`,
+  `CREATE INDEX memory_facts_search ON memory_facts USING GIN (search)`
+]
+
+const migrations = Migrator.fromRecord({
+  "0001_create_memory": Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    Effect.forEach(SCHEMA_V1, (statement) => sql.unsafe(statement), { discard: true }))
+})
+
+/** A tsquery matching any of `terms` (letters and digits only, so quoting is enough). */
+const matchAny = (terms: ReadonlyArray<string>) => terms.map((term) => `'${term}'`).join(" | ")
+
+/** The text a tsvector is built from: the words every backend indexes, so `simple` parsing finds the same ones. */
+const searchText = (text: string) => words(text).join(" ")
+
+/** Postgres's side of the SQL store: every row also carries the namespace. */
+const dialect = (sql: SqlClient.SqlClient, namespace: string): SqlDialect => {
+  const owner = (alias: string, user: string) =>
+    sql`${sql(alias)}.namespace = ${namespace} AND ${sql(alias)}.user_id = ${user}`
+  const search = (alias: "e" | "f", table: string, terms: ReadonlyArray<string>) => ({
+    from: sql`${sql(table)} ${sql(alias)}, to_tsquery('simple', ${matchAny(terms)}) q`,
+    match: sql`${sql(alias)}.search @@ q`,
+    rank: sql`ts_rank(${sql(alias)}.search, q) DESC`
+  })
+  return {
+    owner,
+    time: (date) => date,
+    writeBlock: (user, block) =>
+      sql`INSERT INTO memory_blocks AS b (namespace, user_id, name, content, pinned_order, updated_at)
+        VALUES (${namespace}, ${user}, ${block.name}, ${block.content},
+          (SELECT COALESCE(MAX(pinned_order) + 1, 0) FROM memory_blocks o WHERE ${owner("o", user)}),
+          ${block.now})
+        ON CONFLICT (namespace, user_id, name) DO UPDATE SET
+          content = ${block.append ? sql.literal("b.content || EXCLUDED.content") : sql.literal("EXCLUDED.content")},
+          updated_at = EXCLUDED.updated_at`,
+    insertEpisode: (user, episode) =>
+      sql`INSERT INTO memory_episodes
+        (id, namespace, user_id, session_id, occurred_at, input, output, tool_calls, search)
+        VALUES (${episode.id}, ${namespace}, ${user}, ${episode.sessionId}, ${episode.occurredAt},
+          ${episode.input}, ${episode.output}, ${JSON.stringify(episode.toolCalls)}::jsonb,
+          to_tsvector('simple', ${searchText(`${episode.input} ${episode.output}`)}))`,
+    insertFact: (user, fact) =>
+      sql.withTransaction(Effect.all([
+        // Concurrent appends for one (user, subject, predicate) take turns,
+        // so each sees the facts the others committed and closes them.
+        sql`SELECT pg_advisory_xact_lock(hashtextextended(${
+          JSON.stringify([namespace, user, fact.subject, fact.predicate])
+        }, 0))`,
+        sql`UPDATE memory_facts f SET valid_until = ${fact.validFrom}
+          WHERE ${owner("f", user)} AND f.subject = ${fact.subject} AND f.predicate = ${fact.predicate}
+            AND f.valid_until IS NULL AND f.object <> ${fact.object}`,
+        sql`INSERT INTO memory_facts (id, namespace, user_id, subject, predicate, object, confidence,
+            valid_from, valid_until, recorded_at, sources, search)
+          VALUES (${fact.id}, ${namespace}, ${user}, ${fact.subject}, ${fact.predicate}, ${fact.object},
+            ${fact.confidence}, ${fact.validFrom}, NULL, ${fact.recordedAt}, ${JSON.stringify(fact.sources)}::jsonb,
+            to_tsvector('simple', ${searchText(`${fact.subject} ${fact.predicate} ${fact.object}`)}))`
+      ], { discard: true })),
+    searchEpisodes: (_user, terms) => search("e", "memory_episodes", terms),
+    searchFacts: (_user, terms) => search("f", "memory_facts", terms)
+  }
+}
+
+/**
+ * Runs the migrations (one process at a time), then builds the service on
+ * the `SqlClient` in context.
+ *
+ * @internal
+ */
+export const make = (
+  options?: { readonly namespace?: string | undefined }
+): Effect.Effect<Memory.Service, MemoryError, SqlClient.SqlClient> =>
+  Effect.gen(function*() {
+    const namespace = options?.namespace ?? "default"
+    if (namespace.trim() === "") {
+      return yield* new MemoryError({ method: "open", description: "namespace must be a non-empty string" })
+    }
+    const sql = (yield* SqlClient.SqlClient).withoutTransforms()
+    yield* sql.withTransaction(
+      Effect.all([
+        sql`SELECT pg_advisory_xact_lock(${sql.literal(String(MIGRATION_LOCK))})`,
+        // The migrator probes for its table with a query that would abort this
+        // transaction when the table is missing, so it is created up front.
+        sql`CREATE TABLE IF NOT EXISTS ${sql(MIGRATIONS_TABLE)} (
+          migration_id integer PRIMARY KEY,
+          created_at timestamp with time zone NOT NULL DEFAULT now(),
+          name text NOT NULL
+        )`,
+        Migrator.make({})({ loader: migrations, table: MIGRATIONS_TABLE })
+      ], { discard: true })
+    ).pipe(
+      Effect.catchAll((error) => Effect.fail(openFailure(error))),
+      Effect.catchAllDefect((defect) => Effect.fail(openFailure(defect)))
+    )
+    return makeService(makeSqlStore(sql, dialect(sql, namespace)))
+  })
