@@ -246,3 +246,57 @@ describe("jeevesagent/promise audit log", () => {
     }
   })
 })
+
+describe("jeevesagent/promise memory backends", () => {
+  it("sqlite:PATH keeps memory across agents (a restart)", async () => {
+    const { mkdtemp, rm } = await import("node:fs/promises")
+    const { tmpdir } = await import("node:os")
+    const { join } = await import("node:path")
+    const dir = await mkdtemp(join(tmpdir(), "jeeves-sqlite-"))
+    const memory = `sqlite:${join(dir, "memory.db")}`
+    try {
+      const first = createAgent({ model: "echo", memory })
+      await first.run("I like green tea", { userId: "alice", sessionId: "s1" })
+      await first.memory("alice").updateBlock("prefs", "tea")
+      await first.dispose()
+      const seen: Array<string> = []
+      const second = createAgent({
+        model: "scripted",
+        memory,
+        script: (request) => {
+          seen.push(...request.messages.map((m) => `${m.role}:${m.content}`))
+          return { text: "ok" }
+        }
+      })
+      await second.run("what do I like?", { userId: "alice", sessionId: "s1" })
+      expect(seen).toContain("user:I like green tea")
+      expect(seen.some((m) => m.includes("<prefs>\ntea\n</prefs>"))).toBe(true)
+      expect((await second.memory("bob").export()).episodes).toEqual([])
+      await second.dispose()
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  it("autoExtract: true extracts facts after each run, for the run's user only", async () => {
+    const agent = createAgent({
+      model: "scripted",
+      autoExtract: true,
+      script: (request) => {
+        const system = request.messages.find((m) => m.role === "system")?.content ?? ""
+        if (system.toLowerCase().includes("extract")) {
+          return { text: JSON.stringify([{ subject: "alice", predicate: "likes", object: "green tea" }]) }
+        }
+        return { text: "noted" }
+      }
+    })
+    try {
+      await agent.run("I like green tea", { userId: "alice" })
+      const facts = await agent.memory("alice").recallFacts("green tea")
+      expect(facts.map((f) => [f.subject, f.predicate, f.object])).toEqual([["alice", "likes", "green tea"]])
+      expect(await agent.memory("bob").recallFacts("green tea")).toEqual([])
+    } finally {
+      await agent.dispose()
+    }
+  })
+})

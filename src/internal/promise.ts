@@ -1,5 +1,7 @@
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
+import * as PgClient from "@effect/sql-pg/PgClient"
 import * as Cause from "effect/Cause"
+import * as Redacted from "effect/Redacted"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
@@ -15,6 +17,9 @@ import * as Approval from "../Approval.js"
 import * as AuditLog from "../AuditLog.js"
 import * as Hooks from "../Hooks.js"
 import * as Memory from "../Memory.js"
+import * as PgMemory from "../PgMemory.js"
+import * as SqliteMemory from "../SqliteMemory.js"
+import * as Budget from "../Budget.js"
 import * as Model from "../Model.js"
 import * as Permissions from "../Permissions.js"
 import * as Secrets from "../Secrets.js"
@@ -124,10 +129,14 @@ const auditLogLayer = (options: AgentOptions): Layer.Layer<AuditLog.AuditLog, un
   return AuditLog.layerFile(auditLog).pipe(Layer.provide(NodeFileSystem.layer))
 }
 
-const memoryLayer = (options: AgentOptions): Layer.Layer<Memory.Memory, unknown> => {
+const storeLayer = (options: AgentOptions): Layer.Layer<Memory.Memory, unknown> => {
   const memory = options.memory
   if (memory === undefined || memory === "memory") return Memory.layerInMemory(options.memoryBounds)
   if (isLayer(memory)) return memory as Layer.Layer<Memory.Memory, unknown>
+  if (memory.startsWith("sqlite:")) return SqliteMemory.layer({ filename: memory.slice("sqlite:".length) })
+  if (memory.startsWith("postgres://") || memory.startsWith("postgresql://")) {
+    return PgMemory.layer().pipe(Layer.provide(PgClient.layer({ url: Redacted.make(memory) })))
+  }
   return Layer.fail(
     new Memory.MemoryError({
       method: "layer",
@@ -136,10 +145,27 @@ const memoryLayer = (options: AgentOptions): Layer.Layer<Memory.Memory, unknown>
   )
 }
 
+/** Whether facts are extracted after each run: on by default for Claude models, announced once then. */
+const autoExtractMode = (options: AgentOptions): "off" | "on" | "announced" => {
+  if (options.autoExtract === false) return "off"
+  if (options.autoExtract === true) return "on"
+  return typeof options.model === "string" && options.model.startsWith("claude-") ? "announced" : "off"
+}
+
 /** @internal */
 export const layerFromOptions = (options: AgentOptions): Layer.Layer<Services, unknown> => {
+  // Each layer value is built once per runtime (layers are memoized by reference), so the agent,
+  // the auto-extractor and the facade's admin calls share one model, one budget, one store.
   const secrets = secretsLayer(options)
-  const overrides: Array<Layer.Layer<never, unknown, Secrets.Secrets>> = [memoryLayer(options), telemetryLayer(options)]
+  const model = modelLayer(options).pipe(Layer.provide(secrets))
+  const budget = Budget.layerNone
+  const store = storeLayer(options)
+  const extract = autoExtractMode(options)
+  const memory = extract === "off" ?
+    store :
+    Memory.autoExtract({ announce: extract === "announced" }).pipe(Layer.provide(Layer.mergeAll(store, model, budget)))
+
+  const overrides: Array<Layer.Layer<never, unknown, Secrets.Secrets>> = [memory, budget, telemetryLayer(options)]
   for (const layer of [permissionsLayer(options), approvalLayer(options), hooksLayer(options), auditLogLayer(options)]) {
     if (layer !== undefined) overrides.push(layer)
   }
@@ -151,7 +177,7 @@ export const layerFromOptions = (options: AgentOptions): Layer.Layer<Services, u
     tools: options.tools,
     maxTurns: options.maxTurns,
     maxTokens: options.maxTokens
-  }).pipe(Layer.provide(modelLayer(options).pipe(Layer.provide(secrets))))
+  }).pipe(Layer.provide(model))
   return Layer.provideMerge(agent, services) as Layer.Layer<Services, unknown>
 }
 
