@@ -7,20 +7,44 @@
  * interrupted. A blocked reservation ends the run with
  * `interrupted: true` and `interruptionReason: "budget:<field>"`.
  *
+ * The rule, for every cap: a step is **blocked when the scope's committed
+ * usage plus its outstanding reservations is already at or over the cap**
+ * (`>=`, so a cap of 0 blocks the first step). The step's own estimate is
+ * not part of the check — a lone run behaves exactly as if nothing were
+ * reserved — but the estimates of calls still in flight are, so K concurrent
+ * runs of one user cannot all pass the same last-headroom check: once a
+ * call is in flight, the next one sees its estimate. With estimates that
+ * bound the real usage, a cap is overshot by at most one call's usage.
+ * Global caps are checked first (`max_tokens`, `max_input_tokens`,
+ * `max_output_tokens`, `max_cost_usd`, `max_wall_clock`), then the per-user
+ * ones (`per_user_...`), then the soft warnings (`tokens at 85%`,
+ * `cost at 90%`, `per-user tokens at 85%`, `per-user cost at 90%`).
+ *
  * @example
  * ```ts
- * import { Budget } from "jeevesagent"
+ * import { Agent, Budget, Model } from "jeevesagent"
+ * import { Layer } from "effect"
  *
- * // No limits at all.
- * const Unmetered = Budget.layerNone
+ * // 50 000 tokens per user per day, $20 for everybody in this process.
+ * const BudgetLive = Budget.layer(
+ *   { perUserMaxTokens: 50_000, perUserWindow: "1 day", maxCostUsd: 20 },
+ *   { maxUsers: 10_000, userIdleTtl: "2 days" }
+ * )
+ *
+ * const AgentLive = Agent.layer().pipe(
+ *   Layer.provide(Model.layerEcho()),
+ *   Layer.provide(Layer.mergeAll(Agent.layerDefaults, BudgetLive))
+ * )
  * ```
  *
  * @since 0.1.0
  */
 import * as Context from "effect/Context"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
+import * as internal from "./internal/budget.js"
 import type * as Model from "./Model.js"
 
 /**
@@ -60,9 +84,12 @@ export type BudgetStatus =
 /**
  * The answer to {@link Service.reserve}.
  *
- * A `Granted` reservation must be finished exactly once: `settle` with the
- * usage the model reported, or `release` when the call failed or was
- * interrupted. Finishing twice is a no-op.
+ * A `Granted` reservation must be finished: `settle` with the usage the
+ * model reported (it replaces the estimate; a figure that is not a finite
+ * non-negative number is charged at the estimate), or `release` when the
+ * call failed or was interrupted (it removes the estimate, charging
+ * nothing). Only the first finish counts; later ones are no-ops. Settling
+ * also starts the user's wall clock on their first charge.
  *
  * @since 0.1.0
  * @category models
@@ -103,11 +130,18 @@ export class BudgetUnavailable extends Schema.TaggedError<BudgetUnavailable>("je
 export interface Service {
   /** Checks the caps for the current user without reserving anything. */
   readonly allowsStep: Effect.Effect<BudgetStatus, BudgetUnavailable>
-  /** Atomically checks the caps and reserves `estimate` for the current user. */
+  /**
+   * Atomically checks the caps for the current user and, unless blocked,
+   * reserves `estimate` against the user and the global totals.
+   */
   readonly reserve: (estimate: Model.Usage) => Effect.Effect<Reservation, BudgetUnavailable>
-  /** A user's totals (`null` for anonymous); zeros for an unknown or evicted user. */
+  /**
+   * A user's committed totals (`null` for anonymous), in the current window
+   * when there are windows; zeros for an unknown or evicted user.
+   * Outstanding reservations are not included.
+   */
   readonly usageFor: (userId: string | null) => Effect.Effect<UsageTotals, BudgetUnavailable>
-  /** Everybody's totals. */
+  /** Everybody's committed totals. */
   readonly globalUsage: Effect.Effect<UsageTotals, BudgetUnavailable>
 }
 
@@ -147,3 +181,92 @@ export const none: Service = Object.freeze({
  * @category layers
  */
 export const layerNone: Layer.Layer<Budget> = Layer.succeed(Budget, none)
+
+/**
+ * The caps of a budget. Every field is optional; an absent cap never blocks.
+ *
+ * - Token caps are non-negative integers; `maxTokens` caps input + output.
+ * - Cost caps are USD (non-negative, finite).
+ * - Wall clocks are lifetimes, not per run: `maxWallClock` runs from the
+ *   moment the budget was built, `perUserMaxWallClock` from the user's
+ *   first charge (in the current window, when there are windows).
+ * - `softWarningAt` (default 0.8, in (0, 1]) is the fraction of the total
+ *   token and cost caps at which a step carries a warning.
+ * - `perUserWindow`: fixed windows (`"1 day"`, aligned to the Clock's
+ *   epoch). At a window boundary each user's totals and wall clock start
+ *   again from zero, with no background job; global totals never reset.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Config {
+  readonly maxTokens?: number | undefined
+  readonly maxInputTokens?: number | undefined
+  readonly maxOutputTokens?: number | undefined
+  readonly maxCostUsd?: number | undefined
+  readonly maxWallClock?: Duration.DurationInput | undefined
+  readonly perUserMaxTokens?: number | undefined
+  readonly perUserMaxInputTokens?: number | undefined
+  readonly perUserMaxOutputTokens?: number | undefined
+  readonly perUserMaxCostUsd?: number | undefined
+  readonly perUserMaxWallClock?: Duration.DurationInput | undefined
+  readonly softWarningAt?: number | undefined
+  readonly perUserWindow?: Duration.DurationInput | undefined
+}
+
+/**
+ * Bounds of the in-memory per-user table.
+ *
+ * - `maxUsers` (default 100 000): past it the least recently used user is
+ *   forgotten — their totals and wall clock reset, as in the original.
+ * - `userIdleTtl` (default 24 hours): a user untouched for this long is
+ *   forgotten. Every check, reservation, settle and `usageFor` touches.
+ * - `null` disables either bound.
+ *
+ * A user with a call in flight (an outstanding reservation) is never
+ * forgotten, so the table may briefly hold more than `maxUsers` users.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface LayerOptions {
+  readonly maxUsers?: number | null | undefined
+  readonly userIdleTtl?: Duration.DurationInput | null | undefined
+}
+
+/**
+ * A budget configuration was rejected. `field` names the bad option.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class BudgetConfigError extends Schema.TaggedError<BudgetConfigError>("jeevesagent/BudgetConfigError")(
+  "BudgetConfigError",
+  { field: Schema.String, description: Schema.String }
+) {
+  override get message(): string {
+    return `Invalid budget configuration: ${this.field} ${this.description}`
+  }
+}
+
+/**
+ * Builds an in-process budget: global totals plus a bounded table of
+ * per-user totals. Check-and-reserve is one synchronous step, so it is
+ * atomic across every fiber of the process. Fails with
+ * {@link BudgetConfigError} on a bad configuration.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make: (config: Config, options?: LayerOptions) => Effect.Effect<Service, BudgetConfigError> =
+  internal.makeMemory
+
+/**
+ * The layer of {@link make}. The global wall clock starts when the layer is
+ * built.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (config: Config, options?: LayerOptions): Layer.Layer<Budget, BudgetConfigError> =>
+  Layer.effect(Budget, make(config, options))

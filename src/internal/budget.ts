@@ -1,0 +1,477 @@
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as FiberRef from "effect/FiberRef"
+import * as Option from "effect/Option"
+import * as Budget from "../Budget.js"
+import type * as Model from "../Model.js"
+import * as RunContext from "../RunContext.js"
+import { BoundedUsers } from "./budgetUsers.js"
+
+// ---------------------------------------------------------------------------
+// configuration
+// ---------------------------------------------------------------------------
+
+/** One scope's caps, every one optional. Wall clock in millis. */
+export interface Caps {
+  readonly tokens: number | undefined
+  readonly inputTokens: number | undefined
+  readonly outputTokens: number | undefined
+  readonly costUsd: number | undefined
+  readonly wallClockMillis: number | undefined
+}
+
+/** A validated {@link Budget.Config}. */
+export interface Resolved {
+  readonly global: Caps
+  readonly perUser: Caps
+  readonly softWarningAt: number
+  /** Length of the fixed per-user windows, or `undefined` for lifetime totals. */
+  readonly windowMillis: number | undefined
+}
+
+/** The snake_case names of the caps: the block reasons. */
+export interface CapNames {
+  readonly tokens: string
+  readonly inputTokens: string
+  readonly outputTokens: string
+  readonly costUsd: string
+  readonly wallClock: string
+}
+
+export const globalNames: CapNames = {
+  tokens: "max_tokens",
+  inputTokens: "max_input_tokens",
+  outputTokens: "max_output_tokens",
+  costUsd: "max_cost_usd",
+  wallClock: "max_wall_clock"
+}
+
+export const perUserNames: CapNames = {
+  tokens: "per_user_max_tokens",
+  inputTokens: "per_user_max_input_tokens",
+  outputTokens: "per_user_max_output_tokens",
+  costUsd: "per_user_max_cost_usd",
+  wallClock: "per_user_max_wall_clock"
+}
+
+const DEFAULT_SOFT_WARNING_AT = 0.8
+/** `maxUsers` when not given. */
+export const DEFAULT_MAX_USERS = 100_000
+/** `userIdleTtl` when not given. */
+export const DEFAULT_USER_IDLE_TTL: Duration.DurationInput = "24 hours"
+
+type Validated<A> = Either.Either<A, Budget.BudgetConfigError>
+
+const invalid = (field: string, description: string) =>
+  Either.left(new Budget.BudgetConfigError({ field, description }))
+
+const show = (value: unknown): string => {
+  if (typeof value === "string") return JSON.stringify(value)
+  if (typeof value === "bigint") return `${value}n`
+  try {
+    return JSON.stringify(value) ?? String(value)
+  } catch {
+    return String(value)
+  }
+}
+
+const isAbsent = (value: unknown): value is undefined | null => value === undefined || value === null
+
+const numberCap = (kind: "tokens" | "usd") => (field: string, value: unknown): Validated<number | undefined> => {
+  if (isAbsent(value)) return Either.right(undefined)
+  const valid = typeof value === "number" && value >= 0 &&
+    (kind === "tokens" ? Number.isInteger(value) : Number.isFinite(value))
+  if (!valid) {
+    const expected = kind === "tokens" ? "a non-negative integer" : "a non-negative finite number of USD"
+    return invalid(field, `must be ${expected}, got ${show(value)}`)
+  }
+  return Either.right(value)
+}
+
+const tokenCap = numberCap("tokens")
+const costCap = numberCap("usd")
+
+const isNegativeDurationInput = (value: unknown): boolean => {
+  if (typeof value === "number") return value < 0 || Number.isNaN(value)
+  if (typeof value === "bigint") return value < 0n
+  if (typeof value === "string") return /^\s*-/.test(value)
+  if (Array.isArray(value)) return value.some((part) => typeof part === "number" && (part < 0 || Number.isNaN(part)))
+  return false
+}
+
+/** Decodes a duration input to millis; `Infinity` for an infinite duration. */
+export const durationMillis = (
+  field: string,
+  value: unknown,
+  rule: "non-negative" | "positive" | "positive finite"
+): Validated<number> => {
+  if (isNegativeDurationInput(value)) return invalid(field, `must not be negative or NaN, got ${show(value)}`)
+  const decoded = Duration.decodeUnknown(value)
+  if (Option.isNone(decoded)) {
+    return invalid(field, `is not a duration (such as "30 minutes" or a number of millis), got ${show(value)}`)
+  }
+  const millis = Duration.toMillis(decoded.value)
+  if (rule !== "non-negative" && millis <= 0) return invalid(field, `must be longer than zero, got ${show(value)}`)
+  if (rule === "positive finite" && !Number.isFinite(millis)) return invalid(field, `must be finite, got ${show(value)}`)
+  return Either.right(millis)
+}
+
+const wallClockCap = (field: string, value: unknown): Validated<number | undefined> =>
+  isAbsent(value) ? Either.right(undefined) : durationMillis(field, value, "non-negative")
+
+/** The caps of one scope: `maxTokens`, ... or `perUserMaxTokens`, ... */
+const capsOf = (config: Budget.Config, prefix: "" | "perUser"): Validated<Caps> =>
+  Either.gen(function*() {
+    const field = (name: `Max${string}`) => prefix === "" ? `m${name.slice(1)}` : `${prefix}${name}`
+    const value = (name: `Max${string}`) => (config as Record<string, unknown>)[field(name)]
+    return {
+      tokens: yield* tokenCap(field("MaxTokens"), value("MaxTokens")),
+      inputTokens: yield* tokenCap(field("MaxInputTokens"), value("MaxInputTokens")),
+      outputTokens: yield* tokenCap(field("MaxOutputTokens"), value("MaxOutputTokens")),
+      costUsd: yield* costCap(field("MaxCostUsd"), value("MaxCostUsd")),
+      wallClockMillis: yield* wallClockCap(field("MaxWallClock"), value("MaxWallClock"))
+    }
+  })
+
+/** Validates a budget configuration; the error names the first bad field. */
+export const resolveConfig = (config: Budget.Config): Validated<Resolved> =>
+  Either.gen(function*() {
+    if (typeof config !== "object" || config === null) {
+      return yield* invalid("config", `must be an object, got ${show(config)}`)
+    }
+    const global = yield* capsOf(config, "")
+    const perUser = yield* capsOf(config, "perUser")
+    const soft: unknown = config.softWarningAt
+    let softWarningAt = DEFAULT_SOFT_WARNING_AT
+    if (!isAbsent(soft)) {
+      if (typeof soft !== "number" || !(soft > 0 && soft <= 1)) {
+        return yield* invalid("softWarningAt", `must be a number in (0, 1], got ${show(soft)}`)
+      }
+      softWarningAt = soft
+    }
+    const windowMillis = isAbsent(config.perUserWindow) ?
+      undefined :
+      yield* durationMillis("perUserWindow", config.perUserWindow, "positive finite")
+    return { global, perUser, softWarningAt, windowMillis }
+  })
+
+/** The in-memory table bounds; `null` disables one. */
+export interface Bounds {
+  readonly maxUsers: number | null
+  readonly idleTtlMillis: number | null
+}
+
+/** Validates `{ maxUsers, userIdleTtl }`; absent fields take the defaults. */
+export const resolveBounds = (options: Budget.LayerOptions | undefined): Validated<Bounds> =>
+  Either.gen(function*() {
+    const maxUsers: unknown = options?.maxUsers === undefined ? DEFAULT_MAX_USERS : options.maxUsers
+    if (maxUsers !== null && (typeof maxUsers !== "number" || !Number.isInteger(maxUsers) || maxUsers < 1)) {
+      return yield* invalid("maxUsers", `must be an integer of at least 1 (or null for no limit), got ${show(maxUsers)}`)
+    }
+    const ttl: unknown = options?.userIdleTtl === undefined ? DEFAULT_USER_IDLE_TTL : options.userIdleTtl
+    const idleTtlMillis = ttl === null ? null : yield* durationMillis("userIdleTtl", ttl, "positive")
+    return {
+      maxUsers,
+      idleTtlMillis: idleTtlMillis === null || !Number.isFinite(idleTtlMillis) ? null : idleTtlMillis
+    }
+  })
+
+// ---------------------------------------------------------------------------
+// the rule, shared by every backend
+// ---------------------------------------------------------------------------
+
+/**
+ * Token and cost load of one scope: committed usage plus outstanding
+ * reservations.
+ */
+export interface Load {
+  readonly tokensIn: number
+  readonly tokensOut: number
+  readonly costUsd: number
+}
+
+export const zeroLoad: Load = { tokensIn: 0, tokensOut: 0, costUsd: 0 }
+
+/**
+ * The first cap of a scope that `load` has reached, in the original's order
+ * (total tokens, input, output, cost, wall clock); `undefined` when none.
+ * `elapsedMillis` is `undefined` while the scope's clock has not started.
+ */
+export const blockedBy = (
+  caps: Caps,
+  names: CapNames,
+  load: Load,
+  elapsedMillis: number | undefined
+): string | undefined => {
+  if (caps.tokens !== undefined && load.tokensIn + load.tokensOut >= caps.tokens) return names.tokens
+  if (caps.inputTokens !== undefined && load.tokensIn >= caps.inputTokens) return names.inputTokens
+  if (caps.outputTokens !== undefined && load.tokensOut >= caps.outputTokens) return names.outputTokens
+  if (caps.costUsd !== undefined && load.costUsd >= caps.costUsd) return names.costUsd
+  if (caps.wallClockMillis !== undefined && elapsedMillis !== undefined && elapsedMillis >= caps.wallClockMillis) {
+    return names.wallClock
+  }
+  return undefined
+}
+
+/**
+ * A ratio formatted like Python's `{:.0%}`: times 100, rounded half to even
+ * (`0.125` is `12%`, `0.135` is `14%`).
+ */
+export const formatPercent = (ratio: number): string => {
+  const scaled = ratio * 100
+  const floor = Math.floor(scaled)
+  const rounded = scaled - floor === 0.5 ? (floor % 2 === 0 ? floor : floor + 1) : Math.round(scaled)
+  return `${rounded}%`
+}
+
+const warningOf = (caps: Caps, load: Load, softWarningAt: number, label: string): string | undefined => {
+  const tokens = load.tokensIn + load.tokensOut
+  if (caps.tokens !== undefined && tokens >= caps.tokens * softWarningAt) {
+    return `${label}tokens at ${formatPercent(tokens / caps.tokens)}`
+  }
+  if (caps.costUsd !== undefined && load.costUsd >= caps.costUsd * softWarningAt) {
+    return `${label}cost at ${formatPercent(load.costUsd / caps.costUsd)}`
+  }
+  return undefined
+}
+
+/** The soft warning for a step that is not blocked: global first, then per user. */
+export const warningFor = (config: Resolved, global: Load, user: Load): string | undefined =>
+  warningOf(config.global, global, config.softWarningAt, "") ??
+    warningOf(config.perUser, user, config.softWarningAt, "per-user ")
+
+/**
+ * The status of a step, with the loads the decision sees: global caps first,
+ * then per-user caps, then the soft warnings.
+ */
+export const statusFor = (
+  config: Resolved,
+  global: Load,
+  globalElapsed: number,
+  user: Load,
+  userElapsed: number | undefined
+): Budget.BudgetStatus => {
+  const reason = blockedBy(config.global, globalNames, global, globalElapsed) ??
+    blockedBy(config.perUser, perUserNames, user, userElapsed)
+  if (reason !== undefined) return { state: "blocked", reason }
+  const warning = warningFor(config, global, user)
+  return warning === undefined ? ok : { state: "warn", reason: warning }
+}
+
+const ok: Budget.BudgetStatus = Object.freeze({ state: "ok" })
+
+/**
+ * The usage charged for a call: each field the model reported as a finite
+ * non-negative number, else the reservation's estimate of it (fail closed:
+ * never charge zero for an unknown figure).
+ */
+export const chargeOf = (actual: Model.Usage, estimate: Model.Usage): Model.Usage => {
+  const pick = (reported: unknown, fallback: number) =>
+    typeof reported === "number" && Number.isFinite(reported) && reported >= 0 ? reported : fallback
+  return {
+    inputTokens: pick(actual?.inputTokens, estimate.inputTokens),
+    outputTokens: pick(actual?.outputTokens, estimate.outputTokens),
+    costUsd: pick(actual?.costUsd, estimate.costUsd)
+  }
+}
+
+/** An estimate with every field a finite non-negative number (bad fields count as zero). */
+export const sanitizeEstimate = (estimate: Model.Usage): Model.Usage => chargeOf(estimate, noUsage)
+
+const noUsage: Model.Usage = { inputTokens: 0, outputTokens: 0, costUsd: 0 }
+
+export const totalsOf = (load: Load): Budget.UsageTotals => ({
+  tokensIn: load.tokensIn,
+  tokensOut: load.tokensOut,
+  tokensTotal: load.tokensIn + load.tokensOut,
+  costUsd: load.costUsd
+})
+
+/** The fixed window `now` falls in (windows start at the epoch of the Clock). */
+export const windowIndex = (config: Resolved, now: number): number =>
+  config.windowMillis === undefined ? 0 : Math.floor(now / config.windowMillis)
+
+/** The storage key of the current user. */
+export const currentUserKey: Effect.Effect<string> = Effect.map(
+  FiberRef.get(RunContext.ref),
+  (context) => RunContext.userKey(context.userId)
+)
+
+const clockOf = (fiber: { readonly currentDefaultServices: Context.Context<Clock.Clock> }): Clock.Clock =>
+  Context.get(fiber.currentDefaultServices, Clock.Clock)
+
+/**
+ * `f` of the Clock's millis, evaluated in one step of the current fiber (the
+ * budget's hot path: one runtime step instead of four).
+ */
+const atNow = <A>(f: (now: number) => A): Effect.Effect<A> =>
+  Effect.withFiberRuntime((fiber) => Effect.succeed(f(clockOf(fiber).unsafeCurrentTimeMillis())))
+
+/** `f` of the current user's storage key and the Clock's millis, in one step of the current fiber. */
+const asCurrentUserAtNow = <A>(f: (key: string, now: number) => A): Effect.Effect<A> =>
+  Effect.withFiberRuntime((fiber) =>
+    Effect.succeed(
+      f(RunContext.userKey(fiber.getFiberRef(RunContext.ref).userId), clockOf(fiber).unsafeCurrentTimeMillis())
+    )
+  )
+
+// ---------------------------------------------------------------------------
+// the in-memory backend
+// ---------------------------------------------------------------------------
+
+/**
+ * Committed usage and outstanding reservations of one scope. Mutable; changed
+ * only inside one synchronous step of a fiber.
+ */
+class Ledger {
+  tokensIn = 0
+  tokensOut = 0
+  costUsd = 0
+  reservedIn = 0
+  reservedOut = 0
+  reservedCost = 0
+  outstanding = 0
+
+  load(): Load {
+    return {
+      tokensIn: this.tokensIn + this.reservedIn,
+      tokensOut: this.tokensOut + this.reservedOut,
+      costUsd: this.costUsd + this.reservedCost
+    }
+  }
+
+  committed(): Load {
+    return { tokensIn: this.tokensIn, tokensOut: this.tokensOut, costUsd: this.costUsd }
+  }
+
+  hold(estimate: Model.Usage): void {
+    this.reservedIn += estimate.inputTokens
+    this.reservedOut += estimate.outputTokens
+    this.reservedCost += estimate.costUsd
+    this.outstanding++
+  }
+
+  unhold(estimate: Model.Usage): void {
+    this.outstanding--
+    if (this.outstanding === 0) {
+      // Exact zero: no floating-point residue from add-then-subtract.
+      this.reservedIn = 0
+      this.reservedOut = 0
+      this.reservedCost = 0
+    } else {
+      this.reservedIn -= estimate.inputTokens
+      this.reservedOut -= estimate.outputTokens
+      this.reservedCost -= estimate.costUsd
+    }
+  }
+
+  charge(usage: Model.Usage): void {
+    this.tokensIn += usage.inputTokens
+    this.tokensOut += usage.outputTokens
+    this.costUsd += usage.costUsd
+  }
+}
+
+class UserLedger extends Ledger {
+  /** Clock millis of the first charge (in the current window); starts the per-user wall clock. */
+  startedAt: number | undefined = undefined
+  lastTouched = 0
+
+  constructor(public window: number) {
+    super()
+  }
+
+  get pinned(): boolean {
+    return this.outstanding > 0
+  }
+
+  /** Forgets the committed usage of a past window; outstanding reservations stay. */
+  enterWindow(window: number): void {
+    if (window === this.window) return
+    this.window = window
+    this.tokensIn = 0
+    this.tokensOut = 0
+    this.costUsd = 0
+    this.startedAt = undefined
+  }
+}
+
+/** The in-memory budget service. */
+export const makeMemory = (
+  config: Budget.Config,
+  options?: Budget.LayerOptions
+): Effect.Effect<Budget.Service, Budget.BudgetConfigError> =>
+  Effect.flatMap(
+    Either.all([resolveConfig(config), resolveBounds(options)]),
+    ([resolved, bounds]) => Effect.clockWith((clock) => Effect.sync(() => memoryService(resolved, bounds, clock)))
+  )
+
+const memoryService = (
+  config: Resolved,
+  bounds: Bounds,
+  clock: { readonly unsafeCurrentTimeMillis: () => number }
+): Budget.Service => {
+  const startedAt = clock.unsafeCurrentTimeMillis()
+  const global = new Ledger()
+  const users = new BoundedUsers<UserLedger>(bounds.maxUsers, bounds.idleTtlMillis)
+
+  /** The user's ledger, touched and moved into the current window; `undefined` when absent. */
+  const existing = (key: string, now: number): UserLedger | undefined => {
+    const ledger = users.get(key, now)
+    ledger?.enterWindow(windowIndex(config, now))
+    return ledger
+  }
+
+  const statusOf = (user: UserLedger | undefined, now: number): Budget.BudgetStatus =>
+    statusFor(
+      config,
+      global.load(),
+      now - startedAt,
+      user?.load() ?? zeroLoad,
+      user?.startedAt === undefined ? undefined : now - user.startedAt
+    )
+
+  const reserveNow = (key: string, rawEstimate: Model.Usage, now: number): Budget.Reservation => {
+    const found = existing(key, now)
+    const decision = statusOf(found, now)
+    if (decision.state === "blocked") return { _tag: "Blocked", reason: decision.reason }
+    const estimate = sanitizeEstimate(rawEstimate)
+    const user = found ?? new UserLedger(windowIndex(config, now))
+    user.hold(estimate)
+    global.hold(estimate)
+    // Inserted after the hold: pinned, so making room never evicts the new user itself.
+    if (found === undefined) users.insert(key, user, now)
+    let finished = false
+    const finish = (charge: Model.Usage | undefined) =>
+      atNow((at) => {
+        if (finished) return
+        finished = true
+        user.unhold(estimate)
+        global.unhold(estimate)
+        // The ledger was pinned until this step, so it is still the one the table holds for the user.
+        users.touch(key, user, at)
+        user.enterWindow(windowIndex(config, at))
+        if (charge === undefined) return
+        global.charge(charge)
+        user.charge(charge)
+        if (user.startedAt === undefined) user.startedAt = at
+      })
+    return {
+      _tag: "Granted",
+      warning: decision.state === "warn" ? decision.reason : undefined,
+      settle: (actual) => finish(chargeOf(actual, estimate)),
+      release: finish(undefined)
+    }
+  }
+
+  return {
+    allowsStep: asCurrentUserAtNow((key, now) => statusOf(existing(key, now), now)),
+    reserve: (estimate) => asCurrentUserAtNow((key, now) => reserveNow(key, estimate, now)),
+    usageFor: (userId) =>
+      atNow((now) => totalsOf(existing(RunContext.userKey(userId), now)?.committed() ?? zeroLoad)),
+    globalUsage: Effect.sync(() => totalsOf(global.committed()))
+  }
+}

@@ -1,0 +1,156 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Chunk, Deferred, Effect, Fiber, Layer, Schema, Stream } from "effect"
+import { Agent, AgentEvent, Budget, Model, Tool } from "jeevesagent"
+
+const noop = Tool.make("noop", {
+  description: "Does nothing",
+  parameters: Schema.Struct({}),
+  handler: () => Effect.succeed("done")
+})
+
+/** An agent over `script` with the given budget, everything else the defaults. */
+const agentLayer = (script: Model.Script, budget: Layer.Layer<Budget.Budget, Budget.BudgetConfigError>) =>
+  Agent.layer({ tools: [noop] }).pipe(
+    Layer.provideMerge(Layer.mergeAll(Agent.layerDefaults, budget)),
+    Layer.provide(Model.layerScripted(script)),
+    Layer.orDie
+  )
+
+/** Counts model calls per user; every call answers with `usage`. */
+const countingScript = (usage: (userId: string | null) => Model.ScriptedTurn["usage"]) => {
+  const calls = new Map<string | null, number>()
+  const script: Model.Script = (_request, context) => {
+    calls.set(context.userId, (calls.get(context.userId) ?? 0) + 1)
+    return { text: "ok", usage: usage(context.userId) }
+  }
+  return { calls, script }
+}
+
+describe("Budget in the agent loop", () => {
+  it.effect("a user over the cap is blocked before the next model call; other users are not", () => {
+    const { calls, script } = countingScript(() => ({ inputTokens: 30, outputTokens: 30 }))
+    return Effect.gen(function*() {
+      const agent = yield* Agent.Agent
+      const budget = yield* Budget.Budget
+      const first = yield* agent.run("hi", { userId: "alice" })
+      assert.strictEqual(first.turns, 1)
+      assert.isFalse(first.interrupted)
+      // 60 < 100: still allowed, and it goes over.
+      const second = yield* agent.run("hi", { userId: "alice" })
+      assert.strictEqual(second.turns, 1)
+      assert.strictEqual((yield* budget.usageFor("alice")).tokensTotal, 120)
+
+      const blocked = yield* agent.run("hi", { userId: "alice" })
+      assert.strictEqual(blocked.turns, 0)
+      assert.isTrue(blocked.interrupted)
+      assert.strictEqual(blocked.interruptionReason, "budget:per_user_max_tokens")
+      assert.strictEqual(blocked.tokensIn + blocked.tokensOut, 0)
+      assert.strictEqual(calls.get("alice"), 2)
+
+      const bob = yield* agent.run("hi", { userId: "bob" })
+      assert.strictEqual(bob.turns, 1)
+      assert.isFalse(bob.interrupted)
+      assert.strictEqual((yield* budget.usageFor("bob")).tokensTotal, 60)
+      assert.strictEqual((yield* budget.globalUsage).tokensTotal, 180)
+    }).pipe(Effect.provide(agentLayer(script, Budget.layer({ perUserMaxTokens: 100 }))))
+  })
+
+  it.effect("going over mid-run stops the run at the start of the next turn", () => {
+    const script: Model.Script = () => ({
+      toolCalls: [{ name: "noop", args: {} }],
+      usage: { inputTokens: 20, outputTokens: 20 }
+    })
+    return Effect.gen(function*() {
+      const agent = yield* Agent.Agent
+      const result = yield* agent.run("loop", { userId: "alice" })
+      // 0, 40, 80 are under 100; 120 is not.
+      assert.strictEqual(result.turns, 3)
+      assert.isTrue(result.interrupted)
+      assert.strictEqual(result.interruptionReason, "budget:per_user_max_tokens")
+      assert.strictEqual(result.tokensIn + result.tokensOut, 120)
+    }).pipe(Effect.provide(agentLayer(script, Budget.layer({ perUserMaxTokens: 100 }))))
+  })
+
+  it.effect("max_tokens = 0 interrupts every run with a budget: reason (original smoke test)", () =>
+    Effect.gen(function*() {
+      const agent = yield* Agent.Agent
+      const result = yield* agent.run("hi")
+      assert.isTrue(result.interrupted)
+      assert.strictEqual(result.interruptionReason, "budget:max_tokens")
+      assert.strictEqual(result.turns, 0)
+    }).pipe(Effect.provide(agentLayer(() => ({ text: "never" }), Budget.layer({ maxTokens: 0 })))))
+
+  it.effect("agent.stream emits budget_warning, then budget_exceeded before completed", () => {
+    const { script } = countingScript(() => ({ inputTokens: 30, outputTokens: 30 }))
+    return Effect.gen(function*() {
+      const agent = yield* Agent.Agent
+      yield* agent.run("hi", { userId: "alice" })
+
+      const warned = Chunk.toReadonlyArray(yield* Stream.runCollect(agent.stream("hi", { userId: "alice" })))
+      const warning = warned.find(AgentEvent.AgentEvent.$is("budget_warning"))
+      assert.deepStrictEqual(warning && { turn: warning.turn, reason: warning.reason }, {
+        turn: 1,
+        reason: "per-user tokens at 60%"
+      })
+      assert.isUndefined(warned.find(AgentEvent.AgentEvent.$is("budget_exceeded")))
+
+      const blocked = Chunk.toReadonlyArray(yield* Stream.runCollect(agent.stream("hi", { userId: "alice" })))
+      const tags = blocked.map((event) => event._tag)
+      assert.deepStrictEqual(tags, ["started", "budget_exceeded", "completed"])
+      const exceeded = blocked[1]
+      assert.isTrue(exceeded !== undefined && AgentEvent.AgentEvent.$is("budget_exceeded")(exceeded))
+      if (exceeded !== undefined && AgentEvent.AgentEvent.$is("budget_exceeded")(exceeded)) {
+        assert.strictEqual(exceeded.reason, "per_user_max_tokens")
+      }
+      const completed = blocked[2]
+      if (completed !== undefined && AgentEvent.AgentEvent.$is("completed")(completed)) {
+        assert.isTrue(completed.result.interrupted)
+        assert.strictEqual(completed.result.interruptionReason, "budget:per_user_max_tokens")
+      } else {
+        assert.fail("the last event is not completed")
+      }
+    }).pipe(Effect.provide(agentLayer(script, Budget.layer({ perUserMaxTokens: 100, softWarningAt: 0.5 }))))
+  })
+
+  it.effect("a failed model call releases its reservation", () => {
+    let failNext = true
+    const script: Model.Script = () => {
+      if (failNext) {
+        failNext = false
+        return Effect.fail(
+          new Model.ModelError({ reason: "bad_request", retryable: false, description: "scripted failure" })
+        )
+      }
+      return { text: "ok", usage: { inputTokens: 0, outputTokens: 0 } }
+    }
+    return Effect.gen(function*() {
+      const agent = yield* Agent.Agent
+      const failure = yield* Effect.flip(agent.run("hi", { userId: "alice" }))
+      assert.strictEqual(failure._tag, "ModelError")
+      // A leaked 4096-token estimate would block this run (cap 1 token).
+      const result = yield* agent.run("hi", { userId: "alice" })
+      assert.isFalse(result.interrupted)
+      assert.strictEqual(result.turns, 1)
+    }).pipe(Effect.provide(agentLayer(script, Budget.layer({ perUserMaxTokens: 1 }))))
+  })
+
+  it.effect("an interrupted model call releases its reservation", () =>
+    Effect.gen(function*() {
+      const inCall = yield* Deferred.make<void>()
+      let hang = true
+      const script: Model.Script = () => {
+        if (!hang) return { text: "ok" }
+        hang = false
+        return Effect.zipRight(Deferred.succeed(inCall, undefined), Effect.never)
+      }
+      yield* Effect.gen(function*() {
+        const agent = yield* Agent.Agent
+        const running = yield* Effect.fork(agent.run("hi", { userId: "alice" }))
+        yield* Deferred.await(inCall)
+        yield* Fiber.interrupt(running)
+        const result = yield* agent.run("hi", { userId: "alice" })
+        assert.isFalse(result.interrupted)
+        assert.strictEqual(result.turns, 1)
+      }).pipe(Effect.provide(agentLayer(script, Budget.layer({ perUserMaxTokens: 1 }))))
+    }))
+})
