@@ -79,7 +79,11 @@ export interface AgentOptions {
   readonly tools?: ReadonlyArray<Tool.Any> | undefined
   readonly maxTurns?: number | undefined
   readonly maxTokens?: number | undefined
-  /** Budget caps and per-user state bounds. */
+  /**
+   * Budget caps (`maxTokens`, `maxCostUsd`, `perUserMaxTokens`, `perUserMaxCostUsd`, ... — see
+   * `Budget.Config`) and the per-user state bounds `maxUsers` / `userIdleTtl`, or a layer such as
+   * `PgBudget.layer(...)`.
+   */
   readonly budget?: internal.BudgetOptions | Layer.Layer<Budget.Budget, unknown> | undefined
   readonly permissions?: PermissionsOptions | Layer.Layer<Permissions.Permissions, unknown> | undefined
   /** Asked about every `Ask` decision; resolve `true` to let the call run. */

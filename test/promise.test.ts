@@ -300,3 +300,32 @@ describe("jeevesagent/promise memory backends", () => {
     }
   })
 })
+
+describe("jeevesagent/promise budget", () => {
+  it("per-user caps block only the offender; usage is reported per user", async () => {
+    const agent = createAgent({
+      model: "scripted",
+      script: () => ({ text: "ok", usage: { inputTokens: 60, outputTokens: 10, costUsd: 0.01 } }),
+      budget: { perUserMaxTokens: 100, maxUsers: 1000, userIdleTtl: "1 hour" }
+    })
+    try {
+      await agent.run("one", { userId: "alice" })
+      await agent.run("two", { userId: "alice" })
+      const blocked = await agent.run("three", { userId: "alice" })
+      expect(blocked).toMatchObject({ interrupted: true, interruptionReason: "budget:per_user_max_tokens", turns: 0 })
+      const bob = await agent.run("one", { userId: "bob" })
+      expect(bob.interrupted).toBe(false)
+      expect(await agent.usageFor("alice")).toEqual({ tokensIn: 120, tokensOut: 20, tokensTotal: 140, costUsd: 0.02 })
+      expect((await agent.globalUsage()).tokensTotal).toBe(210)
+      await expect(agent.usageFor("")).rejects.toBeInstanceOf(RunContext.InvalidUserId)
+    } finally {
+      await agent.dispose()
+    }
+  })
+
+  it("a bad cap rejects with a typed error naming the field", async () => {
+    const agent = createAgent({ model: "echo", budget: { perUserMaxTokens: -1 } })
+    const error = await agent.ready().catch((e: unknown) => e)
+    expect((error as Error).message).toContain("perUserMaxTokens")
+  })
+})

@@ -33,7 +33,15 @@ export type Services = Agent.Agent | Exclude<Agent.Requirements, Model.Model>
 export const AuditLogTag = AuditLog.AuditLog
 
 /** @internal */
-export type BudgetOptions = { readonly maxCostUsd?: number | undefined; readonly perUserMaxCostUsd?: number | undefined }
+export type BudgetOptions = Budget.Config & Budget.LayerOptions
+
+const budgetLayer = (options: AgentOptions): Layer.Layer<Budget.Budget, unknown> => {
+  const budget = options.budget
+  if (budget === undefined) return Budget.layerNone
+  if (isLayer(budget)) return budget as Layer.Layer<Budget.Budget, unknown>
+  const { maxUsers, userIdleTtl, ...config } = budget
+  return Budget.layer(config, { maxUsers, userIdleTtl })
+}
 
 const isLayer = (u: unknown): u is Layer.Layer<never, unknown, unknown> => Layer.isLayer(u)
 
@@ -158,7 +166,7 @@ export const layerFromOptions = (options: AgentOptions): Layer.Layer<Services, u
   // the auto-extractor and the facade's admin calls share one model, one budget, one store.
   const secrets = secretsLayer(options)
   const model = modelLayer(options).pipe(Layer.provide(secrets))
-  const budget = Budget.layerNone
+  const budget = budgetLayer(options)
   const store = storeLayer(options)
   const extract = autoExtractMode(options)
   const memory = extract === "off" ?
