@@ -10,11 +10,11 @@
  *
  * @internal
  */
+import { migrateLocked } from "./pgMigrate.js"
 import * as PgMigrator from "@effect/sql-pg/PgMigrator"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
-import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as AuditLog from "../AuditLog.js"
 import { makeBatchWriter, type Store } from "./audit.js"
@@ -55,19 +55,18 @@ const migrations = PgMigrator.fromRecord({
   })
 })
 
+const MIGRATION_LOCK = 0x6a65657665_02
+
 /**
- * Runs the migrations. Processes starting together race to create the
- * migrations table; the loser's error is transient, so it retries.
+ * Runs the migrations, one process at a time.
  *
  * @internal
  */
-export const migrate: Effect.Effect<void, unknown, SqlClient.SqlClient> = PgMigrator.make({})({
-  loader: migrations,
-  table: MIGRATIONS_TABLE
-}).pipe(
-  Effect.retry(Schedule.intersect(Schedule.recurs(5), Schedule.spaced("50 millis"))),
-  Effect.asVoid
-)
+export const migrate: Effect.Effect<void, unknown, SqlClient.SqlClient> = migrateLocked({
+  lock: MIGRATION_LOCK,
+  table: MIGRATIONS_TABLE,
+  loader: migrations
+})
 
 /** @internal */
 export interface PgStoreOptions {

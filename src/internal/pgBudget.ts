@@ -11,6 +11,7 @@ import * as Budget from "../Budget.js"
 import type * as Model from "../Model.js"
 import type * as PgBudget from "../PgBudget.js"
 import * as RunContext from "../RunContext.js"
+import { migrateLocked } from "./pgMigrate.js"
 import {
   blockedBy,
   type Caps,
@@ -304,20 +305,7 @@ const makeExpressions = (sql: SqlClient.SqlClient, config: Resolved) => {
 }
 
 /** Runs the migrations, one process at a time. */
-const migrate = (sql: SqlClient.SqlClient) =>
-  sql.withTransaction(
-    Effect.all([
-      sql`SELECT pg_advisory_xact_lock(${sql.literal(String(MIGRATION_LOCK))})`,
-      // The migrator probes for its table with a query that would abort this
-      // transaction when the table is missing, so it is created up front.
-      sql`CREATE TABLE IF NOT EXISTS ${sql(MIGRATIONS_TABLE)} (
-        migration_id integer PRIMARY KEY,
-        created_at timestamp with time zone NOT NULL DEFAULT now(),
-        name text NOT NULL
-      )`,
-      Migrator.make({})({ loader: migrations, table: MIGRATIONS_TABLE })
-    ], { discard: true })
-  )
+const migrate = migrateLocked({ lock: MIGRATION_LOCK, table: MIGRATIONS_TABLE, loader: migrations })
 
 /** @internal */
 export const make = (
@@ -356,7 +344,9 @@ export const make = (
     const guarded = guardedFor(timeoutMillis)
 
     // Migrations may wait for another process's migrations: a longer bound than one operation.
-    yield* guardedFor(Math.max(timeoutMillis, MIGRATION_TIMEOUT_MILLIS))("migrating the budget ledger", migrate(sql))
+    yield* guardedFor(Math.max(timeoutMillis, MIGRATION_TIMEOUT_MILLIS))("migrating the budget ledger",
+      Effect.provideService(migrate, SqlClient.SqlClient, sql)
+    )
     const startedAt = yield* Clock.currentTimeMillis
 
     const globalElapsed = (now: number) => now - startedAt

@@ -1,3 +1,4 @@
+import { migrateLocked } from "./pgMigrate.js"
 import * as Migrator from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Effect from "effect/Effect"
@@ -168,19 +169,8 @@ export const make = (
       return yield* new MemoryError({ method: "open", description: "namespace must be a non-empty string" })
     }
     const sql = (yield* SqlClient.SqlClient).withoutTransforms()
-    yield* sql.withTransaction(
-      Effect.all([
-        sql`SELECT pg_advisory_xact_lock(${sql.literal(String(MIGRATION_LOCK))})`,
-        // The migrator probes for its table with a query that would abort this
-        // transaction when the table is missing, so it is created up front.
-        sql`CREATE TABLE IF NOT EXISTS ${sql(MIGRATIONS_TABLE)} (
-          migration_id integer PRIMARY KEY,
-          created_at timestamp with time zone NOT NULL DEFAULT now(),
-          name text NOT NULL
-        )`,
-        Migrator.make({})({ loader: migrations, table: MIGRATIONS_TABLE })
-      ], { discard: true })
-    ).pipe(
+    yield* migrateLocked({ lock: MIGRATION_LOCK, table: MIGRATIONS_TABLE, loader: migrations }).pipe(
+      Effect.provideService(SqlClient.SqlClient, sql),
       Effect.catchAll((error) => Effect.fail(openFailure(error))),
       Effect.catchAllDefect((defect) => Effect.fail(openFailure(defect)))
     )

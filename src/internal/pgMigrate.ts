@@ -1,0 +1,34 @@
+import * as Migrator from "@effect/sql/Migrator"
+import * as SqlClient from "@effect/sql/SqlClient"
+import * as Effect from "effect/Effect"
+
+/**
+ * Runs a module's migrations inside one transaction holding a Postgres
+ * advisory lock, so processes starting together migrate one at a time.
+ *
+ * `Migrator.make({})` is the migrator `PgMigrator` wraps, without the
+ * FileSystem/Path/CommandExecutor requirements its schema dumps need.
+ *
+ * @internal
+ */
+export const migrateLocked = (options: {
+  /** An advisory lock id unique to the module. */
+  readonly lock: number
+  /** The module's own migrations table. */
+  readonly table: string
+  readonly loader: Migrator.Loader<never>
+}) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    sql.withTransaction(
+      Effect.all([
+        sql`SELECT pg_advisory_xact_lock(${sql.literal(String(options.lock))})`,
+        // The migrator probes for its table with a query that would abort this
+        // transaction when the table is missing, so it is created up front.
+        sql`CREATE TABLE IF NOT EXISTS ${sql(options.table)} (
+          migration_id integer PRIMARY KEY,
+          created_at timestamp with time zone NOT NULL DEFAULT now(),
+          name text NOT NULL
+        )`,
+        Migrator.make({})({ loader: options.loader, table: options.table })
+      ], { discard: true })
+    ))
