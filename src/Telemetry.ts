@@ -3,18 +3,45 @@
  *
  * Spans and metrics go through effect's `Tracer` and `Metric`; this service
  * says whether the agent records them and how user ids appear in attributes.
- * With {@link layerNone} the agent records nothing and pays nothing.
+ * With {@link layerNone} the agent records nothing and pays nothing;
+ * {@link layerOtel} exports both through OpenTelemetry.
+ *
+ * Spans: `jeeves.run` → `jeeves.turn` → `jeeves.budget.reserve`,
+ * `jeeves.model.complete` / `jeeves.model.stream`, `jeeves.tool` →
+ * `jeeves.permission.check` → `jeeves.approval`. Metrics:
+ * `jeeves.session.duration_ms`, `jeeves.tokens.input`,
+ * `jeeves.tokens.output`, `jeeves.cost.usd`, `jeeves.budget.exceeded`,
+ * `jeeves.budget.warnings`, `jeeves.tool.duration_ms`,
+ * `jeeves.permission.decisions`, `jeeves.approval.requests`,
+ * `jeeves.approval.duration_ms`, `jeeves.audit.append_ms`,
+ * `jeeves.state.evictions`, `jeeves.auto_extract.duration_ms`,
+ * `jeeves.auto_extract.invocations`.
  *
  * @example
  * ```ts
- * import { Telemetry } from "jeevesagent"
+ * import { Agent, Model, Telemetry } from "jeevesagent"
+ * import { Layer } from "effect"
+ * import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http"
  *
- * const Off = Telemetry.layerNone
+ * const TelemetryLive = Telemetry.layerOtel({
+ *   serviceName: "support-bot",
+ *   traceExporter: new OTLPTraceExporter(),
+ *   userIdAttribute: "hashed"
+ * })
+ *
+ * const AgentLive = Agent.layer().pipe(
+ *   Layer.provide(Model.layerEcho()),
+ *   Layer.provide(Layer.mergeAll(Agent.layerDefaults, TelemetryLive))
+ * )
  * ```
  *
  * @since 0.1.0
  */
+import type { MetricReader, PushMetricExporter } from "@opentelemetry/sdk-metrics"
+import type { SpanExporter, SpanProcessor, TracerConfig } from "@opentelemetry/sdk-trace-base"
 import * as Context from "effect/Context"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import { createHash } from "node:crypto"
 
@@ -71,6 +98,95 @@ export const layerNone: Layer.Layer<Telemetry> = Layer.succeed(Telemetry, none)
  */
 export const layer = (options?: { readonly userIdAttribute?: UserIdAttribute | undefined }): Layer.Layer<Telemetry> =>
   Layer.succeed(Telemetry, { enabled: true, userIdAttribute: options?.userIdAttribute ?? "hashed" })
+
+/**
+ * Options of {@link layerOtel}. Exporter, processor and reader instances
+ * belong to one build of the layer (OpenTelemetry binds each to one
+ * provider); the layer shuts them down, after a final flush, when its scope
+ * closes.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface OtelOptions {
+  /** The `service.name` resource attribute. */
+  readonly serviceName: string
+  readonly serviceVersion?: string | undefined
+  /**
+   * More resource attributes. `OTEL_RESOURCE_ATTRIBUTES` is read too; the
+   * options win over the environment.
+   */
+  readonly resourceAttributes?: Readonly<Record<string, string | number | boolean>> | undefined
+  /** How user ids appear in attributes. Default `"hashed"`. */
+  readonly userIdAttribute?: UserIdAttribute | undefined
+  /**
+   * Span exporters (an OTLP exporter, `InMemorySpanExporter`, ...), each
+   * behind a `BatchSpanProcessor`.
+   */
+  readonly traceExporter?: SpanExporter | ReadonlyArray<SpanExporter> | undefined
+  /** Span processors used as they are (e.g. a `SimpleSpanProcessor`). */
+  readonly spanProcessor?: SpanProcessor | ReadonlyArray<SpanProcessor> | undefined
+  /**
+   * Whether the current effect span becomes OpenTelemetry's active context
+   * while effect code runs, so OpenTelemetry-instrumented libraries called
+   * from tools (HTTP, database clients) parent their spans under the
+   * agent's. It costs a context switch on every fiber step. Default: on
+   * when an OpenTelemetry context manager is registered when the layer is
+   * built (e.g. by `@opentelemetry/sdk-node`), off otherwise (the no-op
+   * manager could carry nothing).
+   */
+  readonly propagateContext?: boolean | undefined
+  /** Sampler, id generator and limits of the tracer provider. */
+  readonly tracerConfig?: Omit<TracerConfig, "resource" | "spanProcessors"> | undefined
+  /** Metric readers (a `PeriodicExportingMetricReader`, or one you collect yourself). */
+  readonly metricReader?: MetricReader | ReadonlyArray<MetricReader> | undefined
+  /** A push exporter (e.g. OTLP), read by a `PeriodicExportingMetricReader` every {@link metricExportInterval}. */
+  readonly metricExporter?: PushMetricExporter | undefined
+  /** Default 60 seconds. */
+  readonly metricExportInterval?: Duration.DurationInput | undefined
+  /** How long the final flush may take at shutdown. Default 3 seconds. */
+  readonly shutdownTimeout?: Duration.DurationInput | undefined
+}
+
+/**
+ * Telemetry on, exported through OpenTelemetry (`@effect/opentelemetry`):
+ * provides the {@link Telemetry} service (`enabled`, `userIdAttribute`,
+ * default `"hashed"`), installs a `Tracer` over an OpenTelemetry tracer
+ * provider with the given exporters and processors, and bridges effect's
+ * metrics to the given readers. Without any span exporter or processor no
+ * tracer is installed; without any reader or metric exporter no metrics are
+ * exported.
+ *
+ * Every span goes through `Secrets.redactingTracer`: the agent's spans, and
+ * every span under them (tool handlers, stores), with the agent's `Secrets`
+ * service; spans outside any run with the `Secrets` service this layer is
+ * given (`Layer.provide(secretsLayer)`), or `Secrets.redactPatterns` when it
+ * has none. An exporter or processor that fails or throws never
+ * fails a run: the failure goes to OpenTelemetry's `diag` logger.
+ *
+ * Needs `@effect/opentelemetry`, `@opentelemetry/api`,
+ * `@opentelemetry/resources`, `@opentelemetry/sdk-trace-base`,
+ * `@opentelemetry/sdk-trace-node` and `@opentelemetry/sdk-metrics`,
+ * loaded only when this layer is built. OTLP exporters come from the
+ * `@opentelemetry/exporter-*-otlp-*` packages; pass their instances.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerOtel = (options: OtelOptions): Layer.Layer<Telemetry> =>
+  Layer.unwrapEffect(
+    Effect.tryPromise(() => import("./internal/telemetryOtel.js")).pipe(
+      Effect.map((otel) => otel.layer(options)),
+      Effect.catchAll((error) =>
+        Effect.die(
+          new Error(
+            "Telemetry.layerOtel needs @effect/opentelemetry and the @opentelemetry SDK packages installed",
+            { cause: error.cause }
+          )
+        )
+      )
+    )
+  )
 
 /**
  * The attribute value for `userId` under `mode` (`undefined` = omit).

@@ -1,5 +1,8 @@
 import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
+import type * as Either from "effect/Either"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as ParseResult from "effect/ParseResult"
@@ -7,6 +10,7 @@ import * as Queue from "effect/Queue"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import * as Take from "effect/Take"
+import type * as Tracer from "effect/Tracer"
 import type * as Agent from "../Agent.js"
 import { AgentEvent } from "../AgentEvent.js"
 import * as Approval from "../Approval.js"
@@ -35,6 +39,12 @@ interface RunState {
   output: string
   auditFailures: number
   readonly toolCalls: Array<Agent.ToolCallRecord>
+  /** Telemetry only: the open `jeeves.turn` span. */
+  turnSpan?: Tracer.Span | undefined
+  /** Telemetry only: the user id attribute, computed once per run (`null` = omitted). */
+  userIdTag?: string | null | undefined
+  /** Telemetry only: the session id attribute, redacted once per run. */
+  sessionTag?: string | undefined
 }
 
 type Metered =
@@ -124,13 +134,76 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     const telemetryOn = telemetry.enabled
     const governed = permissionsOn || hooksOn
 
-    /** Wraps `effect` in a span when telemetry is on; attributes are built only then. */
-    const span = <A, E, R>(
+    // ---- telemetry (every use is behind `telemetryOn`) ---------------------
+
+    // The agent's Secrets ride in each span's context, so a redacting tracer
+    // (Telemetry.layerOtel) masks the values this service handed out.
+    const spanContext = telemetryOn ? Context.make(Secrets.Secrets, secrets) : Context.empty()
+
+    /**
+     * Span options, undefined attributes dropped. Attribute strings come
+     * redacted: the ones below are redacted once per run or call and reused.
+     */
+    const spanOptions = (attributes: Record<string, unknown>): Tracer.SpanOptions => {
+      const defined: Record<string, unknown> = {}
+      for (const key in attributes) if (attributes[key] !== undefined) defined[key] = attributes[key]
+      return { attributes: defined, context: spanContext, captureStackTrace: false }
+    }
+
+    const modelTag = telemetryOn ? secrets.redact(model.name) : model.name
+
+    const sessionAttribute = (state: RunState): string =>
+      state.sessionTag ??= secrets.redact(state.context.sessionId)
+
+    /** `tool` and `call_id` of a call: a registered tool's name as is, anything the model made up redacted. */
+    const callAttributes = (call: Tool.Call) => ({
+      tool: toolsByName.has(call.name) ? call.name : secrets.redact(call.name),
+      call_id: secrets.redact(call.id)
+    })
+
+    /** Wraps `effect` in a span. Call only when telemetry is on. */
+    const traced = <A, E, R>(
       name: string,
-      attributes: () => Record<string, unknown>,
+      attributes: Record<string, unknown>,
       effect: Effect.Effect<A, E, R>
-    ): Effect.Effect<A, E, R> =>
-      telemetryOn ? Effect.withSpan(effect, name, { attributes: Secrets.redactDeep(attributes(), secrets.redact) }) : effect
+    ): Effect.Effect<A, E, R> => Effect.withSpan(effect, name, spanOptions(attributes))
+
+    /** Runs `effect` under the open turn span, if any. */
+    const inTurn = <A, E, R>(state: RunState, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+      telemetryOn && state.turnSpan !== undefined ? Effect.withParentSpan(effect, state.turnSpan) : effect
+
+    /** Ends the open turn span, if any, with `exit`. */
+    const endTurnSpan = (state: RunState, exit: Exit.Exit<unknown, unknown>): Effect.Effect<void> =>
+      state.turnSpan === undefined ? Effect.void : Effect.clockWith((clock) =>
+        Effect.sync(() => {
+          const turnSpan = state.turnSpan
+          state.turnSpan = undefined
+          if (turnSpan !== undefined && turnSpan.status._tag !== "Ended") turnSpan.end(clock.unsafeCurrentTimeNanos(), exit)
+        })
+      )
+
+    /** The `user_id` attribute under `telemetry.userIdAttribute` (undefined = omitted). */
+    const userAttribute = (state: RunState): string | undefined => {
+      if (state.userIdTag === undefined) {
+        const value = Telemetry.userIdValue(telemetry.userIdAttribute, state.context.userId)
+        state.userIdTag = value === undefined ? null : telemetry.userIdAttribute === "raw" ? secrets.redact(value) : value
+      }
+      return state.userIdTag ?? undefined
+    }
+
+    const recordUsage = (state: RunState, usage: Model.Usage): Effect.Effect<void> => {
+      const attributes = { model: modelTag, user_id: userAttribute(state) }
+      const tokens = Effect.zipRight(
+        Metrics.record(Metrics.tokensInput, usage.inputTokens, attributes),
+        Metrics.record(Metrics.tokensOutput, usage.outputTokens, attributes)
+      )
+      return usage.costUsd > 0 ? Effect.zipRight(tokens, Metrics.record(Metrics.costUsd, usage.costUsd, attributes)) : tokens
+    }
+
+    /** Times an audit append into `jeeves.audit.append_ms`. */
+    const timedAppend = (action: string, appended: Effect.Effect<boolean>): Effect.Effect<boolean> =>
+      Effect.flatMap(Effect.timed(appended), ([duration, written]) =>
+        Effect.as(Metrics.record(Metrics.auditAppend, Duration.toMillis(duration), { action, ok: written }), written))
 
     const warn = (message: string, annotations: Record<string, unknown>) =>
       Effect.logWarning(secrets.redact(message)).pipe(
@@ -141,16 +214,17 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       state.emit === undefined ? Effect.void : state.emit(event)
 
     /** Appends an audit entry; a failure is logged and counted, never fatal. Returns whether it was written. */
-    const record = (state: RunState, input: AuditLog.AppendInput): Effect.Effect<boolean> =>
-      auditOn ?
-        audit.append(input).pipe(
-          Effect.as(true),
-          Effect.catchAll((error) => {
-            state.auditFailures++
-            return Effect.as(warn(`audit append failed: ${error.message}`, { action: input.action }), false)
-          })
-        ) :
-        Effect.succeed(true)
+    const record = (state: RunState, input: AuditLog.AppendInput): Effect.Effect<boolean> => {
+      if (!auditOn) return Effect.succeed(true)
+      const appended = audit.append(input).pipe(
+        Effect.as(true),
+        Effect.catchAll((error) => {
+          state.auditFailures++
+          return Effect.as(warn(`audit append failed: ${error.message}`, { action: input.action }), false)
+        })
+      )
+      return telemetryOn ? timedAppend(input.action, appended) : appended
+    }
 
     // ---- seed messages ----------------------------------------------------
 
@@ -175,11 +249,10 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
 
     const callModel = (state: RunState, request: Model.ModelRequest, turn: number) => {
       if (state.emit === undefined) {
-        return span(
-          "jeeves.model.complete",
-          () => ({ model: model.name, turn, session_id: state.context.sessionId, tool_count: toolDefinitions.length }),
-          Model.retryRetryable(model.complete(request), retrySchedule)
-        )
+        const completed = Model.retryRetryable(model.complete(request), retrySchedule)
+        return telemetryOn ?
+          traced("jeeves.model.complete", modelAttributes(state, turn), completed) :
+          completed
       }
       const streamed = Effect.suspend(() => {
         let emitted = false
@@ -208,11 +281,22 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         // A stream is retried only while nothing of it has reached the consumer.
         return Effect.retry(attempt, { schedule: retrySchedule, while: (error) => error.retryable && !emitted })
       })
-      return span(
-        "jeeves.model.stream",
-        () => ({ model: model.name, turn, session_id: state.context.sessionId, tool_count: toolDefinitions.length }),
-        streamed
-      )
+      return telemetryOn ? traced("jeeves.model.stream", modelAttributes(state, turn), streamed) : streamed
+    }
+
+    const modelAttributes = (state: RunState, turn: number) => ({
+      model: modelTag,
+      turn,
+      session_id: sessionAttribute(state),
+      tool_count: toolDefinitions.length
+    })
+
+    /** Emits a budget warning; with telemetry, counts it too. */
+    const budgetWarning = (state: RunState, turn: number, warning: string): Effect.Effect<void> => {
+      const emitted = emit(state, AgentEvent.budget_warning({ turn, reason: warning }))
+      if (!telemetryOn) return emitted
+      const reason = Metrics.warningKind(warning)
+      return Effect.zipRight(Metrics.record(Metrics.budgetWarnings, 1, { reason, user_id: userAttribute(state) }), emitted)
     }
 
     /** One metered model call: reserve, call, settle (or release on any other exit). */
@@ -230,14 +314,20 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         outputTokens: maxTokens,
         costUsd: model.price === undefined ? 0 : Model.costOf(model.price, inputTokens, maxTokens)
       }
+      const reserve = telemetryOn ?
+        traced("jeeves.budget.reserve", {
+          turn,
+          session_id: sessionAttribute(state),
+          estimated_input_tokens: inputTokens,
+          estimated_output_tokens: maxTokens
+        }, budget.reserve(estimate)) :
+        budget.reserve(estimate)
       return Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(restore(budget.reserve(estimate)), (reservation) => {
+        Effect.flatMap(restore(reserve), (reservation) => {
           if (reservation._tag === "Blocked") {
             return Effect.succeed({ _tag: "Blocked", reason: reservation.reason } as const)
           }
-          const warned = reservation.warning === undefined ?
-            Effect.void :
-            emit(state, AgentEvent.budget_warning({ turn, reason: reservation.warning }))
+          const warned = reservation.warning === undefined ? Effect.void : budgetWarning(state, turn, reservation.warning)
           const called = restore(Effect.zipRight(warned, callModel(state, request, turn)))
           return Effect.flatMap(Effect.exit(called), (exit): Effect.Effect<Metered, Model.ModelError | Budget.BudgetUnavailable> => {
             if (Exit.isFailure(exit)) return Effect.zipRight(reservation.release, Effect.failCause(exit.cause))
@@ -251,8 +341,6 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     // ---- tools ------------------------------------------------------------
 
     const deny = (call: Tool.Call, reason: string) => new Approval.ToolDenied({ tool: call.name, reason })
-
-    const userAttribute = (state: RunState) => Telemetry.userIdValue(telemetry.userIdAttribute, state.context.userId)
 
     /** Audits (and counts) one permission decision. Returns whether the entry was written. */
     const decisionRecorded = (
@@ -319,7 +407,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           return call.destructive && !written ? Effect.fail(deny(call, "audit unavailable")) : Effect.void
         })
       })
-      return span("jeeves.approval", () => ({ tool: call.name, call_id: call.id }), answered)
+      return telemetryOn ? traced("jeeves.approval", { ...callAttributes(call), turn }, answered) : answered
     }
 
     /** Hooks, then the policy, then the approval gate. Fails with the denial. */
@@ -356,6 +444,34 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         Effect.zipRight(decided)
       )
     }
+
+    /** Hooks, policy and approval under a `jeeves.permission.check` span, the outcome on the span. */
+    const checked = (
+      state: RunState,
+      call: Tool.Call,
+      turn: number,
+      auditWritten: boolean,
+      attributes: ReturnType<typeof callAttributes>
+    ): Effect.Effect<Either.Either<void, Approval.ToolDenied>> =>
+      traced(
+        "jeeves.permission.check",
+        { ...attributes, turn, destructive: call.destructive },
+        Effect.tap(Effect.either(authorize(state, call, turn, auditWritten)), (decision) =>
+          Effect.annotateCurrentSpan(
+            decision._tag === "Left" ?
+              { allowed: false, reason: secrets.redact(decision.left.reason) } :
+              { allowed: true }
+          ))
+      )
+
+    /** Records `jeeves.tool.duration_ms` for a call that started at `startedNanos`. */
+    const toolTimed = (tool: string, result: Tool.Result, startedNanos: bigint): Effect.Effect<void> =>
+      Effect.flatMap(Clock.currentTimeNanos, (now) =>
+        Metrics.record(Metrics.toolDuration, Number(now - startedNanos) / 1_000_000, {
+          tool,
+          ok: result.status === "ok",
+          denied: result.status === "denied"
+        }))
 
     const execute = (tool: Tool.Any, call: Tool.Call): Effect.Effect<Tool.Result> => {
       const decode = decoders.get(tool.name)!
@@ -403,7 +519,9 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         args: deepFreeze(modelCall.args),
         destructive: tool?.destructive ?? false
       })
+      const attributes = telemetryOn ? callAttributes(call) : undefined
       const body = Effect.gen(function*() {
+        const startedNanos = attributes === undefined ? undefined : yield* Clock.currentTimeNanos
         if (state.emit !== undefined) yield* state.emit(AgentEvent.tool_call({ turn, call }))
         const auditWritten = !auditOn || (yield* record(state, {
           actor: "model",
@@ -416,24 +534,17 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           const message = `unknown tool ${JSON.stringify(call.name)} (available: ${known})`
           result = { callId: call.id, name: call.name, status: "error", output: `ERROR: ${message}`, reason: message }
         } else {
-          const decision = governed || !auditWritten ?
-            yield* Effect.either(authorize(state, call, turn, auditWritten)) :
-            undefined
+          let decision: Either.Either<void, Approval.ToolDenied> | undefined
+          if (governed || !auditWritten) {
+            decision = attributes !== undefined ?
+              yield* checked(state, call, turn, auditWritten, attributes) :
+              yield* Effect.either(authorize(state, call, turn, auditWritten))
+          }
           if (decision !== undefined && decision._tag === "Left") {
             const reason = decision.left.message
             result = { callId: call.id, name: call.name, status: "denied", output: `DENIED: ${reason}`, reason }
           } else {
-            if (telemetryOn) {
-              const [duration, executed] = yield* Effect.timed(execute(tool, call))
-              result = executed
-              yield* Metrics.record(Metrics.toolDuration, Duration.toMillis(duration), {
-                tool: call.name,
-                ok: result.status === "ok",
-                denied: false
-              })
-            } else {
-              result = yield* execute(tool, call)
-            }
+            result = yield* execute(tool, call)
             if (hooksOn) {
               yield* hooks.afterTool(call, result).pipe(
                 Effect.catchAllCause((cause) =>
@@ -443,6 +554,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
             }
           }
         }
+        if (startedNanos !== undefined) yield* toolTimed(attributes!.tool, result, startedNanos)
         if (auditOn) yield* record(state, {
           actor: "system",
           action: "tool_result",
@@ -460,7 +572,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         const callRecord: Agent.ToolCallRecord = { ...result, args: call.args, destructive: call.destructive, turn }
         return callRecord
       })
-      return span("jeeves.tool", () => ({ tool: call.name, call_id: call.id, turn }), body)
+      return attributes !== undefined ? traced("jeeves.tool", { ...attributes, turn }, body) : body
     }
 
     const runTools = (state: RunState, calls: ReadonlyArray<Model.ToolCall>, turn: number) =>
@@ -485,15 +597,22 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
 
         let interruptionReason: string | undefined
         while (true) {
+          if (telemetryOn) yield* endTurnSpan(state, Exit.void)
           if (state.turns >= maxTurns) {
             interruptionReason = "max_turns_exceeded"
             break
           }
           const turn = state.turns + 1
+          if (telemetryOn) {
+            state.turnSpan = yield* Effect.makeSpan("jeeves.turn", spanOptions({ turn, session_id: sessionAttribute(state) }))
+          }
           const request: Model.ModelRequest = { messages: [...messages], tools: toolDefinitions, maxTokens }
-          const answer = yield* meteredCall(state, request, turn)
+          const answer = yield* inTurn(state, meteredCall(state, request, turn))
           if (answer._tag === "Blocked") {
             interruptionReason = `budget:${answer.reason}`
+            if (telemetryOn) {
+              yield* Metrics.record(Metrics.budgetExceeded, 1, { reason: answer.reason, user_id: userAttribute(state) })
+            }
             if (auditOn) yield* record(state, {
               actor: "system",
               action: "budget_blocked",
@@ -505,10 +624,11 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           state.turns = turn
           const response = answer.response
           state.usage = Model.addUsage(state.usage, response.usage)
+          if (telemetryOn) yield* recordUsage(state, response.usage)
           state.output = response.text
           messages.push({ role: "assistant", content: response.text, toolCalls: response.toolCalls })
           if (response.toolCalls.length === 0) break
-          const results = yield* runTools(state, response.toolCalls, turn)
+          const results = yield* inTurn(state, runTools(state, response.toolCalls, turn))
           for (const result of results) {
             state.toolCalls.push(result)
             messages.push({
@@ -520,6 +640,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
             })
           }
         }
+        if (telemetryOn) yield* endTurnSpan(state, Exit.void)
 
         yield* memory.remember({
           sessionId: context.sessionId,
@@ -529,6 +650,18 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         })
         const finishedMillis = clock.unsafeCurrentTimeMillis()
         const interrupted = interruptionReason !== undefined
+        if (telemetryOn) {
+          yield* Metrics.record(Metrics.sessionDuration, finishedMillis - startedMillis, {
+            interrupted,
+            turns: state.turns,
+            user_id: userAttribute(state)
+          })
+          yield* Effect.annotateCurrentSpan({
+            turns: state.turns,
+            interrupted,
+            ...(interruptionReason === undefined ? {} : { interruption_reason: interruptionReason })
+          })
+        }
         if (auditOn) yield* record(state, {
           actor: "system",
           action: "run_completed",
@@ -588,18 +721,14 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           toolCalls: []
         }
         const body = Effect.locally(loop(prompt, state), RunContext.ref, context)
-        return telemetryOn ?
-          Effect.withSpan(body, "jeeves.run", {
-            attributes: Secrets.redactDeep({
-              session_id: context.sessionId,
-              max_turns: maxTurns,
-              model: model.name,
-              ...(Telemetry.userIdValue(telemetry.userIdAttribute, userId) === undefined ?
-                {} :
-                { user_id: Telemetry.userIdValue(telemetry.userIdAttribute, userId) })
-            }, secrets.redact)
-          }) :
-          body
+        if (!telemetryOn) return body
+        return traced("jeeves.run", {
+          session_id: sessionAttribute(state),
+          run_id: context.runId,
+          max_turns: maxTurns,
+          model: modelTag,
+          user_id: userAttribute(state)
+        }, Effect.onExit(body, (exit) => endTurnSpan(state, exit)))
     }
 
     const service: Agent.Service = {

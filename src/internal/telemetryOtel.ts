@@ -1,0 +1,184 @@
+/**
+ * `Telemetry.layerOtel`: the OpenTelemetry SDK behind effect's `Tracer` and
+ * `Metric`, through `@effect/opentelemetry`. Loaded on demand by
+ * `Telemetry.layerOtel`, so the root module never needs the OpenTelemetry
+ * packages.
+ *
+ * @internal
+ */
+import * as OtelMetrics from "@effect/opentelemetry/Metrics"
+import * as NodeSdk from "@effect/opentelemetry/NodeSdk"
+import * as OtelResource from "@effect/opentelemetry/Resource"
+import * as OtelTracer from "@effect/opentelemetry/Tracer"
+import { context as otelContext, type Context as OtelContext, createContextKey, diag, ROOT_CONTEXT } from "@opentelemetry/api"
+import { type MetricReader, PeriodicExportingMetricReader } from "@opentelemetry/sdk-metrics"
+import {
+  BatchSpanProcessor,
+  type ReadableSpan,
+  type Span as SdkSpan,
+  type SpanExporter,
+  type SpanProcessor
+} from "@opentelemetry/sdk-trace-base"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Tracer from "effect/Tracer"
+import * as Secrets from "../Secrets.js"
+import * as Telemetry from "../Telemetry.js"
+
+const DEFAULT_METRIC_EXPORT_INTERVAL = Duration.seconds(60)
+
+const toArray = <A>(value: A | ReadonlyArray<A> | undefined): ReadonlyArray<A> =>
+  value === undefined ? [] : Array.isArray(value) ? value : [value as A]
+
+const reportFailure = (what: string, error: unknown) => {
+  diag.error(`jeevesagent telemetry: ${what} failed`, error)
+}
+
+const settled = (what: string, run: () => Promise<void>): Promise<void> => {
+  try {
+    return run().catch((error) => reportFailure(what, error))
+  } catch (error) {
+    reportFailure(what, error)
+    return Promise.resolve()
+  }
+}
+
+/**
+ * A span processor that never throws into the code ending a span: a
+ * processor or exporter failure is reported to OpenTelemetry's `diag`
+ * logger and the run goes on.
+ */
+class GuardedSpanProcessor implements SpanProcessor {
+  constructor(private readonly inner: SpanProcessor) {}
+  onStart(span: SdkSpan, parentContext: OtelContext): void {
+    try {
+      this.inner.onStart(span, parentContext)
+    } catch (error) {
+      reportFailure("span processor onStart", error)
+    }
+  }
+  onEnd(span: ReadableSpan): void {
+    try {
+      this.inner.onEnd(span)
+    } catch (error) {
+      reportFailure("span processor onEnd", error)
+    }
+  }
+  forceFlush(): Promise<void> {
+    return settled("span flush", () => this.inner.forceFlush())
+  }
+  shutdown(): Promise<void> {
+    return settled("span processor shutdown", () => this.inner.shutdown())
+  }
+}
+
+const probeKey = createContextKey("jeevesagent/telemetry/probe")
+
+/**
+ * Whether an OpenTelemetry context manager is registered. With the default
+ * no-op manager, `context.with` carries nothing, so propagating effect's
+ * current span into it on every fiber step would be pure cost.
+ */
+const contextManagerRegistered = (): boolean =>
+  otelContext.with(ROOT_CONTEXT.setValue(probeKey, true), () => otelContext.active().getValue(probeKey) === true)
+
+/**
+ * Wraps `tracer` so every span passes through `Secrets.redactingTracer`. A
+ * span whose options carry a `Secrets` service in their `context` (the
+ * agent's spans do), or whose parent span was redacted with one, is redacted
+ * with that service — so the values it handed out are masked in the agent's
+ * spans and everything under them (tool handlers, stores) even when this
+ * layer cannot see the service. Every other span is redacted with
+ * `fallback`.
+ */
+const redactingTracer = (
+  tracer: Tracer.Tracer,
+  fallback: (text: string) => string,
+  propagateContext: boolean
+): Tracer.Tracer => {
+  const byFallback = Secrets.redactingTracer(tracer, fallback)
+  const bySecrets = new WeakMap<Secrets.Service, Tracer.Tracer>()
+  const secretsOfSpan = new WeakMap<Tracer.AnySpan, Secrets.Service>()
+  const secretsFor = (context: Context.Context<never>, parent: Option.Option<Tracer.AnySpan>) => {
+    const own = Context.getOption(context, Secrets.Secrets)
+    if (Option.isSome(own)) return own.value
+    return Option.isSome(parent) ? secretsOfSpan.get(parent.value) : undefined
+  }
+  return Tracer.make({
+    context: propagateContext ? (execution, fiber) => tracer.context(execution, fiber) : (execution) => execution(),
+    span: (name, parent, context, links, startTime, kind, options) => {
+      const secrets = secretsFor(context, parent)
+      if (secrets === undefined) return byFallback.span(name, parent, context, links, startTime, kind, options)
+      let wrapped = bySecrets.get(secrets)
+      if (wrapped === undefined) {
+        wrapped = Secrets.redactingTracer(tracer, secrets.redact)
+        bySecrets.set(secrets, wrapped)
+      }
+      const span = wrapped.span(name, parent, context, links, startTime, kind, options)
+      secretsOfSpan.set(span, secrets)
+      return span
+    }
+  })
+}
+
+/** @internal */
+export const layer = (options: Telemetry.OtelOptions): Layer.Layer<Telemetry.Telemetry> =>
+  Layer.unwrapEffect(Effect.sync(() => {
+    // Built per layer build: an OpenTelemetry processor or reader serves one provider only.
+    const processors: Array<SpanProcessor> = [
+      ...toArray(options.traceExporter).map((exporter: SpanExporter) => new BatchSpanProcessor(exporter)),
+      ...toArray(options.spanProcessor)
+    ].map((processor) => new GuardedSpanProcessor(processor))
+    const readers: Array<MetricReader> = [...toArray(options.metricReader)]
+    if (options.metricExporter !== undefined) {
+      readers.push(
+        new PeriodicExportingMetricReader({
+          exporter: options.metricExporter,
+          exportIntervalMillis: Duration.toMillis(
+            Duration.decode(options.metricExportInterval ?? DEFAULT_METRIC_EXPORT_INTERVAL)
+          )
+        })
+      )
+    }
+    const shutdownTimeout = options.shutdownTimeout
+
+    const resource = OtelResource.layerFromEnv(
+      OtelResource.configToAttributes({
+        serviceName: options.serviceName,
+        ...(options.serviceVersion === undefined ? {} : { serviceVersion: options.serviceVersion }),
+        ...(options.resourceAttributes === undefined ? {} : { attributes: options.resourceAttributes })
+      })
+    )
+
+    const tracing = processors.length === 0 ? Layer.empty : Layer.unwrapEffect(
+      Effect.gen(function*() {
+        const tracer = yield* OtelTracer.make
+        const secrets = yield* Effect.serviceOption(Secrets.Secrets)
+        const fallback = Option.match(secrets, { onNone: () => Secrets.redactPatterns, onSome: (s) => s.redact })
+        const propagate = options.propagateContext ?? contextManagerRegistered()
+        return Layer.setTracer(redactingTracer(tracer, fallback, propagate))
+      })
+    ).pipe(
+      Layer.provide(OtelTracer.layerTracer),
+      Layer.provide(
+        NodeSdk.layerTracerProvider(processors as [SpanProcessor, ...Array<SpanProcessor>], {
+          ...options.tracerConfig,
+          shutdownTimeout
+        })
+      )
+    )
+
+    const metrics = readers.length === 0 ?
+      Layer.empty :
+      OtelMetrics.layer(() => readers as [MetricReader, ...Array<MetricReader>], { shutdownTimeout })
+
+    const service = Layer.succeed(Telemetry.Telemetry, {
+      enabled: true,
+      userIdAttribute: options.userIdAttribute ?? "hashed"
+    })
+
+    return Layer.mergeAll(service, tracing, metrics).pipe(Layer.provide(resource))
+  }))

@@ -1,0 +1,685 @@
+import { assert, describe, it } from "@effect/vitest"
+import { type Attributes, context as otelContext, propagation, SpanStatusCode, trace } from "@opentelemetry/api"
+import {
+  type CollectionResult,
+  DataPointType,
+  MetricReader,
+  type PushMetricExporter
+} from "@opentelemetry/sdk-metrics"
+import {
+  InMemorySpanExporter,
+  type ReadableSpan,
+  type SpanExporter,
+  type SpanProcessor,
+  SimpleSpanProcessor
+} from "@opentelemetry/sdk-trace-base"
+import { NodeTracerProvider } from "@opentelemetry/sdk-trace-node"
+import { Effect, Layer, Schema, Stream } from "effect"
+import {
+  Agent,
+  Approval,
+  AuditLog,
+  Budget,
+  Memory,
+  Model,
+  Permissions,
+  RunContext,
+  Secrets,
+  Telemetry,
+  Tool
+} from "jeevesagent"
+import * as Metrics from "../src/internal/metrics.js"
+
+// ---- OpenTelemetry doubles ----------------------------------------------------
+
+/** A metric reader that exports only when the test calls `collect`. */
+class CollectingReader extends MetricReader {
+  protected override onForceFlush(): Promise<void> {
+    return Promise.resolve()
+  }
+  protected override onShutdown(): Promise<void> {
+    return Promise.resolve()
+  }
+}
+
+/** One exported data point: a counter's value, or a histogram's count and sum. */
+interface Point {
+  readonly name: string
+  readonly type: DataPointType
+  readonly monotonic: boolean | undefined
+  readonly attributes: Attributes
+  readonly value: number
+  readonly sum: number
+}
+
+const keyOf = (name: string, attributes: Attributes) =>
+  `${name} ${JSON.stringify(Object.entries(attributes).sort(([a], [b]) => a.localeCompare(b)))}`
+
+/** The data points by name and attributes; one name with two instruments would show as a duplicate. */
+const pointsOf = (result: CollectionResult): Map<string, Point> => {
+  const out = new Map<string, Point>()
+  for (const scope of result.resourceMetrics.scopeMetrics) {
+    for (const metric of scope.metrics) {
+      for (const dataPoint of metric.dataPoints) {
+        const key = keyOf(metric.descriptor.name, dataPoint.attributes)
+        if (out.has(key)) throw new Error(`two data points for ${key}: one name, two metric definitions`)
+        const raw = dataPoint.value as number | { readonly count: number; readonly sum?: number | undefined }
+        out.set(key, {
+          name: metric.descriptor.name,
+          type: metric.dataPointType,
+          monotonic: "isMonotonic" in metric ? metric.isMonotonic : undefined,
+          attributes: dataPoint.attributes,
+          value: typeof raw === "number" ? raw : raw.count,
+          sum: typeof raw === "number" ? raw : raw.sum ?? 0
+        })
+      }
+    }
+  }
+  return out
+}
+
+const collect = (reader: MetricReader) => Effect.map(Effect.promise(() => reader.collect()), pointsOf)
+
+/**
+ * Runs `effect` and returns the `jeeves.*` data points it changed, as
+ * differences (effect's metric registry is global to the test file).
+ */
+const measured = <A, E, R>(reader: MetricReader, effect: Effect.Effect<A, E, R>) =>
+  Effect.gen(function*() {
+    const before = yield* collect(reader)
+    const value = yield* effect
+    const after = yield* collect(reader)
+    const changed: Array<Point> = []
+    for (const [key, point] of after) {
+      if (!point.name.startsWith("jeeves.")) continue
+      const value = point.value - (before.get(key)?.value ?? 0)
+      const sum = point.sum - (before.get(key)?.sum ?? 0)
+      if (value !== 0 || sum !== 0) changed.push({ ...point, value, sum })
+    }
+    return [value, changed] as const
+  })
+
+/** The changed point named `name` with exactly `attributes` (effect records tag values as strings). */
+const pointAt = (points: ReadonlyArray<Point>, name: string, attributes: Record<string, string>) => {
+  const found = points.find((point) => keyOf(point.name, point.attributes) === keyOf(name, attributes))
+  if (found === undefined) {
+    const same = points.filter((point) => point.name === name).map((point) => JSON.stringify(point.attributes))
+    throw new Error(`no ${name} ${JSON.stringify(attributes)}; recorded: ${same.join(", ") || "none"}`)
+  }
+  return found
+}
+
+/** An in-memory span exporter, a collecting reader, and `Telemetry.layerOtel` over both. */
+const otel = (options?: Partial<Telemetry.OtelOptions>) => {
+  const spans = new InMemorySpanExporter()
+  const reader = new CollectingReader()
+  const layer = Telemetry.layerOtel({
+    serviceName: "jeeves-test",
+    spanProcessor: new SimpleSpanProcessor(spans),
+    metricReader: reader,
+    ...options
+  })
+  return { spans, reader, layer }
+}
+
+const spansNamed = (spans: ReadonlyArray<ReadableSpan>, name: string) =>
+  spans.filter((span) => span.name === name).sort((a, b) => Number(a.attributes.turn ?? 0) - Number(b.attributes.turn ?? 0))
+
+const oneSpan = (spans: ReadonlyArray<ReadableSpan>, name: string): ReadableSpan => {
+  const found = spansNamed(spans, name)
+  assert.strictEqual(found.length, 1, `one ${name} span`)
+  return found[0]!
+}
+
+/** The one span named `name` about `tool`. */
+const toolSpan = (spans: ReadonlyArray<ReadableSpan>, name: string, tool: string): ReadableSpan => {
+  const found = spans.filter((span) => span.name === name && span.attributes.tool === tool)
+  assert.strictEqual(found.length, 1, `one ${name} span for ${tool}`)
+  return found[0]!
+}
+
+const isChildOf = (child: ReadableSpan, parent: ReadableSpan) =>
+  child.parentSpanContext?.spanId === parent.spanContext().spanId &&
+  child.spanContext().traceId === parent.spanContext().traceId
+
+/** Everything an exporter sends of a span that could carry text. */
+const exported = (span: ReadableSpan) =>
+  JSON.stringify({
+    name: span.name,
+    attributes: span.attributes,
+    events: span.events.map((event) => ({ name: event.name, attributes: event.attributes })),
+    status: span.status,
+    links: span.links.map((link) => link.attributes)
+  })
+
+// ---- the agent ----------------------------------------------------------------
+
+const whoami = Tool.make("whoami", {
+  description: "The current user",
+  parameters: Schema.Struct({}),
+  handler: () => Effect.map(RunContext.current, (ctx) => ctx.userId ?? "anonymous")
+})
+
+const dropTable = Tool.make("drop_table", {
+  description: "Drops a table",
+  parameters: Schema.Struct({}),
+  destructive: true,
+  handler: () => Effect.succeed("dropped")
+})
+
+const forbidden = Tool.make("forbidden", {
+  description: "Never allowed",
+  parameters: Schema.Struct({}),
+  handler: () => Effect.succeed("should not run")
+})
+
+const tools = [whoami, dropTable, forbidden]
+
+/** Calls `calls` on the first model call, then answers with every tool result joined. */
+const callThenSummarize = (
+  calls: ReadonlyArray<{ name: string; args: unknown }>,
+  usage: { first?: Model.ScriptedTurn["usage"]; second?: Model.ScriptedTurn["usage"] } = {}
+): Model.Script =>
+(request) => {
+  const last = request.messages.at(-1)!
+  if (last.role !== "tool") return { toolCalls: calls, usage: usage.first ?? { inputTokens: 10, outputTokens: 5 } }
+  const results = request.messages.filter((m) => m.role === "tool").map((m) => m.content)
+  return { text: results.join(" | "), usage: usage.second ?? { inputTokens: 20, outputTokens: 3 } }
+}
+
+/** The agent over `Agent.layerDefaults`, a scripted model, the telemetry layer and `services` (later ones win). */
+const agentWith = (
+  script: Model.Script,
+  telemetry: Layer.Layer<Telemetry.Telemetry>,
+  ...services: ReadonlyArray<Layer.Layer<any, any>>
+) =>
+  Agent.layer({ tools }).pipe(
+    Layer.provide(
+      services.reduce<Layer.Layer<any, any>>(
+        (all, service) => Layer.merge(all, service),
+        Layer.mergeAll(Agent.layerDefaults, Model.layerScripted(script), telemetry)
+      )
+    )
+  ) as Layer.Layer<Agent.Agent, unknown>
+
+const run = (prompt: string, options?: Agent.RunOptions) => Effect.flatMap(Agent.Agent, (agent) => agent.run(prompt, options))
+
+const governance = (budget: Budget.Config) =>
+  [
+    Budget.layer(budget),
+    Permissions.standard({ deniedTools: ["forbidden"] }),
+    Approval.layer(() => Effect.succeed(true))
+  ] as const
+
+// ---- spans --------------------------------------------------------------------
+
+describe("Telemetry.layerOtel spans", () => {
+  it.effect("a run with a tool call: jeeves.run → jeeves.turn → jeeves.model.complete and jeeves.tool", () => {
+    const { layer, spans } = otel()
+    return Effect.gen(function*() {
+      const result = yield* run("who am i?", { userId: "alice", sessionId: "sess-tree" })
+      const finished = spans.getFinishedSpans()
+
+      const runSpan = oneSpan(finished, "jeeves.run")
+      assert.isUndefined(runSpan.parentSpanContext)
+      assert.deepStrictEqual(runSpan.attributes, {
+        session_id: "sess-tree",
+        run_id: result.runId,
+        max_turns: 50,
+        model: "scripted",
+        user_id: Telemetry.userIdValue("hashed", "alice"),
+        turns: 2,
+        interrupted: false
+      })
+      assert.strictEqual(runSpan.status.code, SpanStatusCode.OK)
+
+      const turns = spansNamed(finished, "jeeves.turn")
+      assert.deepStrictEqual(turns.map((span) => span.attributes), [
+        { turn: 1, session_id: "sess-tree" },
+        { turn: 2, session_id: "sess-tree" }
+      ])
+      for (const turn of turns) assert.isTrue(isChildOf(turn, runSpan), "turn span is a child of the run span")
+
+      const models = spansNamed(finished, "jeeves.model.complete")
+      assert.deepStrictEqual(models.map((span) => span.attributes), [
+        { model: "scripted", turn: 1, session_id: "sess-tree", tool_count: 3 },
+        { model: "scripted", turn: 2, session_id: "sess-tree", tool_count: 3 }
+      ])
+      assert.isTrue(isChildOf(models[0]!, turns[0]!))
+      assert.isTrue(isChildOf(models[1]!, turns[1]!))
+
+      const tool = oneSpan(finished, "jeeves.tool")
+      assert.deepStrictEqual(tool.attributes, { tool: "whoami", call_id: result.toolCalls[0]!.callId, turn: 1 })
+      assert.isTrue(isChildOf(tool, turns[0]!), "the tool span is a child of its turn")
+
+      // Layers that are off leave no spans.
+      for (const name of ["jeeves.budget.reserve", "jeeves.permission.check", "jeeves.approval"]) {
+        assert.strictEqual(spansNamed(finished, name).length, 0, name)
+      }
+    }).pipe(Effect.provide(agentWith(callThenSummarize([{ name: "whoami", args: {} }]), layer)))
+  })
+
+  it.effect("Agent.stream traces the model call as jeeves.model.stream", () => {
+    const { layer, spans } = otel()
+    return Effect.gen(function*() {
+      const agent = yield* Agent.Agent
+      yield* Stream.runDrain(agent.stream("who am i?", { userId: "bob", sessionId: "sess-stream" }))
+      const finished = spans.getFinishedSpans()
+      const runSpan = oneSpan(finished, "jeeves.run")
+      const turns = spansNamed(finished, "jeeves.turn")
+      const models = spansNamed(finished, "jeeves.model.stream")
+      assert.strictEqual(turns.length, 2)
+      assert.strictEqual(models.length, 2)
+      assert.strictEqual(spansNamed(finished, "jeeves.model.complete").length, 0)
+      assert.isTrue(isChildOf(turns[0]!, runSpan))
+      assert.isTrue(isChildOf(models[0]!, turns[0]!))
+      assert.isTrue(isChildOf(oneSpan(finished, "jeeves.tool"), turns[0]!))
+    }).pipe(Effect.provide(agentWith(callThenSummarize([{ name: "whoami", args: {} }]), layer)))
+  })
+
+  it.effect("budget reserve, permission check and approval spans nest under the turn and the tool", () => {
+    const { layer, spans } = otel()
+    const script = callThenSummarize([{ name: "drop_table", args: {} }, { name: "forbidden", args: {} }])
+    return Effect.gen(function*() {
+      const result = yield* run("clean up", { userId: "carol", sessionId: "sess-gov" })
+      const finished = spans.getFinishedSpans()
+      const turns = spansNamed(finished, "jeeves.turn")
+      const reserves = spansNamed(finished, "jeeves.budget.reserve")
+      assert.strictEqual(reserves.length, 2)
+      assert.isTrue(isChildOf(reserves[0]!, turns[0]!))
+      assert.isTrue(isChildOf(reserves[1]!, turns[1]!))
+      assert.strictEqual(reserves[0]!.attributes.session_id, "sess-gov")
+      assert.strictEqual(reserves[0]!.attributes.estimated_output_tokens, 4096)
+
+      const callId = (name: string) => result.toolCalls.find((call) => call.name === name)!.callId
+      const checkOf = (tool: string, destructive: boolean, outcome: Record<string, unknown>) => {
+        const check = toolSpan(finished, "jeeves.permission.check", tool)
+        assert.deepStrictEqual(check.attributes, { tool, call_id: callId(tool), turn: 1, destructive, ...outcome })
+        assert.isTrue(isChildOf(check, toolSpan(finished, "jeeves.tool", tool)))
+        return check
+      }
+
+      const dropCheck = checkOf("drop_table", true, { allowed: true })
+      const approval = oneSpan(finished, "jeeves.approval")
+      assert.deepStrictEqual(approval.attributes, { tool: "drop_table", call_id: callId("drop_table"), turn: 1 })
+      assert.isTrue(isChildOf(approval, dropCheck), "approval is part of the permission check")
+
+      const denied = checkOf("forbidden", false, { allowed: false, reason: "forbidden: denied by policy" })
+      // A denial is an outcome, not a tracing error.
+      assert.strictEqual(denied.status.code, SpanStatusCode.OK)
+      assert.isTrue(isChildOf(toolSpan(finished, "jeeves.tool", "forbidden"), turns[0]!))
+    }).pipe(Effect.provide(agentWith(script, layer, ...governance({ maxTokens: 1_000_000 }))))
+  })
+})
+
+// ---- metrics ------------------------------------------------------------------
+
+describe("Telemetry.layerOtel metrics", () => {
+  it.effect("every agent metric, with its tags", () => {
+    const { layer, reader } = otel({ userIdAttribute: "raw" })
+    const user = "metrics-user"
+    const script = callThenSummarize(
+      [{ name: "whoami", args: {} }, { name: "drop_table", args: {} }, { name: "forbidden", args: {} }],
+      {
+        first: { inputTokens: 30, outputTokens: 10, costUsd: 0.002 },
+        second: { inputTokens: 50, outputTokens: 20, costUsd: 0.003 }
+      }
+    )
+    return Effect.gen(function*() {
+      const [[first, second], points] = yield* measured(
+        reader,
+        Effect.all([run("go", { userId: user }), run("again", { userId: user })])
+      )
+      assert.isFalse(first.interrupted)
+      assert.strictEqual(second.interruptionReason, "budget:per_user_max_tokens")
+
+      const tokensIn = pointAt(points, "jeeves.tokens.input", { model: "scripted", user_id: user })
+      assert.strictEqual(tokensIn.value, 80)
+      assert.strictEqual(tokensIn.type, DataPointType.SUM)
+      assert.isTrue(tokensIn.monotonic)
+      assert.strictEqual(pointAt(points, "jeeves.tokens.output", { model: "scripted", user_id: user }).value, 30)
+      assert.closeTo(pointAt(points, "jeeves.cost.usd", { model: "scripted", user_id: user }).value, 0.005, 1e-12)
+
+      const session = pointAt(points, "jeeves.session.duration_ms", { interrupted: "false", turns: "2", user_id: user })
+      assert.strictEqual(session.type, DataPointType.HISTOGRAM)
+      assert.strictEqual(session.value, 1)
+      assert.strictEqual(
+        pointAt(points, "jeeves.session.duration_ms", { interrupted: "true", turns: "0", user_id: user }).value,
+        1
+      )
+
+      const warning = pointAt(points, "jeeves.budget.warnings", { reason: "per-user tokens", user_id: user })
+      assert.strictEqual(warning.value, 1)
+      const exceeded = pointAt(points, "jeeves.budget.exceeded", { reason: "per_user_max_tokens", user_id: user })
+      assert.strictEqual(exceeded.value, 1)
+      assert.isTrue(exceeded.monotonic)
+
+      for (const [tool, ok, denied] of [["whoami", "true", "false"], ["drop_table", "true", "false"], [
+        "forbidden",
+        "false",
+        "true"
+      ]] as const) {
+        const duration = pointAt(points, "jeeves.tool.duration_ms", { tool, ok, denied })
+        assert.strictEqual(duration.type, DataPointType.HISTOGRAM)
+        assert.strictEqual(duration.value, 1, tool)
+      }
+
+      for (const [tool, decision] of [["whoami", "allow"], ["drop_table", "ask"], ["forbidden", "deny"]] as const) {
+        const point = pointAt(points, "jeeves.permission.decisions", { tool, decision, source: "policy", user_id: user })
+        assert.strictEqual(point.value, 1, tool)
+      }
+      assert.strictEqual(
+        pointAt(points, "jeeves.approval.requests", { tool: "drop_table", outcome: "approved", user_id: user }).value,
+        1
+      )
+      assert.strictEqual(pointAt(points, "jeeves.approval.duration_ms", { tool: "drop_table", outcome: "approved" }).value, 1)
+
+      const appends: Record<string, number> = {
+        run_started: 2,
+        run_completed: 2,
+        tool_call: 3,
+        tool_result: 3,
+        permission_decision: 3,
+        approval_decision: 1,
+        budget_blocked: 1
+      }
+      for (const [action, count] of Object.entries(appends)) {
+        const point = pointAt(points, "jeeves.audit.append_ms", { action, ok: "true" })
+        assert.strictEqual(point.type, DataPointType.HISTOGRAM)
+        assert.strictEqual(point.value, count, action)
+      }
+
+      // Nothing else, and never a per-session tag (unbounded cardinality).
+      assert.deepStrictEqual([...new Set(points.map((point) => point.name))].sort(), [
+        "jeeves.approval.duration_ms",
+        "jeeves.approval.requests",
+        "jeeves.audit.append_ms",
+        "jeeves.budget.exceeded",
+        "jeeves.budget.warnings",
+        "jeeves.cost.usd",
+        "jeeves.permission.decisions",
+        "jeeves.session.duration_ms",
+        "jeeves.tokens.input",
+        "jeeves.tokens.output",
+        "jeeves.tool.duration_ms"
+      ])
+      for (const point of points) assert.notProperty(point.attributes, "session_id", point.name)
+    }).pipe(
+      Effect.provide(
+        agentWith(
+          script,
+          layer,
+          ...governance({ perUserMaxTokens: 100, softWarningAt: 0.1 }),
+          AuditLog.layerMemory({ secret: "telemetry-test-audit-key-0123456789" })
+        )
+      )
+    )
+  })
+
+  it.effect("user_id is raw, hashed or omitted as configured; anonymous runs are tagged \"anonymous\"", () =>
+    Effect.gen(function*() {
+      const script = callThenSummarize([{ name: "whoami", args: {} }])
+      const cases = [
+        { mode: "raw", userId: "dana", expected: "dana" },
+        { mode: "raw", userId: undefined, expected: "anonymous" },
+        { mode: "hashed", userId: "dana", expected: Telemetry.userIdValue("hashed", "dana") },
+        { mode: "omit", userId: "dana", expected: undefined }
+      ] as const
+      for (const { expected, mode, userId } of cases) {
+        const { layer, reader, spans } = otel({ userIdAttribute: mode })
+        const [runSpan, points] = yield* measured(
+          reader,
+          run("hi", userId === undefined ? {} : { userId })
+        ).pipe(
+          Effect.map(([, points]) => [oneSpan(spans.getFinishedSpans(), "jeeves.run"), points] as const),
+          Effect.provide(agentWith(script, layer))
+        )
+        const tokens = points.filter((point) => point.name === "jeeves.tokens.input")
+        assert.strictEqual(tokens.length, 1, mode)
+        assert.strictEqual(tokens[0]!.attributes.user_id, expected, mode)
+        assert.strictEqual(tokens[0]!.value, 30, mode)
+        const session = points.filter((point) => point.name === "jeeves.session.duration_ms")
+        assert.strictEqual(session[0]!.attributes.user_id, expected, mode)
+        assert.strictEqual(runSpan.attributes.user_id, expected, mode)
+        if (expected === undefined) {
+          for (const point of points) assert.notProperty(point.attributes, "user_id", point.name)
+        }
+      }
+    }))
+
+  it.effect("labels set with Effect.tagMetrics are added to the agent's metrics", () => {
+    const { layer, reader } = otel({ userIdAttribute: "omit" })
+    return Effect.gen(function*() {
+      const [, points] = yield* measured(reader, run("hi").pipe(Effect.tagMetrics("tenant", "acme")))
+      assert.strictEqual(pointAt(points, "jeeves.tokens.input", { model: "scripted", tenant: "acme" }).value, 30)
+    }).pipe(Effect.provide(agentWith(callThenSummarize([{ name: "whoami", args: {} }]), layer)))
+  })
+
+  it.effect("state evictions and auto-extract metrics, with their tags", () => {
+    const { layer, reader } = otel({ userIdAttribute: "raw" })
+    const memory = Memory.autoExtract().pipe(
+      Layer.provide(Memory.layerInMemory()),
+      Layer.provide(Layer.mergeAll(Model.layerScripted(() => ({ text: "[]" })), Budget.layerNone, layer))
+    )
+    return Effect.gen(function*() {
+      const [, points] = yield* measured(
+        reader,
+        Effect.gen(function*() {
+          yield* Metrics.recordEvictions("budget", 2)
+          Metrics.unsafeRecordEvictions("memory")
+          Metrics.unsafeRecordEvictions("memory", 0)
+          const m = yield* Memory.Memory
+          yield* m.remember({ input: "hello", output: "hi" }).pipe(RunContext.withUser("erin"))
+        })
+      )
+      const evictions = pointAt(points, "jeeves.state.evictions", { store: "budget" })
+      assert.strictEqual(evictions.value, 2)
+      assert.isTrue(evictions.monotonic)
+      assert.strictEqual(pointAt(points, "jeeves.state.evictions", { store: "memory" }).value, 1)
+      assert.strictEqual(pointAt(points, "jeeves.auto_extract.invocations", { status: "ok", user_id: "erin" }).value, 1)
+      const extraction = pointAt(points, "jeeves.auto_extract.duration_ms", { status: "ok", user_id: "erin" })
+      assert.strictEqual(extraction.type, DataPointType.HISTOGRAM)
+      assert.strictEqual(extraction.value, 1)
+    }).pipe(Effect.provide(Layer.merge(memory, layer)))
+  })
+})
+
+// ---- redaction, failures, off ---------------------------------------------------
+
+const SECRET = "vault-token-3f9a1c77e2b84d05"
+const SecretsLive = Secrets.layerDict({ VAULT_TOKEN: SECRET })
+
+const leaky = Tool.make("leaky", {
+  description: "Puts the secret on a span of its own",
+  parameters: Schema.Struct({}),
+  handler: () => Effect.withSpan(Effect.succeed("ok"), "leaky.inner", { attributes: { token: SECRET } })
+})
+
+const leakyPermissions = Layer.succeed(Permissions.Permissions, {
+  check: (call) =>
+    Effect.succeed(
+      call.name === "forbidden" ? Permissions.Decision.Deny({ reason: `blocked for ${SECRET}` }) : Permissions.allow
+    )
+})
+
+/** Turn 1 calls `leaky` and `forbidden`; turn 2 fails with an error quoting the secret. */
+const leakyScript: Model.Script = (request) =>
+  request.messages.at(-1)!.role !== "tool" ?
+    { toolCalls: [{ name: "leaky", args: {} }, { name: "forbidden", args: {} }] } :
+    {
+      error: new Model.ModelError({ reason: "bad_request", retryable: false, description: `upstream rejected ${SECRET}` })
+    }
+
+const leakyAgent = (telemetry: Layer.Layer<Telemetry.Telemetry>) =>
+  Agent.layer({ tools: [leaky, forbidden] }).pipe(
+    Layer.provide(Layer.mergeAll(Agent.layerDefaults, Model.layerScripted(leakyScript), telemetry, SecretsLive, leakyPermissions))
+  )
+
+describe("Telemetry.layerOtel safety", () => {
+  it.effect("the agent's spans are redacted with the agent's Secrets, failures included", () => {
+    const { layer, spans } = otel()
+    return Effect.gen(function*() {
+      const error = yield* Effect.flip(run("leak it", { userId: "mallory", sessionId: `sess-${SECRET}` }))
+      assert.strictEqual(error._tag, "ModelError")
+      const finished = spans.getFinishedSpans()
+      assert.includeMembers(finished.map((span) => span.name), [
+        "jeeves.run",
+        "jeeves.turn",
+        "jeeves.model.complete",
+        "jeeves.tool",
+        "jeeves.permission.check",
+        "leaky.inner"
+      ])
+      for (const span of finished) assert.notInclude(exported(span), SECRET, span.name)
+      // A tool's own span, under the agent's: redacted with the agent's Secrets too.
+      assert.strictEqual(oneSpan(finished, "leaky.inner").attributes.token, "[REDACTED]")
+      const runSpan = oneSpan(finished, "jeeves.run")
+      assert.strictEqual(runSpan.attributes.session_id, "sess-[REDACTED]")
+      assert.strictEqual(runSpan.status.code, SpanStatusCode.ERROR)
+      assert.include(runSpan.status.message ?? "", "upstream rejected [REDACTED]")
+      // The failing turn's span is ended with the failure too.
+      const turns = spansNamed(finished, "jeeves.turn")
+      assert.strictEqual(turns.length, 2)
+      assert.strictEqual(turns[1]!.status.code, SpanStatusCode.ERROR)
+      const denied = toolSpan(finished, "jeeves.permission.check", "forbidden")
+      assert.strictEqual(denied.attributes.reason, "blocked for [REDACTED]")
+    }).pipe(Effect.provide(leakyAgent(layer)))
+  })
+
+  it.effect("spans outside any run: redacted with the Secrets given to the layer, else by pattern", () =>
+    Effect.gen(function*() {
+      const github = "ghp_" + "a".repeat(36)
+      const attributesOf = (telemetry: ReturnType<typeof otel>, layer: Layer.Layer<Telemetry.Telemetry>) =>
+        Effect.withSpan(Effect.void, "outside", { attributes: { token: SECRET, github } }).pipe(
+          Effect.map(() => oneSpan(telemetry.spans.getFinishedSpans(), "outside").attributes),
+          Effect.provide(layer)
+        )
+      const withSecrets = otel()
+      assert.deepStrictEqual(yield* attributesOf(withSecrets, withSecrets.layer.pipe(Layer.provide(SecretsLive))), {
+        token: "[REDACTED]",
+        github: "[REDACTED]"
+      })
+      const patternsOnly = otel()
+      assert.deepStrictEqual(yield* attributesOf(patternsOnly, patternsOnly.layer), {
+        token: SECRET,
+        github: "[REDACTED]"
+      })
+    }))
+
+  it.live("failing exporters, processors and metric exporters never fail a run", () => {
+    // Keeps what it got after shutdown (an InMemorySpanExporter forgets), for a check after teardown.
+    const healthy: Array<string> = []
+    const recording: SpanExporter = {
+      export: (spans, done) => {
+        for (const span of spans) healthy.push(span.name)
+        done({ code: 0 }) // ExportResultCode.SUCCESS
+      },
+      shutdown: () => Promise.resolve()
+    }
+    const attempts = { spans: 0, metrics: 0 }
+    const throwing: SpanExporter = {
+      export: () => {
+        attempts.spans++
+        throw new Error("collector down")
+      },
+      shutdown: () => Promise.reject(new Error("collector down"))
+    }
+    const refusing: SpanExporter = {
+      export: (_spans, done) => {
+        attempts.spans++
+        done({ code: 1, error: new Error("HTTP 503") }) // ExportResultCode.FAILED
+      },
+      shutdown: () => Promise.resolve(),
+      forceFlush: () => Promise.reject(new Error("flush failed"))
+    }
+    const broken: SpanProcessor = {
+      onStart: () => {
+        throw new Error("onStart")
+      },
+      onEnd: () => {
+        throw new Error("onEnd")
+      },
+      forceFlush: () => Promise.reject(new Error("forceFlush")),
+      shutdown: () => {
+        throw new Error("shutdown")
+      }
+    }
+    const metricExporter: PushMetricExporter = {
+      export: () => {
+        attempts.metrics++
+        throw new Error("metrics down")
+      },
+      forceFlush: () => Promise.reject(new Error("metrics down")),
+      shutdown: () => Promise.reject(new Error("metrics down"))
+    }
+    const layer = Telemetry.layerOtel({
+      serviceName: "jeeves-test",
+      traceExporter: refusing,
+      spanProcessor: [new SimpleSpanProcessor(throwing), broken, new SimpleSpanProcessor(recording)],
+      metricExporter,
+      metricExportInterval: "20 millis",
+      shutdownTimeout: "1 second"
+    })
+    const script = callThenSummarize([{ name: "whoami", args: {} }])
+    return Effect.gen(function*() {
+      const result = yield* run("who am i?", { userId: "frank" }).pipe(Effect.provide(agentWith(script, layer)))
+      assert.strictEqual(result.output, "frank")
+      // The layer has shut down without failing; the healthy exporter next to the broken ones got the spans.
+      assert.includeMembers(healthy, ["jeeves.run", "jeeves.turn", "jeeves.model.complete", "jeeves.tool"])
+      assert.isAbove(attempts.spans, 0)
+      assert.isAbove(attempts.metrics, 0)
+    })
+  })
+
+  it.effect("with a context manager registered, tools see the agent's span as OpenTelemetry's active span", () => {
+    const activeSpanId = Tool.make("active_span", {
+      description: "OpenTelemetry's active span id, as an instrumented library would see it",
+      parameters: Schema.Struct({}),
+      handler: () => Effect.sync(() => trace.getActiveSpan()?.spanContext().spanId ?? "none")
+    })
+    const script = callThenSummarize([{ name: "active_span", args: {} }])
+    const activeIn = (options?: Partial<Telemetry.OtelOptions>) => {
+      const { layer, spans } = otel(options)
+      return run("which span?").pipe(
+        Effect.map((result) => ({ seen: result.toolCalls[0]!.output, tool: oneSpan(spans.getFinishedSpans(), "jeeves.tool") })),
+        Effect.provide(
+          Agent.layer({ tools: [activeSpanId] }).pipe(
+            Layer.provide(Layer.mergeAll(Agent.layerDefaults, Model.layerScripted(script), layer))
+          )
+        )
+      )
+    }
+    return Effect.gen(function*() {
+      // No context manager: nothing to propagate into, so nothing is (the default).
+      assert.strictEqual((yield* activeIn()).seen, "none")
+      // `register()` installs the async-hooks context manager, as an instrumented app would.
+      yield* Effect.acquireRelease(
+        Effect.sync(() => new NodeTracerProvider().register()),
+        () =>
+          Effect.sync(() => {
+            trace.disable()
+            otelContext.disable()
+            propagation.disable()
+          })
+      )
+      const propagated = yield* activeIn()
+      assert.strictEqual(propagated.seen, propagated.tool.spanContext().spanId)
+      assert.strictEqual((yield* activeIn({ propagateContext: false })).seen, "none")
+    }).pipe(Effect.scoped)
+  })
+
+  it.effect("Telemetry.layerNone records nothing, even with an exporting tracer installed", () => {
+    const { layer, reader, spans } = otel()
+    return Effect.gen(function*() {
+      const [result, points] = yield* measured(
+        reader,
+        Effect.zipLeft(run("who am i?", { userId: "gina" }), Effect.withSpan(Effect.void, "probe"))
+      )
+      assert.strictEqual(result.output, "gina")
+      assert.deepStrictEqual(points, [])
+      const names = spans.getFinishedSpans().map((span) => span.name)
+      assert.include(names, "probe", "the tracer is live")
+      assert.deepStrictEqual(names.filter((name) => name.startsWith("jeeves.")), [])
+    }).pipe(Effect.provide(agentWith(callThenSummarize([{ name: "whoami", args: {} }]), layer, Telemetry.layerNone)))
+  })
+})
