@@ -3,8 +3,6 @@ import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import { globalValue } from "effect/GlobalValue"
-import * as Metric from "effect/Metric"
-import * as MetricBoundaries from "effect/MetricBoundaries"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import type * as Budget from "../Budget.js"
@@ -13,22 +11,13 @@ import { AutoExtractError, autoExtractNotice, extractionPrompt } from "../Memory
 import * as Model from "../Model.js"
 import * as RunContext from "../RunContext.js"
 import * as Telemetry from "../Telemetry.js"
+import * as Metrics from "./metrics.js"
 
 const LOGGER = "jeevesagent.memory.auto_extract"
 const DEFAULT_MAX_FACTS = 20
 const DEFAULT_MAX_TOKENS = 1024
 
 const announced = globalValue(Symbol.for("jeevesagent/Memory/autoExtractAnnounced"), () => ({ done: false }))
-
-const durationMs = Metric.histogram(
-  "jeeves.auto_extract.duration_ms",
-  MetricBoundaries.exponential({ start: 1, factor: 2, count: 16 }),
-  "Time spent extracting facts from one remembered episode, in milliseconds"
-)
-
-const invocations = Metric.counter("jeeves.auto_extract.invocations", {
-  description: "Auto-extraction attempts after remembered episodes"
-})
 
 // ---- parsing -----------------------------------------------------------------
 
@@ -182,12 +171,11 @@ export const make = (
       )
 
     const record = (userId: string | null, status: Memory.AutoExtractStatus, millis: number) => {
-      const user = Telemetry.userIdValue(userIdMode, userId)
-      const tag = <Type, In, Out>(metric: Metric.Metric<Type, In, Out>) => {
-        const withStatus = Metric.tagged(metric, "status", status)
-        return user === undefined ? withStatus : Metric.tagged(withStatus, "user_id", user)
-      }
-      return Effect.zipRight(Metric.update(tag(durationMs), millis), Metric.increment(tag(invocations)))
+      const attributes = { status, user_id: Telemetry.userIdValue(userIdMode, userId) }
+      return Effect.zipRight(
+        Metrics.record(Metrics.autoExtractDuration, millis, attributes),
+        Metrics.record(Metrics.autoExtractInvocations, 1, attributes)
+      )
     }
 
     const remember: Memory.Service["remember"] = (episode) =>

@@ -1,3 +1,5 @@
+import * as Metrics from "./metrics.js"
+
 /**
  * The bounded per-user table of the in-memory budget: least-recently-used
  * eviction at `maxUsers`, idle time-to-live, both optional.
@@ -56,7 +58,10 @@ export class BoundedUsers<V extends Entry> {
       while (this.entries.size > this.maxUsers && guard-- > 0) {
         const [oldestKey, oldest] = this.entries.entries().next().value!
         if (oldest.pinned) this.touch(oldestKey, oldest, now)
-        else this.entries.delete(oldestKey)
+        else {
+          this.entries.delete(oldestKey)
+          Metrics.unsafeRecordEvictions("budget")
+        }
       }
     }
     return entry
@@ -78,7 +83,10 @@ export class BoundedUsers<V extends Entry> {
       if (guard-- <= 0 || now - entry.lastTouched < ttl) return
       // A pinned entry is in use, not idle: it moves to the end (after this loop's remaining items).
       if (entry.pinned) this.touch(key, entry, now)
-      else this.entries.delete(key)
+      else {
+        this.entries.delete(key)
+        Metrics.unsafeRecordEvictions("budget")
+      }
     }
   }
 }

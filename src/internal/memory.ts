@@ -4,6 +4,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Memory from "../Memory.js"
 import * as store from "./memoryStore.js"
+import * as Metrics from "./metrics.js"
 
 interface StoredEpisode {
   readonly seq: number
@@ -37,7 +38,11 @@ const emptyState = (now: number): UserState => ({
 
 const hasData = (state: UserState) => state.blocks.size > 0 || state.episodes.length > 0 || state.facts.length > 0
 
+/** Drops a user's data; counts an eviction when there was any. */
 const clear = (state: UserState) => {
+  if (state.blocks.size > 0 || state.episodes.length > 0 || state.facts.length > 0) {
+    Metrics.unsafeRecordEvictions("memory")
+  }
   state.nextSeq = 0
   state.blocks = new Map()
   state.episodes = []
@@ -139,7 +144,11 @@ export const makeInMemoryStore = (options?: Memory.InMemoryOptions) =>
     const touch = (user: string): Effect.Effect<UserState> =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
-        if (!(yield* cache.contains(user))) yield* cache.set(user, emptyState(now))
+        if (!(yield* cache.contains(user))) {
+          // The cache is full: setting a new user evicts the least recently used one.
+          if ((yield* cache.size) >= capacity) Metrics.unsafeRecordEvictions("memory")
+          yield* cache.set(user, emptyState(now))
+        }
         const state = yield* cache.get(user)
         if (idleTtl !== null) {
           if (now - state.lastTouched >= idleTtl) clear(state)

@@ -167,13 +167,16 @@ export const layerFromOptions = (options: AgentOptions): Layer.Layer<Services, u
   const secrets = secretsLayer(options)
   const model = modelLayer(options).pipe(Layer.provide(secrets))
   const budget = budgetLayer(options)
+  const telemetry = telemetryLayer(options)
   const store = storeLayer(options)
   const extract = autoExtractMode(options)
   const memory = extract === "off" ?
     store :
-    Memory.autoExtract({ announce: extract === "announced" }).pipe(Layer.provide(Layer.mergeAll(store, model, budget)))
+    Memory.autoExtract({ announce: extract === "announced" }).pipe(
+      Layer.provide(Layer.mergeAll(store, model, budget, telemetry))
+    )
 
-  const overrides: Array<Layer.Layer<never, unknown, Secrets.Secrets>> = [memory, budget, telemetryLayer(options)]
+  const overrides: Array<Layer.Layer<never, unknown, Secrets.Secrets>> = [memory, budget, telemetry]
   for (const layer of [permissionsLayer(options), approvalLayer(options), hooksLayer(options), auditLogLayer(options)]) {
     if (layer !== undefined) overrides.push(layer)
   }
