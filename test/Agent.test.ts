@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Chunk, Deferred, Effect, Fiber, Layer, Ref, Schedule, Schema, Stream, TestClock } from "effect"
-import { Agent, AgentEvent, Hooks, Model, RunContext, Tool } from "jeevesagent"
+import { Agent, AgentEvent, Budget, Hooks, Model, RunContext, Tool } from "jeevesagent"
 
 const whoami = Tool.make("whoami", {
   description: "The current user",
@@ -135,6 +135,32 @@ describe("Agent.run", () => {
       assert.strictEqual(result.toolCalls[0]!.status, "denied")
       assert.deepStrictEqual(result.toolCalls[0]!.args, { path: "notes.txt" })
       assert.deepStrictEqual(seen, [])
+    }))
+
+  it.effect("a ledger that cannot settle keeps the answer; the reservation stays charged", () =>
+    Effect.gen(function*() {
+      const estimates: Array<Model.Usage> = []
+      const flaky: Budget.Service = {
+        ...Budget.none,
+        reserve: (estimate) =>
+          Effect.sync(() => {
+            estimates.push(estimate)
+            return {
+              _tag: "Granted" as const,
+              warning: undefined,
+              settle: () => Effect.fail(new Budget.BudgetUnavailable({ description: "ledger down" })),
+              release: Effect.void
+            }
+          })
+      }
+      const layer = Agent.layer({ tools: [whoami] }).pipe(
+        Layer.provide(Model.layerScripted([{ text: "naïve café 日本語" }])),
+        Layer.provide(Layer.mergeAll(Agent.layerDefaults, Layer.succeed(Budget.Budget, flaky)))
+      )
+      const result = yield* Effect.flatMap(Agent.Agent, (agent) => agent.run("日本語のテキスト")).pipe(Effect.provide(layer))
+      assert.strictEqual(result.output, "naïve café 日本語")
+      // The estimate bounds input tokens by UTF-8 bytes (3 per Japanese character), never chars / 4.
+      assert.isAtLeast(estimates[0]!.inputTokens, Buffer.byteLength("日本語のテキスト", "utf8"))
     }))
 
   it.effect("max turns stops the run with max_turns_exceeded", () =>

@@ -55,11 +55,21 @@ const DEFAULT_MAX_TURNS = 50
 const DEFAULT_MAX_TOKENS = 4096
 const PROMPT_AUDIT_CHARS = 500
 
-/** Rough token estimate for budget reservations: four characters a token, rounded up. */
-const estimateInputTokens = (messages: ReadonlyArray<Model.Message>): number => {
-  let chars = 0
-  for (const message of messages) chars += message.content.length
-  return Math.ceil(chars / 4)
+/**
+ * An upper bound on a request's input tokens, for budget reservations: every
+ * token is at least one UTF-8 byte. (Characters / 4 is no bound: non-Latin
+ * text can exceed it, and the cap's overshoot bound rests on estimates not
+ * falling short.) `fixedBytes` covers what every request carries (tools).
+ */
+const estimateInputTokens = (messages: ReadonlyArray<Model.Message>, fixedBytes: number): number => {
+  let bytes = fixedBytes
+  for (const message of messages) {
+    bytes += Buffer.byteLength(message.content, "utf8")
+    if (message.role === "assistant") {
+      for (const call of message.toolCalls) bytes += Buffer.byteLength(JSON.stringify(call.args) ?? "", "utf8") + 32
+    }
+  }
+  return bytes
 }
 
 /** Freezes a JSON-like value in place (model-provided tool arguments are small). */
@@ -125,6 +135,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       tools.map((tool) => [tool.name, Schema.decodeUnknown(tool.parameters, { errors: "all" })] as const)
     )
     const toolDefinitions = tools.map((tool) => tool.definition)
+    const toolDefinitionBytes = Buffer.byteLength(JSON.stringify(toolDefinitions), "utf8")
 
     // Fast paths: a layer that cannot change the outcome costs nothing.
     const budgetOn = budget !== Budget.none
@@ -308,7 +319,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       if (!budgetOn) {
         return Effect.map(callModel(state, request, turn), (response) => ({ _tag: "Answered", response }) as const)
       }
-      const inputTokens = estimateInputTokens(request.messages)
+      const inputTokens = estimateInputTokens(request.messages, toolDefinitionBytes)
       const estimate: Model.Usage = {
         inputTokens,
         outputTokens: maxTokens,
@@ -332,7 +343,12 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           return Effect.flatMap(Effect.exit(called), (exit): Effect.Effect<Metered, Model.ModelError | Budget.BudgetUnavailable> => {
             if (Exit.isFailure(exit)) return Effect.zipRight(reservation.release, Effect.failCause(exit.cause))
             const answered = { _tag: "Answered", response: exit.value } as const
-            return Effect.as(reservation.settle(exit.value.usage), answered)
+            // The answer is kept even if the ledger cannot be settled now: the reservation (an upper
+            // bound) stays charged until the backend reclaims it, so nothing goes unmetered.
+            const settled = reservation.settle(exit.value.usage).pipe(
+              Effect.catchAll((error) => warn(`budget settle failed: ${error.message}`, { turn }))
+            )
+            return Effect.as(settled, answered)
           })
         })
       )
