@@ -255,8 +255,9 @@ export interface InMemoryOptions {
 
 /**
  * In-process memory. All of a user's state — blocks, episodes and facts — is
- * one entry of an effect `Cache` bounded by `maxUsers` (least recently
- * touched first) and `userIdleTtl`; dropping the entry drops all of it.
+ * one entry of a table bounded by `maxUsers` (least recently touched dropped
+ * first) and `userIdleTtl` (idle users dropped on the next access, no
+ * background fiber); dropping the entry drops all of it.
  * Invalid bounds are a defect with a message naming the option.
  *
  * @since 0.1.0

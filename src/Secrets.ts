@@ -46,6 +46,7 @@ import * as Schema from "effect/Schema"
 import type * as Tracer from "effect/Tracer"
 import * as internal from "./internal/redact.js"
 import * as sinks from "./internal/secretsSinks.js"
+import { withServiceSpan } from "./internal/spans.js"
 
 /**
  * No secret has that name, or the backend could not produce it (then
@@ -312,13 +313,13 @@ export const make = (backend: Backend, options?: MakeOptions): Service => {
       Effect.map(backend.resolve(ref), (value) => {
         cache.set(ref, remember(value))
         return Redacted.make(value)
-      }).pipe(Effect.withSpan("Secrets.resolve", { attributes: { ref } })),
+      }).pipe(withServiceSpan("Secrets.resolve", { attributes: { ref } })),
     store: (ref, value) => {
       if (backend.store === undefined) {
         return Effect.fail(new SecretStoreError({ ref, description: "this secrets backend is read-only" }))
       }
       return Effect.tap(backend.store(ref, value), () => Effect.sync(() => void cache.set(ref, remember(value)))).pipe(
-        Effect.withSpan("Secrets.store", { attributes: { ref } })
+        withServiceSpan("Secrets.store", { attributes: { ref } })
       )
     },
     lookupSync: (ref) => {

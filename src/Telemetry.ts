@@ -44,6 +44,7 @@ import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import { createHash } from "node:crypto"
+import { layerServiceSpans } from "./internal/spans.js"
 
 /**
  * How a user id appears in span and metric attributes: as is, as a short
@@ -97,7 +98,10 @@ export const layerNone: Layer.Layer<Telemetry> = Layer.succeed(Telemetry, none)
  * @category layers
  */
 export const layer = (options?: { readonly userIdAttribute?: UserIdAttribute | undefined }): Layer.Layer<Telemetry> =>
-  Layer.succeed(Telemetry, { enabled: true, userIdAttribute: options?.userIdAttribute ?? "hashed" })
+  Layer.merge(
+    Layer.succeed(Telemetry, { enabled: true, userIdAttribute: options?.userIdAttribute ?? "hashed" }),
+    layerServiceSpans
+  )
 
 /**
  * Options of {@link layerOtel}. Exporter, processor and reader instances

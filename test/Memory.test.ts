@@ -69,10 +69,10 @@ describe("Memory.layerInMemory", () => {
       yield* TestClock.adjust("59 minutes")
       yield* store.working("bob")
       yield* TestClock.adjust("31 minutes")
-      // Sweeps run at most every half TTL: carol's touch runs one. alice has
-      // been idle 90 minutes, bob 31.
+      // Any access sweeps the idle users: alice has been idle 90 minutes and is
+      // dropped entirely, bob (31 minutes) stays.
       yield* store.working("carol")
-      assert.deepStrictEqual(yield* residency, { users: 3, usersWithData: 1 })
+      assert.deepStrictEqual(yield* residency, { users: 2, usersWithData: 1 })
     }))
 
   it.effect("null bounds keep everybody", () =>

@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Effect, Exit, HashMap, Layer, Logger, Option, Redacted, Schema, Tracer } from "effect"
 import type { Context, Logger as LoggerNs } from "effect"
-import { Secrets } from "jeevesagent"
+import { Secrets, Telemetry } from "jeevesagent"
 
 const SECRET = "vault-value with spaces & \"quotes\""
 const TOKEN = "ghp_" + "Zx9".repeat(12)
@@ -197,7 +197,8 @@ describe("layerRedactingTracer", () => {
       }
     }
   })
-  const layer = Secrets.layerRedactingTracer.pipe(
+  // Telemetry.layer() turns the services' own spans (Secrets.resolve) on.
+  const layer = Layer.merge(Secrets.layerRedactingTracer, Telemetry.layer()).pipe(
     Layer.provide(Layer.setTracer(recordingTracer)),
     Layer.provideMerge(secretsLayer)
   )

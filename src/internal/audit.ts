@@ -17,6 +17,7 @@ import * as Secrets from "../Secrets.js"
 import { buildEntry, type Draft, emptyHead, matches, type SigningKey, signingKey, verifyAll } from "./auditChain.js"
 import { toJson } from "./auditJcs.js"
 import { newId } from "./ids.js"
+import { withServiceSpan } from "./spans.js"
 
 /** What a backend implements; the service adds the run context and redaction. @internal */
 export interface Store {
@@ -59,11 +60,11 @@ export const makeService = (store: Store, redact: (text: string) => string): Aud
         payload: toJson(input.payload, redact)
       })).pipe(
         // The hot path: no stack capture per span.
-        Effect.withSpan("AuditLog.append", { attributes: { action }, captureStackTrace: false })
+        withServiceSpan("AuditLog.append", { attributes: { action }, captureStackTrace: false })
       )
   },
-  query: (filter) => store.query(filter).pipe(Effect.withSpan("AuditLog.query")),
-  verify: store.verify.pipe(Effect.withSpan("AuditLog.verify"))
+  query: (filter) => store.query(filter).pipe(withServiceSpan("AuditLog.query")),
+  verify: store.verify.pipe(withServiceSpan("AuditLog.verify"))
 })
 
 // ---- memory --------------------------------------------------------------------

@@ -1,8 +1,9 @@
 import * as Metrics from "./metrics.js"
 
 /**
- * The bounded per-user table of the in-memory budget: least-recently-used
- * eviction at `maxUsers`, idle time-to-live, both optional.
+ * The bounded per-user table of the in-memory budget and memory:
+ * least-recently-used eviction at `maxUsers`, idle time-to-live, both
+ * optional.
  *
  * Why not effect's `Cache`: in effect 3.22 a `Cache` entry loaded through
  * its lookup is tracked under two access-order nodes (the pending one and the
@@ -11,7 +12,9 @@ import * as Metrics from "./metrics.js"
  * `"b"`. `set` and `invalidate` leave stale nodes the same way. The budget
  * needs exact LRU order (a wrongly evicted user gets their totals reset,
  * i.e. fresh budget) and a check-and-reserve that is atomic, which is easiest
- * as one synchronous step over plain data.
+ * as one synchronous step over plain data. And a `Cache` lookup costs several
+ * microseconds of effect operations, paid on every memory call of every run;
+ * this table costs a `Map` delete and set.
  *
  * A JavaScript `Map` iterates in insertion order; re-inserting on every touch
  * makes that the touch order. Touch times only grow along that order, so the
@@ -35,6 +38,8 @@ export class BoundedUsers<V extends Entry> {
   private readonly entries = new Map<string, V>()
 
   constructor(
+    /** The store name evictions are counted under (`jeeves.state.evictions`). */
+    readonly store: string,
     /** `null` = unbounded. */
     readonly maxUsers: number | null,
     /** `null` = entries never expire. */
@@ -60,11 +65,16 @@ export class BoundedUsers<V extends Entry> {
         if (oldest.pinned) this.touch(oldestKey, oldest, now)
         else {
           this.entries.delete(oldestKey)
-          Metrics.unsafeRecordEvictions("budget")
+          Metrics.unsafeRecordEvictions(this.store)
         }
       }
     }
     return entry
+  }
+
+  /** The entries held (idle ones included until the next access sweeps them). */
+  values(): IterableIterator<V> {
+    return this.entries.values()
   }
 
   /** Marks `key` as just used. */
@@ -85,7 +95,7 @@ export class BoundedUsers<V extends Entry> {
       if (entry.pinned) this.touch(key, entry, now)
       else {
         this.entries.delete(key)
-        Metrics.unsafeRecordEvictions("budget")
+        Metrics.unsafeRecordEvictions(this.store)
       }
     }
   }

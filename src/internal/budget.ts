@@ -8,7 +8,7 @@ import * as Option from "effect/Option"
 import * as Budget from "../Budget.js"
 import type * as Model from "../Model.js"
 import * as RunContext from "../RunContext.js"
-import { BoundedUsers } from "./budgetUsers.js"
+import { BoundedUsers } from "./boundedUsers.js"
 
 // ---------------------------------------------------------------------------
 // configuration
@@ -416,7 +416,7 @@ const memoryService = (
 ): Budget.Service => {
   const startedAt = clock.unsafeCurrentTimeMillis()
   const global = new Ledger()
-  const users = new BoundedUsers<UserLedger>(bounds.maxUsers, bounds.idleTtlMillis)
+  const users = new BoundedUsers<UserLedger>("budget", bounds.maxUsers, bounds.idleTtlMillis)
 
   /** The user's ledger, touched and moved into the current window; `undefined` when absent. */
   const existing = (key: string, now: number): UserLedger | undefined => {

@@ -1,10 +1,8 @@
-import * as Cache from "effect/Cache"
-import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Memory from "../Memory.js"
 import * as store from "./memoryStore.js"
-import * as Metrics from "./metrics.js"
+import { BoundedUsers } from "./boundedUsers.js"
 
 interface StoredEpisode {
   readonly seq: number
@@ -22,6 +20,7 @@ interface StoredFact {
 /** Everything held for one user. Replaced wholesale when the user is idle past the TTL. */
 interface UserState {
   lastTouched: number
+  readonly pinned: false
   nextSeq: number
   blocks: Map<string, Memory.MemoryBlock>
   episodes: Array<StoredEpisode>
@@ -30,6 +29,7 @@ interface UserState {
 
 const emptyState = (now: number): UserState => ({
   lastTouched: now,
+  pinned: false,
   nextSeq: 0,
   blocks: new Map(),
   episodes: [],
@@ -37,17 +37,6 @@ const emptyState = (now: number): UserState => ({
 })
 
 const hasData = (state: UserState) => state.blocks.size > 0 || state.episodes.length > 0 || state.facts.length > 0
-
-/** Drops a user's data; counts an eviction when there was any. */
-const clear = (state: UserState) => {
-  if (state.blocks.size > 0 || state.episodes.length > 0 || state.facts.length > 0) {
-    Metrics.unsafeRecordEvictions("memory")
-  }
-  state.nextSeq = 0
-  state.blocks = new Map()
-  state.episodes = []
-  state.facts = []
-}
 
 const wordString = (text: string) => ` ${store.words(text).join(" ")} `
 
@@ -108,57 +97,31 @@ const resolveBounds = (options: Memory.InMemoryOptions | undefined) => {
     }
     idleTtl = Duration.toMillis(decoded.value)
   }
-  return Effect.succeed({ capacity: maxUsers ?? Number.MAX_SAFE_INTEGER, idleTtl })
+  return Effect.succeed({ maxUsers, idleTtl })
 }
 
 /**
  * The in-process store and a view of its residency, for tests and benchmarks.
  *
- * Every user's state is one entry of an effect `Cache` with capacity
- * `maxUsers`, so the least recently touched user is dropped first. Entries are
- * only ever created with `set` and read with `get`: in effect 3.22 a value
- * loaded by the cache's lookup, or re-`set`, leaves a stale node in the LRU
- * list that later evicts the live entry early. So the idle TTL is kept on the
- * state itself (`lastTouched`): a touch after the TTL starts the user afresh,
- * and a sweep at most every half TTL empties idle users nobody touches.
+ * Every user's state is one entry of a {@link BoundedUsers} table: at most
+ * `maxUsers` users, the least recently touched dropped first, and users idle
+ * past the TTL dropped by the next access (no background fiber). Dropping a
+ * user frees all their blocks, episodes and facts. (Not effect's `Cache`: see
+ * `boundedUsers.ts` for why.)
  *
  * @internal
  */
 export const makeInMemoryStore = (options?: Memory.InMemoryOptions) =>
   Effect.gen(function*() {
-    const { capacity, idleTtl } = yield* resolveBounds(options)
-    const cache = yield* Cache.make<string, UserState>({
-      capacity,
-      timeToLive: Duration.infinity,
-      // Never reached: `touch` sets every entry before reading it.
-      lookup: () => Effect.clockWith((clock) => Effect.sync(() => emptyState(clock.unsafeCurrentTimeMillis())))
-    })
-    let lastSweep = yield* Clock.currentTimeMillis
+    const { idleTtl, maxUsers } = yield* resolveBounds(options)
+    const users = new BoundedUsers<UserState>("memory", maxUsers, idleTtl)
 
-    const sweep = (now: number) =>
-      Effect.map(cache.values, (states) => {
-        lastSweep = now
-        for (const state of states) if (now - state.lastTouched >= idleTtl!) clear(state)
-      })
+    /** The user's state, touched (created when absent, evicted or expired). */
+    const touch = (user: string, now: number): UserState =>
+      users.get(user, now) ?? users.insert(user, emptyState(now), now)
 
-    const touch = (user: string): Effect.Effect<UserState> =>
-      Effect.gen(function*() {
-        const now = yield* Clock.currentTimeMillis
-        if (!(yield* cache.contains(user))) {
-          // The cache is full: setting a new user evicts the least recently used one.
-          if ((yield* cache.size) >= capacity) Metrics.unsafeRecordEvictions("memory")
-          yield* cache.set(user, emptyState(now))
-        }
-        const state = yield* cache.get(user)
-        if (idleTtl !== null) {
-          if (now - state.lastTouched >= idleTtl) clear(state)
-          if (now - lastSweep >= idleTtl / 2) yield* sweep(now)
-        }
-        state.lastTouched = now
-        return state
-      })
-
-    const using = <A>(user: string, f: (state: UserState) => A) => Effect.map(touch(user), f)
+    const using = <A>(user: string, f: (state: UserState) => A): Effect.Effect<A> =>
+      Effect.clockWith((clock) => Effect.sync(() => f(touch(user, clock.unsafeCurrentTimeMillis()))))
 
     const memoryStore: store.Store = {
       working: (user) => using(user, orderedBlocks),
@@ -265,10 +228,10 @@ export const makeInMemoryStore = (options?: Memory.InMemoryOptions) =>
     }
 
     /** Users held, and how many of them hold any data. */
-    const residency = Effect.map(cache.values, (states) => ({
-      users: states.length,
-      usersWithData: states.filter(hasData).length
-    }))
+    const residency = Effect.sync(() => {
+      const states = [...users.values()]
+      return { users: states.length, usersWithData: states.filter(hasData).length }
+    })
 
     return { store: memoryStore, residency }
   })

@@ -3,13 +3,13 @@
  * the RunContext, validating input, ids and time. A backend is a {@link Store}
  * that only ever sees an explicit, already validated user key.
  */
-import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import type * as Memory from "../Memory.js"
 import { MemoryError } from "../Memory.js"
 import type * as Model from "../Model.js"
 import * as RunContext from "../RunContext.js"
 import { newId } from "./ids.js"
+import { withServiceSpan } from "./spans.js"
 
 /** What a recall asks a store for. `terms` empty means "most recent". @internal */
 export interface RecallQuery {
@@ -133,39 +133,54 @@ export const searchTerms = (query: string): ReadonlyArray<string> => {
 
 const invalid = (method: string, description: string) => new MemoryError({ method, description })
 
-const positiveInt = (method: string, name: string, value: number | undefined, fallback: number) => {
-  if (value === undefined) return Effect.succeed(fallback)
-  return Number.isSafeInteger(value) && value > 0 ?
-    Effect.succeed(value) :
-    Effect.fail(invalid(method, `${name} must be a positive integer, got ${value}`))
+/**
+ * A rejected argument, thrown by the synchronous validators below and turned
+ * into a typed failure by `withUser` — validation costs no effect operations
+ * on the (usual) valid path.
+ */
+class Rejected {
+  constructor(readonly error: MemoryError | RunContext.InvalidUserId) {}
 }
 
-const validDate = (method: string, name: string, value: Date | undefined): Effect.Effect<Date | undefined, MemoryError> =>
+const reject = (method: string, description: string): never => {
+  throw new Rejected(invalid(method, description))
+}
+
+const userKeyOf = (userId: string | null): string => {
+  if (userId === null) return RunContext.ANONYMOUS_USER
+  const rule = RunContext.checkUserId(userId)
+  if (rule !== undefined) throw new Rejected(new RunContext.InvalidUserId({ rule, userId }))
+  return userId
+}
+
+const positiveInt = (method: string, name: string, value: number | undefined, fallback: number): number => {
+  if (value === undefined) return fallback
+  return Number.isSafeInteger(value) && value > 0 ? value : reject(method, `${name} must be a positive integer, got ${value}`)
+}
+
+const validDate = (method: string, name: string, value: Date | undefined): Date | undefined =>
   value === undefined || (value instanceof Date && !Number.isNaN(value.getTime())) ?
-    Effect.succeed(value) :
-    Effect.fail(invalid(method, `${name} must be a valid Date, got ${String(value)}`))
+    value :
+    reject(method, `${name} must be a valid Date, got ${String(value)}`)
 
-const nonEmpty = (method: string, name: string, value: unknown): Effect.Effect<string, MemoryError> =>
+const nonEmpty = (method: string, name: string, value: unknown): string =>
   typeof value === "string" && value.trim() !== "" ?
-    Effect.succeed(value) :
-    Effect.fail(invalid(method, `${name} must be a non-empty string, got ${JSON.stringify(value)}`))
+    value :
+    reject(method, `${name} must be a non-empty string, got ${JSON.stringify(value)}`)
 
-const text = (method: string, name: string, value: unknown): Effect.Effect<string, MemoryError> =>
-  typeof value === "string" ?
-    Effect.succeed(value) :
-    Effect.fail(invalid(method, `${name} must be a string, got ${typeof value}`))
+const text = (method: string, name: string, value: unknown): string =>
+  typeof value === "string" ? value : reject(method, `${name} must be a string, got ${typeof value}`)
 
 /** Tool calls as every backend returns them: a JSON round trip. */
-const jsonToolCalls = (
-  toolCalls: NonNullable<Memory.NewEpisode["toolCalls"]>
-): Effect.Effect<Memory.Episode["toolCalls"], MemoryError> =>
-  Effect.try({
-    try: () => {
-      const encoded = JSON.stringify(toolCalls.map((call) => ({ name: call.name, args: call.args ?? null })))
-      return JSON.parse(encoded) as Memory.Episode["toolCalls"]
-    },
-    catch: (cause) => new MemoryError({ method: "remember", description: "toolCalls are not JSON-serializable", cause })
-  })
+const jsonToolCalls = (toolCalls: NonNullable<Memory.NewEpisode["toolCalls"]>): Memory.Episode["toolCalls"] => {
+  if (toolCalls.length === 0) return []
+  try {
+    const encoded = JSON.stringify(toolCalls.map((call) => ({ name: call.name, args: call.args ?? null })))
+    return JSON.parse(encoded) as Memory.Episode["toolCalls"]
+  } catch (cause) {
+    throw new Rejected(new MemoryError({ method: "remember", description: "toolCalls are not JSON-serializable", cause }))
+  }
+}
 
 // ---- the service -----------------------------------------------------------
 
@@ -185,8 +200,6 @@ const toMessages = (episodes: ReadonlyArray<Memory.Episode>): Array<Model.Messag
   return messages
 }
 
-const now = Effect.map(Clock.currentTimeMillis, (millis) => new Date(millis))
-
 /**
  * The Memory service over `store`: every method reads the user from the
  * RunContext, validates its input and delegates.
@@ -194,21 +207,28 @@ const now = Effect.map(Clock.currentTimeMillis, (millis) => new Date(millis))
  * @internal
  */
 export const makeService = (store: Store): Memory.Service => {
+  /** Reads the user and the time, validates synchronously, and runs `f` in a span. */
   const withUser = <A, E>(
     span: string,
-    f: (user: string, context: RunContext.RunContext) => Effect.Effect<A, E>
-  ): Effect.Effect<A, E | RunContext.InvalidUserId> =>
+    f: (user: string, context: RunContext.RunContext, now: Date) => Effect.Effect<A, E>
+  ): Effect.Effect<A, E | MemoryError | RunContext.InvalidUserId> =>
     Effect.flatMap(RunContext.current, (context) =>
-      Effect.flatMap(encodeUser(context.userId), (user) => f(user, context))).pipe(
-        Effect.withSpan(span, { captureStackTrace: false })
-      )
+      Effect.clockWith((clock): Effect.Effect<A, E | MemoryError | RunContext.InvalidUserId> => {
+        try {
+          return f(userKeyOf(context.userId), context, new Date(clock.unsafeCurrentTimeMillis()))
+        } catch (error) {
+          if (error instanceof Rejected) return Effect.fail(error.error)
+          throw error
+        }
+      })).pipe(withServiceSpan(span, { captureStackTrace: false }))
 
   const writeBlock = (method: string, name: string, content: string, append: boolean) =>
-    withUser(`Memory.${method}`, (user) =>
-      Effect.gen(function*() {
-        yield* nonEmpty(method, "block name", name)
-        yield* text(method, "content", content)
-        yield* store.writeBlock(user, { name, content, append, now: yield* now })
+    withUser(`Memory.${method}`, (user, _context, now) =>
+      store.writeBlock(user, {
+        name: nonEmpty(method, "block name", name),
+        content: text(method, "content", content),
+        append,
+        now
       }))
 
   return {
@@ -216,86 +236,70 @@ export const makeService = (store: Store): Memory.Service => {
     updateBlock: (name, content) => writeBlock("updateBlock", name, content, false),
     appendBlock: (name, content) => writeBlock("appendBlock", name, content, true),
     remember: (episode) =>
-      withUser("Memory.remember", (user, context) =>
-        Effect.gen(function*() {
-          const sessionId = episode.sessionId ?? context.sessionId
-          if (sessionId === "") {
-            return yield* invalid("remember", "no session id: pass sessionId or run inside RunContext.withUser")
-          }
-          const stored: Memory.Episode = {
-            id: newId("ep"),
-            sessionId,
-            userId: decodeUser(user),
-            occurredAt: (yield* validDate("remember", "occurredAt", episode.occurredAt)) ?? (yield* now),
-            input: yield* text("remember", "input", episode.input),
-            output: yield* text("remember", "output", episode.output),
-            toolCalls: yield* jsonToolCalls(episode.toolCalls ?? [])
-          }
-          yield* store.insertEpisode(user, stored)
-          return stored.id
-        })),
+      withUser("Memory.remember", (user, context, now) => {
+        const sessionId = episode.sessionId ?? context.sessionId
+        if (sessionId === "") reject("remember", "no session id: pass sessionId or run inside RunContext.withUser")
+        const stored: Memory.Episode = {
+          id: newId("ep"),
+          sessionId,
+          userId: decodeUser(user),
+          occurredAt: validDate("remember", "occurredAt", episode.occurredAt) ?? now,
+          input: text("remember", "input", episode.input),
+          output: text("remember", "output", episode.output),
+          toolCalls: jsonToolCalls(episode.toolCalls ?? [])
+        }
+        return Effect.as(store.insertEpisode(user, stored), stored.id)
+      }),
     recall: (query, options) =>
       withUser("Memory.recall", (user) =>
-        Effect.gen(function*() {
-          return yield* store.recall(user, {
-            terms: searchTerms(yield* text("recall", "query", query)),
-            limit: yield* positiveInt("recall", "limit", options?.limit, DEFAULT_RECALL_LIMIT),
-            since: yield* validDate("recall", "since", options?.since),
-            until: yield* validDate("recall", "until", options?.until),
-            excludeSessionId: options?.excludeSessionId
-          })
+        store.recall(user, {
+          terms: searchTerms(text("recall", "query", query)),
+          limit: positiveInt("recall", "limit", options?.limit, DEFAULT_RECALL_LIMIT),
+          since: validDate("recall", "since", options?.since),
+          until: validDate("recall", "until", options?.until),
+          excludeSessionId: options?.excludeSessionId
         })),
     recallFacts: (query, options) =>
-      withUser("Memory.recallFacts", (user) =>
-        Effect.gen(function*() {
-          return yield* store.recallFacts(user, {
-            terms: searchTerms(yield* text("recallFacts", "query", query)),
-            limit: yield* positiveInt("recallFacts", "limit", options?.limit, DEFAULT_RECALL_LIMIT),
-            validAt: (yield* validDate("recallFacts", "validAt", options?.validAt)) ?? (yield* now)
-          })
+      withUser("Memory.recallFacts", (user, _context, now) =>
+        store.recallFacts(user, {
+          terms: searchTerms(text("recallFacts", "query", query)),
+          limit: positiveInt("recallFacts", "limit", options?.limit, DEFAULT_RECALL_LIMIT),
+          validAt: validDate("recallFacts", "validAt", options?.validAt) ?? now
         })),
     appendFact: (fact) =>
-      withUser("Memory.appendFact", (user) =>
-        Effect.gen(function*() {
-          const confidence = fact.confidence ?? 1
-          if (typeof confidence !== "number" || !(confidence >= 0 && confidence <= 1)) {
-            return yield* invalid("appendFact", `confidence must be a number in [0, 1], got ${confidence}`)
-          }
-          const sources = fact.sources ?? []
-          if (!Array.isArray(sources) || sources.some((source) => typeof source !== "string")) {
-            return yield* invalid("appendFact", "sources must be an array of strings")
-          }
-          const recordedAt = yield* now
-          const stored: Memory.Fact = {
-            id: newId("fact"),
-            userId: decodeUser(user),
-            subject: yield* nonEmpty("appendFact", "subject", fact.subject),
-            predicate: yield* nonEmpty("appendFact", "predicate", fact.predicate),
-            object: yield* nonEmpty("appendFact", "object", fact.object),
-            confidence,
-            validFrom: (yield* validDate("appendFact", "validFrom", fact.validFrom)) ?? recordedAt,
-            validUntil: null,
-            recordedAt,
-            sources: [...sources]
-          }
-          yield* store.insertFact(user, stored)
-          return stored
-        })),
+      withUser("Memory.appendFact", (user, _context, recordedAt) => {
+        const confidence = fact.confidence ?? 1
+        if (typeof confidence !== "number" || !(confidence >= 0 && confidence <= 1)) {
+          reject("appendFact", `confidence must be a number in [0, 1], got ${confidence}`)
+        }
+        const sources = fact.sources ?? []
+        if (!Array.isArray(sources) || sources.some((source) => typeof source !== "string")) {
+          reject("appendFact", "sources must be an array of strings")
+        }
+        const stored: Memory.Fact = {
+          id: newId("fact"),
+          userId: decodeUser(user),
+          subject: nonEmpty("appendFact", "subject", fact.subject),
+          predicate: nonEmpty("appendFact", "predicate", fact.predicate),
+          object: nonEmpty("appendFact", "object", fact.object),
+          confidence,
+          validFrom: validDate("appendFact", "validFrom", fact.validFrom) ?? recordedAt,
+          validUntil: null,
+          recordedAt,
+          sources: [...sources]
+        }
+        return Effect.as(store.insertFact(user, stored), stored)
+      }),
     sessionMessages: (sessionId, options) =>
-      withUser("Memory.sessionMessages", (user) =>
-        Effect.gen(function*() {
-          const limit = yield* positiveInt("sessionMessages", "limit", options?.limit, DEFAULT_SESSION_LIMIT)
-          const episodes = yield* store.sessionEpisodes(user, sessionId, Math.max(1, Math.floor(limit / 2)))
-          return toMessages(episodes)
-        })),
+      withUser("Memory.sessionMessages", (user) => {
+        const limit = positiveInt("sessionMessages", "limit", options?.limit, DEFAULT_SESSION_LIMIT)
+        return Effect.map(store.sessionEpisodes(user, sessionId, Math.max(1, Math.floor(limit / 2))), toMessages)
+      }),
     profile: withUser("Memory.profile", (user) =>
       Effect.map(store.profile(user), (profile) => ({ userId: decodeUser(user), ...profile }))),
     forget: (options) =>
       withUser("Memory.forget", (user) =>
-        Effect.gen(function*() {
-          const before = yield* validDate("forget", "before", options?.before)
-          return yield* store.forget(user, { sessionId: options?.sessionId, before })
-        })),
+        store.forget(user, { sessionId: options?.sessionId, before: validDate("forget", "before", options?.before) })),
     export: withUser("Memory.export", (user) =>
       Effect.map(store.export(user), (data) => ({ userId: decodeUser(user), ...data })))
   }

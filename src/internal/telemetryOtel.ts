@@ -27,6 +27,7 @@ import * as Option from "effect/Option"
 import * as Tracer from "effect/Tracer"
 import * as Secrets from "../Secrets.js"
 import * as Telemetry from "../Telemetry.js"
+import { layerServiceSpans } from "./spans.js"
 
 const DEFAULT_METRIC_EXPORT_INTERVAL = Duration.seconds(60)
 
@@ -180,5 +181,5 @@ export const layer = (options: Telemetry.OtelOptions): Layer.Layer<Telemetry.Tel
       userIdAttribute: options.userIdAttribute ?? "hashed"
     })
 
-    return Layer.mergeAll(service, tracing, metrics).pipe(Layer.provide(resource))
+    return Layer.mergeAll(service, tracing, metrics, layerServiceSpans).pipe(Layer.provide(resource))
   }))
