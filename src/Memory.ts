@@ -31,6 +31,7 @@ import * as Budget from "./Budget.js"
 import * as internalAutoExtract from "./internal/autoExtract.js"
 import * as internal from "./internal/memory.js"
 import * as Model from "./Model.js"
+import * as RunContext from "./RunContext.js"
 import type { InvalidUserId } from "./RunContext.js"
 
 /**
@@ -239,6 +240,38 @@ export interface Service {
  * @category tags
  */
 export class Memory extends Context.Tag("jeevesagent/Memory")<Memory, Service>() {}
+
+/**
+ * A memory that keeps nothing: reads are empty, writes are discarded. For
+ * stateless agents; the agent skips seeding and remembering entirely when it
+ * sees this service.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const none: Service = Object.freeze({
+  working: Effect.succeed([]),
+  updateBlock: () => Effect.void,
+  appendBlock: () => Effect.void,
+  remember: () => Effect.succeed(""),
+  recall: () => Effect.succeed([]),
+  recallFacts: () => Effect.succeed([]),
+  appendFact: (fact: NewFact) =>
+    Effect.fail(new MemoryError({ method: "appendFact", description: `Memory.none keeps no facts (${fact.subject})` })),
+  sessionMessages: () => Effect.succeed([]),
+  profile: Effect.flatMap(RunContext.currentUserId, (userId) =>
+    Effect.succeed({ userId, blocks: 0, episodes: 0, facts: 0, lastSeen: null, recentSessions: [], recentFacts: [] })),
+  forget: () => Effect.succeed(0),
+  export: Effect.map(RunContext.currentUserId, (userId) => ({ userId, blocks: [], episodes: [], facts: [] }))
+})
+
+/**
+ * The layer of {@link none}.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerNone: Layer.Layer<Memory> = Layer.succeed(Memory, none)
 
 /**
  * Bounds of in-process per-user state. `null` disables a bound.

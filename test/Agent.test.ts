@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Chunk, Deferred, Effect, Fiber, Layer, Ref, Schedule, Schema, Stream, TestClock } from "effect"
-import { Agent, AgentEvent, Budget, Hooks, Model, RunContext, Tool } from "jeevesagent"
+import { Agent, AgentEvent, Budget, Hooks, Memory, Model, RunContext, Tool } from "jeevesagent"
 
 const whoami = Tool.make("whoami", {
   description: "The current user",
@@ -293,6 +293,27 @@ describe("Agent.run", () => {
         ["user:first", "assistant:reply to alice", "user:second"],
         ["user:intruder"]
       ])
+    }))
+
+  it.effect("with Memory.layerNone nothing is seeded or remembered", () =>
+    Effect.gen(function*() {
+      const seen: Array<number> = []
+      const layer = Agent.layer({ instructions: "Be brief." }).pipe(
+        Layer.provide(Model.layerScripted((request) => {
+          seen.push(request.messages.length)
+          return { text: "ok" }
+        })),
+        Layer.provideMerge(Layer.mergeAll(Agent.layerDefaults, Memory.layerNone))
+      )
+      yield* Effect.gen(function*() {
+        const agent = yield* Agent.Agent
+        yield* agent.run("first", { userId: "alice", sessionId: "s1" })
+        yield* agent.run("second", { userId: "alice", sessionId: "s1" })
+        const memory = yield* Memory.Memory
+        assert.deepStrictEqual((yield* memory.export.pipe(RunContext.withUser("alice"))).episodes, [])
+      }).pipe(Effect.provide(layer))
+      // system + prompt only, both times: no history replayed.
+      assert.deepStrictEqual(seen, [2, 2])
     }))
 
   it.effect("instructions lead the messages as a system prompt", () =>

@@ -144,6 +144,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     const auditOn = audit.enabled
     const telemetryOn = telemetry.enabled
     const governed = permissionsOn || hooksOn
+    const memoryOn = memory !== Memory.none
 
     // ---- telemetry (every use is behind `telemetryOn`) ---------------------
 
@@ -238,6 +239,12 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     }
 
     // ---- seed messages ----------------------------------------------------
+
+    /** The messages of a run without memory: the instructions and the prompt. */
+    const unseeded = (prompt: string): Array<Model.Message> =>
+      instructions === "" ?
+        [{ role: "user", content: prompt }] :
+        [{ role: "system", content: instructions }, { role: "user", content: prompt }]
 
     const seed = (prompt: string, context: RunContext.RunContext) =>
       Effect.gen(function*() {
@@ -609,7 +616,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           payload: { prompt: prompt.slice(0, PROMPT_AUDIT_CHARS), model: model.name, max_turns: maxTurns }
         })
         if (state.emit !== undefined) yield* state.emit(AgentEvent.started({ runId: context.runId, sessionId: context.sessionId, userId: context.userId }))
-        const messages = yield* seed(prompt, context)
+        const messages = memoryOn ? yield* seed(prompt, context) : unseeded(prompt)
 
         let interruptionReason: string | undefined
         while (true) {
@@ -658,7 +665,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         }
         if (telemetryOn) yield* endTurnSpan(state, Exit.void)
 
-        yield* memory.remember({
+        if (memoryOn) yield* memory.remember({
           sessionId: context.sessionId,
           input: prompt,
           output: state.output,
