@@ -40,32 +40,51 @@ const hasData = (state: UserState) => state.blocks.size > 0 || state.episodes.le
 
 const wordString = (text: string) => ` ${store.words(text).join(" ")} `
 
-/** How many of `terms` occur in `wordsOf` (a {@link wordString}). */
-const score = (terms: ReadonlyArray<string>, wordsOf: string): number => {
+/** How many of `padded` (terms as `" term "`) occur in `wordsOf` (a {@link wordString}). */
+const score = (padded: ReadonlyArray<string>, wordsOf: string): number => {
   let n = 0
-  for (const term of terms) if (wordsOf.includes(` ${term} `)) n++
+  for (const term of padded) if (wordsOf.includes(term)) n++
   return n
 }
 
 const newestFirst = (a: { seq: number; at: number }, b: { seq: number; at: number }) => b.at - a.at || b.seq - a.seq
 
+interface Ranked<A> {
+  readonly item: A
+  readonly seq: number
+  readonly at: number
+  readonly score: number
+}
+
+const better = <A>(a: Ranked<A>, b: Ranked<A>) => b.score - a.score || newestFirst(a, b)
+
+/**
+ * The best `limit` items: most matching terms first, then newest (with no
+ * terms: newest). One pass keeping a small sorted top list — recall is on
+ * every run's path, so no scoring objects for non-matches and no full sort.
+ */
 const byRelevance = <A extends { readonly seq: number }>(
   items: ReadonlyArray<A>,
   terms: ReadonlyArray<string>,
   wordsOf: (item: A) => string,
   timeOf: (item: A) => Date,
-  limit: number
+  limit: number,
+  include: (item: A) => boolean = () => true
 ): Array<A> => {
-  const scored = items.map((item) => ({
-    item,
-    seq: item.seq,
-    at: timeOf(item).getTime(),
-    score: terms.length === 0 ? 0 : score(terms, wordsOf(item))
-  }))
-  return (terms.length === 0 ? scored : scored.filter((entry) => entry.score > 0))
-    .sort((a, b) => b.score - a.score || newestFirst(a, b))
-    .slice(0, limit)
-    .map((entry) => entry.item)
+  const padded = terms.map((term) => ` ${term} `)
+  const top: Array<Ranked<A>> = []
+  for (const item of items) {
+    if (!include(item)) continue
+    const points = padded.length === 0 ? 0 : score(padded, wordsOf(item))
+    if (padded.length > 0 && points === 0) continue
+    const entry: Ranked<A> = { item, seq: item.seq, at: timeOf(item).getTime(), score: points }
+    if (top.length === limit && better(entry, top[limit - 1]!) >= 0) continue
+    let index = top.length
+    while (index > 0 && better(entry, top[index - 1]!) < 0) index--
+    top.splice(index, 0, entry)
+    if (top.length > limit) top.pop()
+  }
+  return top.map((entry) => entry.item)
 }
 
 const oldestFirst = (a: StoredEpisode, b: StoredEpisode) =>
@@ -148,11 +167,10 @@ export const makeInMemoryStore = (options?: Memory.InMemoryOptions) =>
         using(user, (state) => {
           const since = query.since?.getTime() ?? -Infinity
           const until = query.until?.getTime() ?? Infinity
-          const candidates = state.episodes.filter(({ episode }) =>
+          const inRange = ({ episode }: StoredEpisode) =>
             episode.occurredAt.getTime() >= since && episode.occurredAt.getTime() <= until &&
             episode.sessionId !== query.excludeSessionId
-          )
-          return byRelevance(candidates, query.terms, (e) => e.words, (e) => e.episode.occurredAt, query.limit)
+          return byRelevance(state.episodes, query.terms, (e) => e.words, (e) => e.episode.occurredAt, query.limit, inRange)
             .map((e) => e.episode)
         }),
       insertFact: (user, fact) =>
