@@ -35,3 +35,16 @@ describe("production-hardening examples", () => {
     expect(stdout).toContain("tampered copy: valid=false firstBadSeq=2 failure=signature")
   })
 })
+
+describe("examples/auto-extract-metrics.ts", () => {
+  it("extracts per-user facts, charges the user's budget and exports tagged metrics", async () => {
+    const { code, stdout } = await runExample("auto-extract-metrics.ts")
+    expect(code).toBe(0)
+    expect(stdout).toContain("alice facts: alice prefers green tea")
+    expect(stdout).toContain("bob facts: bob prefers espresso")
+    expect(stdout).toContain("alice budget (runs + extraction): 75 tokens")
+    expect(stdout).toContain("jeeves.auto_extract.invocations user_id=alice status=ok: 1")
+    expect(stdout).toContain("jeeves.auto_extract.invocations user_id=bob status=error: 1")
+    expect(stdout).toContain("jeeves.auto_extract.duration_ms user_id=bob status=ok: count=1")
+  })
+})
