@@ -37,7 +37,12 @@ const ModelLive = Model.layerScripted((request, context) => {
   return { text: "Noted!", usage: { inputTokens: 20, outputTokens: 3 } }
 })
 
-const TelemetryLive = Telemetry.layerOtel({ serviceName: "auto-extract-example", metricReader: reader, userIdAttribute: "raw" })
+// Per-user metric tags are opt-in: each user id is a series kept for the process's life.
+const TelemetryLive = Telemetry.layerOtel({
+  serviceName: "auto-extract-example",
+  metricReader: reader,
+  metricUserIdAttribute: "raw"
+})
 const BudgetLive = Budget.layer({ perUserMaxTokens: 10_000 })
 // Auto-extract wraps the memory in context, charging extraction to the same budget through the same model.
 const MemoryLive = Memory.autoExtract({ maxFacts: 5 }).pipe(

@@ -63,7 +63,15 @@ export type UserIdAttribute = "raw" | "hashed" | "omit"
  */
 export interface Service {
   readonly enabled: boolean
+  /** How user ids appear in span attributes. */
   readonly userIdAttribute: UserIdAttribute
+  /**
+   * How user ids appear in metric tags. Every distinct tag value is a metric
+   * series that effect's metric registry keeps for the life of the process,
+   * so anything but `"omit"` grows with the number of users: opt in only
+   * for a bounded set of tenants.
+   */
+  readonly metricUserIdAttribute: UserIdAttribute
 }
 
 /**
@@ -80,7 +88,7 @@ export class Telemetry extends Context.Tag("jeevesagent/Telemetry")<Telemetry, S
  * @since 0.1.0
  * @category constructors
  */
-export const none: Service = Object.freeze({ enabled: false, userIdAttribute: "omit" })
+export const none: Service = Object.freeze({ enabled: false, userIdAttribute: "omit", metricUserIdAttribute: "omit" })
 
 /**
  * The layer of {@link none}.
@@ -97,9 +105,16 @@ export const layerNone: Layer.Layer<Telemetry> = Layer.succeed(Telemetry, none)
  * @since 0.1.0
  * @category layers
  */
-export const layer = (options?: { readonly userIdAttribute?: UserIdAttribute | undefined }): Layer.Layer<Telemetry> =>
+export const layer = (options?: {
+  readonly userIdAttribute?: UserIdAttribute | undefined
+  readonly metricUserIdAttribute?: UserIdAttribute | undefined
+}): Layer.Layer<Telemetry> =>
   Layer.merge(
-    Layer.succeed(Telemetry, { enabled: true, userIdAttribute: options?.userIdAttribute ?? "hashed" }),
+    Layer.succeed(Telemetry, {
+      enabled: true,
+      userIdAttribute: options?.userIdAttribute ?? "hashed",
+      metricUserIdAttribute: options?.metricUserIdAttribute ?? "omit"
+    }),
     layerServiceSpans
   )
 
@@ -121,8 +136,14 @@ export interface OtelOptions {
    * options win over the environment.
    */
   readonly resourceAttributes?: Readonly<Record<string, string | number | boolean>> | undefined
-  /** How user ids appear in attributes. Default `"hashed"`. */
+  /** How user ids appear in span attributes. Default `"hashed"`. */
   readonly userIdAttribute?: UserIdAttribute | undefined
+  /**
+   * How user ids appear in metric tags. Default `"omit"`: each distinct value
+   * is a metric series kept for the life of the process, so per-user tags
+   * grow with the number of users.
+   */
+  readonly metricUserIdAttribute?: UserIdAttribute | undefined
   /**
    * Span exporters (an OTLP exporter, `InMemorySpanExporter`, ...), each
    * behind a `BatchSpanProcessor`.

@@ -253,7 +253,7 @@ describe("Memory.autoExtract", () => {
       yield* m.remember({ input: "x", output: "y" }).pipe(as("frank"))
       assert.strictEqual((yield* metricValue("jeeves.auto_extract.invocations", { user_id: hashed, status: "ok" })).count, 1)
       assert.strictEqual((yield* metricValue("jeeves.auto_extract.invocations", { user_id: "frank", status: "ok" })).count, 0)
-    }).pipe(Effect.provide(withAutoExtract(model.layer).pipe(Layer.provide(Telemetry.layer({ userIdAttribute: "hashed" })))))
+    }).pipe(Effect.provide(withAutoExtract(model.layer).pipe(Layer.provide(Telemetry.layer({ userIdAttribute: "hashed", metricUserIdAttribute: "hashed" })))))
   })
 
   it.effect("charged to the same user's budget; a blocked user is skipped without a model call", () => {

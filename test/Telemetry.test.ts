@@ -109,7 +109,11 @@ const pointAt = (points: ReadonlyArray<Point>, name: string, attributes: Record<
   return found
 }
 
-/** An in-memory span exporter, a collecting reader, and `Telemetry.layerOtel` over both. */
+/**
+ * An in-memory span exporter, a collecting reader, and `Telemetry.layerOtel`
+ * over both. A `userIdAttribute` applies to metric tags too unless the test
+ * sets `metricUserIdAttribute` itself.
+ */
 const otel = (options?: Partial<Telemetry.OtelOptions>) => {
   const spans = new InMemorySpanExporter()
   const reader = new CollectingReader()
@@ -117,6 +121,7 @@ const otel = (options?: Partial<Telemetry.OtelOptions>) => {
     serviceName: "jeeves-test",
     spanProcessor: new SimpleSpanProcessor(spans),
     metricReader: reader,
+    ...(options?.userIdAttribute === undefined ? {} : { metricUserIdAttribute: options.userIdAttribute }),
     ...options
   })
   return { spans, reader, layer }
@@ -212,6 +217,21 @@ const governance = (budget: Budget.Config) =>
   ] as const
 
 // ---- spans --------------------------------------------------------------------
+
+describe("metric cardinality", () => {
+  it.effect("user ids are on spans (hashed) but not on metric tags by default", () => {
+    const { layer, reader, spans } = otel()
+    return Effect.gen(function*() {
+      yield* run("who am i?", { userId: "alice" })
+      const runSpan = oneSpan(spans.getFinishedSpans(), "jeeves.run")
+      assert.strictEqual(runSpan.attributes.user_id, Telemetry.userIdValue("hashed", "alice"))
+      const points = yield* collect(reader)
+      const tokens = [...points.values()].filter((point) => point.name === "jeeves.tokens.input")
+      assert.isAbove(tokens.length, 0)
+      for (const point of tokens) assert.notProperty(point.attributes, "user_id")
+    }).pipe(Effect.provide(agentWith(callThenSummarize([{ name: "whoami", args: {} }]), layer)))
+  })
+})
 
 describe("Telemetry.layerOtel spans", () => {
   it.effect("a run with a tool call: jeeves.run → jeeves.turn → jeeves.model.complete and jeeves.tool", () => {

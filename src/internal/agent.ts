@@ -203,8 +203,16 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       return state.userIdTag ?? undefined
     }
 
+    /** The user id as a metric tag (per `metricUserIdAttribute`; usually omitted, to bound cardinality). */
+    const metricUserAttribute = (state: RunState): string | undefined =>
+      telemetry.metricUserIdAttribute === telemetry.userIdAttribute ?
+        userAttribute(state) :
+        telemetry.metricUserIdAttribute === "raw" ?
+        secrets.redact(Telemetry.userIdValue("raw", state.context.userId)!) :
+        Telemetry.userIdValue(telemetry.metricUserIdAttribute, state.context.userId)
+
     const recordUsage = (state: RunState, usage: Model.Usage): Effect.Effect<void> => {
-      const attributes = { model: modelTag, user_id: userAttribute(state) }
+      const attributes = { model: modelTag, user_id: metricUserAttribute(state) }
       const tokens = Effect.zipRight(
         Metrics.record(Metrics.tokensInput, usage.inputTokens, attributes),
         Metrics.record(Metrics.tokensOutput, usage.outputTokens, attributes)
@@ -314,7 +322,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       const emitted = emit(state, AgentEvent.budget_warning({ turn, reason: warning }))
       if (!telemetryOn) return emitted
       const reason = Metrics.warningKind(warning)
-      return Effect.zipRight(Metrics.record(Metrics.budgetWarnings, 1, { reason, user_id: userAttribute(state) }), emitted)
+      return Effect.zipRight(Metrics.record(Metrics.budgetWarnings, 1, { reason, user_id: metricUserAttribute(state) }), emitted)
     }
 
     /** One metered model call: reserve, call, settle (or release on any other exit). */
@@ -375,7 +383,12 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       reason: string | null
     ): Effect.Effect<boolean> => {
       const counted = telemetryOn ?
-        Metrics.record(Metrics.permissionDecisions, 1, { tool: call.name, decision, source, user_id: userAttribute(state) }) :
+        Metrics.record(Metrics.permissionDecisions, 1, {
+          tool: call.name,
+          decision,
+          source,
+          user_id: metricUserAttribute(state)
+        }) :
         Effect.void
       if (!auditOn) return Effect.as(counted, true)
       return Effect.zipRight(
@@ -407,7 +420,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         const millis = Duration.toMillis(duration)
         const metrics = telemetryOn ?
           Effect.zipRight(
-            Metrics.record(Metrics.approvalRequests, 1, { tool: call.name, outcome, user_id: userAttribute(state) }),
+            Metrics.record(Metrics.approvalRequests, 1, { tool: call.name, outcome, user_id: metricUserAttribute(state) }),
             Metrics.record(Metrics.approvalDuration, millis, { tool: call.name, outcome })
           ) :
           Effect.void
@@ -634,7 +647,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           if (answer._tag === "Blocked") {
             interruptionReason = `budget:${answer.reason}`
             if (telemetryOn) {
-              yield* Metrics.record(Metrics.budgetExceeded, 1, { reason: answer.reason, user_id: userAttribute(state) })
+              yield* Metrics.record(Metrics.budgetExceeded, 1, { reason: answer.reason, user_id: metricUserAttribute(state) })
             }
             if (auditOn) yield* record(state, {
               actor: "system",
@@ -677,7 +690,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           yield* Metrics.record(Metrics.sessionDuration, finishedMillis - startedMillis, {
             interrupted,
             turns: state.turns,
-            user_id: userAttribute(state)
+            user_id: metricUserAttribute(state)
           })
           yield* Effect.annotateCurrentSpan({
             turns: state.turns,

@@ -100,7 +100,7 @@ export const make = (
     const systemPrompt = options?.systemPrompt ?? extractionPrompt
     const onError = options?.onError
     const telemetry = yield* Effect.serviceOption(Telemetry.Telemetry)
-    const userIdMode = Option.match(telemetry, { onNone: () => "raw" as const, onSome: (t) => t.userIdAttribute })
+    const userIdMode = Option.match(telemetry, { onNone: () => "raw" as const, onSome: (t) => t.metricUserIdAttribute })
 
     if (options?.announce === true && !announced.done) {
       announced.done = true

@@ -178,7 +178,8 @@ export const layer = (options: Telemetry.OtelOptions): Layer.Layer<Telemetry.Tel
 
     const service = Layer.succeed(Telemetry.Telemetry, {
       enabled: true,
-      userIdAttribute: options.userIdAttribute ?? "hashed"
+      userIdAttribute: options.userIdAttribute ?? "hashed",
+      metricUserIdAttribute: options.metricUserIdAttribute ?? "omit"
     })
 
     return Layer.mergeAll(service, tracing, metrics, layerServiceSpans).pipe(Layer.provide(resource))
