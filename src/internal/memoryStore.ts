@@ -72,18 +72,6 @@ export interface Store {
 
 // ---- users -----------------------------------------------------------------
 
-/**
- * The storage key of `userId`. The sentinel and every other invalid id fail
- * with `InvalidUserId`, whatever put them in the RunContext.
- *
- * @internal
- */
-export const encodeUser = (userId: string | null): Effect.Effect<string, RunContext.InvalidUserId> => {
-  if (userId === null) return Effect.succeed(RunContext.ANONYMOUS_USER)
-  const rule = RunContext.checkUserId(userId)
-  return rule === undefined ? Effect.succeed(userId) : Effect.fail(new RunContext.InvalidUserId({ rule, userId }))
-}
-
 /** @internal */
 export const decodeUser = (key: string): string | null => key === RunContext.ANONYMOUS_USER ? null : key
 
@@ -146,6 +134,10 @@ const reject = (method: string, description: string): never => {
   throw new Rejected(invalid(method, description))
 }
 
+/**
+ * The storage key of `userId`. The sentinel and every other invalid id are
+ * rejected with `InvalidUserId`, whatever put them in the RunContext.
+ */
 const userKeyOf = (userId: string | null): string => {
   if (userId === null) return RunContext.ANONYMOUS_USER
   const rule = RunContext.checkUserId(userId)
