@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber } from "effect"
+import { Deferred, Effect, Exit, Fiber, FiberRef } from "effect"
 import { RunContext } from "jeevesagent"
 
 const userOf = Effect.map(RunContext.current, (ctx) => ctx.userId)
@@ -48,6 +48,37 @@ describe("RunContext", () => {
       assert.strictEqual(yield* Fiber.join(child), "mallory")
       assert.strictEqual(yield* userOf, "alice")
     }).pipe(RunContext.withUser("alice")))
+
+  it.effect("the outer context is back after a failure, a defect and an interruption", () =>
+    Effect.gen(function*() {
+      const failed = yield* Effect.exit(Effect.zipRight(userOf, Effect.fail("no")).pipe(RunContext.withUser("bob")))
+      assert.isTrue(Exit.isFailure(failed))
+      assert.strictEqual(yield* userOf, "alice")
+      const died = yield* Effect.exit(Effect.zipRight(userOf, Effect.die("boom")).pipe(RunContext.withUser("bob")))
+      assert.isTrue(Exit.isFailure(died))
+      assert.strictEqual(yield* userOf, "alice")
+
+      // A finalizer outside the interrupted run sees the outer user, not the run's.
+      const seen: Array<string | null> = []
+      const started = yield* Deferred.make<void>()
+      const fiber = yield* Effect.fork(
+        Effect.zipRight(Deferred.succeed(started, undefined), Effect.never).pipe(
+          RunContext.withUser("bob"),
+          Effect.onExit(() => Effect.map(userOf, (user) => void seen.push(user)))
+        )
+      )
+      yield* Deferred.await(started)
+      yield* Fiber.interrupt(fiber)
+      assert.deepStrictEqual(seen, ["alice"])
+    }).pipe(RunContext.withUser("alice")))
+
+  it.effect("like Effect.locally, other FiberRefs set inside a run are kept", () =>
+    Effect.gen(function*() {
+      const other = FiberRef.unsafeMake(0)
+      yield* FiberRef.set(other, 7).pipe(RunContext.withUser("bob"))
+      assert.strictEqual(yield* FiberRef.get(other), 7)
+      assert.isNull(yield* userOf)
+    }))
 
   it.effect("concurrent runs for different users never see each other", () =>
     Effect.gen(function*() {

@@ -131,8 +131,15 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       }
       toolsByName.set(tool.name, tool)
     }
+    // Arguments decode synchronously when the schema allows it (no effect ops on
+    // the common path); a schema that needs effects falls back to decodeUnknown.
     const decoders = new Map(
-      tools.map((tool) => [tool.name, Schema.decodeUnknown(tool.parameters, { errors: "all" })] as const)
+      tools.map((tool) =>
+        [tool.name, {
+          sync: Schema.decodeUnknownEither(tool.parameters, { errors: "all" }),
+          effect: Schema.decodeUnknown(tool.parameters, { errors: "all" })
+        }] as const
+      )
     )
     const toolDefinitions = tools.map((tool) => tool.definition)
     const toolDefinitionBytes = Buffer.byteLength(JSON.stringify(toolDefinitions), "utf8")
@@ -254,22 +261,24 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         [{ role: "user", content: prompt }] :
         [{ role: "system", content: instructions }, { role: "user", content: prompt }]
 
-    const seed = (prompt: string, context: RunContext.RunContext) =>
-      Effect.gen(function*() {
-        const messages: Array<Model.Message> = []
-        if (instructions !== "") messages.push({ role: "system", content: instructions })
-        const blocks = yield* memory.working
-        if (blocks.length > 0) messages.push({ role: "system", content: formatBlocks(blocks) })
-        const facts = yield* memory.recallFacts(prompt, { limit: 5 })
-        const episodes = yield* memory.recall(prompt, { limit: 3, excludeSessionId: context.sessionId })
-        if (facts.length > 0 || episodes.length > 0) {
-          messages.push({ role: "system", content: formatRecall(facts, episodes) })
-        }
-        const history = yield* memory.sessionMessages(context.sessionId, { limit: 20 })
-        for (const message of history) messages.push(message)
-        messages.push({ role: "user", content: prompt })
-        return messages
-      })
+    // Generator bodies are hoisted with `Effect.fnUntraced` (made once per agent):
+    // a fresh `Effect.gen(function*() {...})` closure per call costs V8 about
+    // 2 µs to set up, more than the rest of a turn's framework work.
+    const seed = Effect.fnUntraced(function*(prompt: string, context: RunContext.RunContext) {
+      const messages: Array<Model.Message> = []
+      if (instructions !== "") messages.push({ role: "system", content: instructions })
+      const blocks = yield* memory.working
+      if (blocks.length > 0) messages.push({ role: "system", content: formatBlocks(blocks) })
+      const facts = yield* memory.recallFacts(prompt, { limit: 5 })
+      const episodes = yield* memory.recall(prompt, { limit: 3, excludeSessionId: context.sessionId })
+      if (facts.length > 0 || episodes.length > 0) {
+        messages.push({ role: "system", content: formatRecall(facts, episodes) })
+      }
+      const history = yield* memory.sessionMessages(context.sessionId, { limit: 20 })
+      for (const message of history) messages.push(message)
+      messages.push({ role: "user", content: prompt })
+      return messages
+    })
 
     // ---- model call -------------------------------------------------------
 
@@ -518,15 +527,19 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         output: `ERROR: ${message}`,
         reason: message
       })
-      const run = Effect.flatMap(decode(call.args), (args) => {
-        const handled = Effect.suspend(() => tool.handler(args))
-        return tool.timeout === undefined ?
-          handled :
-          Effect.timeoutFail(handled, { duration: tool.timeout, onTimeout: () => new ToolTimeout(tool.timeout!) })
+      const handled = Effect.suspend(() => {
+        const decoded = decode.sync(call.args)
+        if (decoded._tag === "Right") return tool.handler(decoded.right)
+        // Invalid arguments (or a schema that needs effects): the effectful decoder says which.
+        return Effect.flatMap(decode.effect(call.args), tool.handler)
       })
-      return run.pipe(
-        Effect.map((value): Tool.Result => ({ callId: call.id, name: call.name, status: "ok", output: stringifyOutput(value) })),
-        Effect.catchAllCause((cause) => {
+      const run = tool.timeout === undefined ?
+        handled :
+        Effect.timeoutFail(handled, { duration: tool.timeout, onTimeout: () => new ToolTimeout(tool.timeout!) })
+      return Effect.matchCauseEffect(run, {
+        onSuccess: (value) =>
+          Effect.succeed<Tool.Result>({ callId: call.id, name: call.name, status: "ok", output: stringifyOutput(value) }),
+        onFailure: (cause) => {
           if (Cause.isInterruptedOnly(cause)) return Effect.failCause(cause as Cause.Cause<never>)
           const failure = Cause.squash(cause)
           if (ParseResult.isParseError(failure)) {
@@ -538,9 +551,91 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
             return Effect.succeed(errorResult(`timed out after ${Duration.format(failure.duration)}`))
           }
           return Effect.succeed(errorResult(describeFailure(failure)))
-        })
-      )
+        }
+      })
     }
+
+    /** One tool call: audit, authorize, execute, audit the result. */
+    const toolBody = Effect.fnUntraced(function*(
+      state: RunState,
+      call: Tool.Call,
+      tool: Tool.Any | undefined,
+      turn: number,
+      attributes: ReturnType<typeof callAttributes> | undefined
+    ) {
+      const startedNanos = attributes === undefined ? undefined : yield* Clock.currentTimeNanos
+      if (state.emit !== undefined) yield* state.emit(AgentEvent.tool_call({ turn, call }))
+      const auditWritten = !auditOn || (yield* record(state, {
+        actor: "model",
+        action: "tool_call",
+        payload: { tool: call.name, call_id: call.id, args: call.args, destructive: call.destructive, turn }
+      }))
+      let result: Tool.Result
+      if (tool === undefined) {
+        const known = toolsByName.size === 0 ? "none" : [...toolsByName.keys()].join(", ")
+        const message = `unknown tool ${JSON.stringify(call.name)} (available: ${known})`
+        result = { callId: call.id, name: call.name, status: "error", output: `ERROR: ${message}`, reason: message }
+      } else {
+        let decision: Either.Either<void, Approval.ToolDenied> | undefined
+        if (governed || !auditWritten) {
+          decision = attributes !== undefined ?
+            yield* checked(state, call, turn, auditWritten, attributes) :
+            yield* Effect.either(authorize(state, call, turn, auditWritten))
+        }
+        if (decision !== undefined && decision._tag === "Left") {
+          const reason = decision.left.message
+          result = { callId: call.id, name: call.name, status: "denied", output: `DENIED: ${reason}`, reason }
+        } else {
+          result = yield* execute(tool, call)
+          if (hooksOn) {
+            yield* hooks.afterTool(call, result).pipe(
+              Effect.catchAllCause((cause) =>
+                warn(`afterTool hook failed: ${describeFailure(Cause.squash(cause))}`, { tool: call.name })
+              )
+            )
+          }
+        }
+      }
+      if (startedNanos !== undefined) yield* toolTimed(attributes!.tool, result, startedNanos)
+      if (auditOn) yield* record(state, {
+        actor: "system",
+        action: "tool_result",
+        payload: {
+          tool: call.name,
+          call_id: call.id,
+          ok: result.status === "ok",
+          denied: result.status === "denied",
+          error: result.status === "error" ? result.reason : null,
+          reason: result.status === "denied" ? result.reason : null,
+          turn
+        }
+      })
+      if (state.emit !== undefined) yield* state.emit(AgentEvent.tool_result({ turn, result }))
+      return toCallRecord(result, call, turn)
+    })
+
+    // Built field by field: an object spread here cost more than the tool call.
+    const toCallRecord = (result: Tool.Result, call: Tool.Call, turn: number): Agent.ToolCallRecord =>
+      result.reason === undefined ?
+        {
+          callId: result.callId,
+          name: result.name,
+          status: result.status,
+          output: result.output,
+          args: call.args,
+          destructive: call.destructive,
+          turn
+        } :
+        {
+          callId: result.callId,
+          name: result.name,
+          status: result.status,
+          output: result.output,
+          reason: result.reason,
+          args: call.args,
+          destructive: call.destructive,
+          turn
+        }
 
     const runTool = (
       state: RunState,
@@ -555,59 +650,12 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         args: deepFreeze(modelCall.args),
         destructive: tool?.destructive ?? false
       })
+      if (tool !== undefined && !auditOn && !governed && !telemetryOn && state.emit === undefined) {
+        // Nothing to audit, authorize, trace or emit.
+        return Effect.map(execute(tool, call), (result) => toCallRecord(result, call, turn))
+      }
       const attributes = telemetryOn ? callAttributes(call) : undefined
-      const body = Effect.gen(function*() {
-        const startedNanos = attributes === undefined ? undefined : yield* Clock.currentTimeNanos
-        if (state.emit !== undefined) yield* state.emit(AgentEvent.tool_call({ turn, call }))
-        const auditWritten = !auditOn || (yield* record(state, {
-          actor: "model",
-          action: "tool_call",
-          payload: { tool: call.name, call_id: call.id, args: call.args, destructive: call.destructive, turn }
-        }))
-        let result: Tool.Result
-        if (tool === undefined) {
-          const known = toolsByName.size === 0 ? "none" : [...toolsByName.keys()].join(", ")
-          const message = `unknown tool ${JSON.stringify(call.name)} (available: ${known})`
-          result = { callId: call.id, name: call.name, status: "error", output: `ERROR: ${message}`, reason: message }
-        } else {
-          let decision: Either.Either<void, Approval.ToolDenied> | undefined
-          if (governed || !auditWritten) {
-            decision = attributes !== undefined ?
-              yield* checked(state, call, turn, auditWritten, attributes) :
-              yield* Effect.either(authorize(state, call, turn, auditWritten))
-          }
-          if (decision !== undefined && decision._tag === "Left") {
-            const reason = decision.left.message
-            result = { callId: call.id, name: call.name, status: "denied", output: `DENIED: ${reason}`, reason }
-          } else {
-            result = yield* execute(tool, call)
-            if (hooksOn) {
-              yield* hooks.afterTool(call, result).pipe(
-                Effect.catchAllCause((cause) =>
-                  warn(`afterTool hook failed: ${describeFailure(Cause.squash(cause))}`, { tool: call.name })
-                )
-              )
-            }
-          }
-        }
-        if (startedNanos !== undefined) yield* toolTimed(attributes!.tool, result, startedNanos)
-        if (auditOn) yield* record(state, {
-          actor: "system",
-          action: "tool_result",
-          payload: {
-            tool: call.name,
-            call_id: call.id,
-            ok: result.status === "ok",
-            denied: result.status === "denied",
-            error: result.status === "error" ? result.reason : null,
-            reason: result.status === "denied" ? result.reason : null,
-            turn
-          }
-        })
-        if (state.emit !== undefined) yield* state.emit(AgentEvent.tool_result({ turn, result }))
-        const callRecord: Agent.ToolCallRecord = { ...result, args: call.args, destructive: call.destructive, turn }
-        return callRecord
-      })
+      const body = toolBody(state, call, tool, turn, attributes)
       return attributes !== undefined ? traced("jeeves.tool", { ...attributes, turn }, body) : body
     }
 
@@ -618,118 +666,117 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
 
     // ---- the loop ---------------------------------------------------------
 
-    const loop = (prompt: string, state: RunState) =>
-      Effect.gen(function*() {
-        const context = state.context
-        const clock = yield* Effect.clock
-        const startedMillis = clock.unsafeCurrentTimeMillis()
-        if (auditOn) yield* record(state, {
-          actor: "user",
-          action: "run_started",
-          payload: { prompt: prompt.slice(0, PROMPT_AUDIT_CHARS), model: model.name, max_turns: maxTurns }
-        })
-        if (state.emit !== undefined) yield* state.emit(AgentEvent.started({ runId: context.runId, sessionId: context.sessionId, userId: context.userId }))
-        const messages = memoryOn ? yield* seed(prompt, context) : unseeded(prompt)
-
-        let interruptionReason: string | undefined
-        while (true) {
-          if (telemetryOn) yield* endTurnSpan(state, Exit.void)
-          if (state.turns >= maxTurns) {
-            interruptionReason = "max_turns_exceeded"
-            break
-          }
-          const turn = state.turns + 1
-          if (telemetryOn) {
-            state.turnSpan = yield* Effect.makeSpan("jeeves.turn", spanOptions({ turn, session_id: sessionAttribute(state) }))
-          }
-          const request: Model.ModelRequest = { messages: [...messages], tools: toolDefinitions, maxTokens }
-          const answer = yield* inTurn(state, meteredCall(state, request, turn))
-          if (answer._tag === "Blocked") {
-            interruptionReason = `budget:${answer.reason}`
-            if (telemetryOn) {
-              yield* Metrics.record(Metrics.budgetExceeded, 1, { reason: answer.reason, user_id: metricUserAttribute(state) })
-            }
-            if (auditOn) yield* record(state, {
-              actor: "system",
-              action: "budget_blocked",
-              payload: { reason: answer.reason, turn }
-            })
-            if (state.emit !== undefined) yield* state.emit(AgentEvent.budget_exceeded({ turn, reason: answer.reason }))
-            break
-          }
-          state.turns = turn
-          const response = answer.response
-          state.usage = Model.addUsage(state.usage, response.usage)
-          if (telemetryOn) yield* recordUsage(state, response.usage)
-          state.output = response.text
-          messages.push({ role: "assistant", content: response.text, toolCalls: response.toolCalls })
-          if (response.toolCalls.length === 0) break
-          const results = yield* inTurn(state, runTools(state, response.toolCalls, turn))
-          for (const result of results) {
-            state.toolCalls.push(result)
-            messages.push({
-              role: "tool",
-              toolCallId: result.callId,
-              toolName: result.name,
-              content: result.output,
-              isError: result.status !== "ok"
-            })
-          }
-        }
-        if (telemetryOn) yield* endTurnSpan(state, Exit.void)
-
-        if (memoryOn) yield* memory.remember({
-          sessionId: context.sessionId,
-          input: prompt,
-          output: state.output,
-          toolCalls: state.toolCalls.map((call) => ({ name: call.name, args: call.args }))
-        })
-        const finishedMillis = clock.unsafeCurrentTimeMillis()
-        const interrupted = interruptionReason !== undefined
-        if (telemetryOn) {
-          yield* Metrics.record(Metrics.sessionDuration, finishedMillis - startedMillis, {
-            interrupted,
-            turns: state.turns,
-            user_id: metricUserAttribute(state)
-          })
-          yield* Effect.annotateCurrentSpan({
-            turns: state.turns,
-            interrupted,
-            ...(interruptionReason === undefined ? {} : { interruption_reason: interruptionReason })
-          })
-        }
-        if (auditOn) yield* record(state, {
-          actor: "system",
-          action: "run_completed",
-          payload: {
-            turns: state.turns,
-            interrupted,
-            interruption_reason: interruptionReason ?? null,
-            tokens_in: state.usage.inputTokens,
-            tokens_out: state.usage.outputTokens,
-            cost_usd: state.usage.costUsd,
-            elapsed_ms: finishedMillis - startedMillis
-          }
-        })
-        const result: Agent.RunResult = {
-          runId: context.runId,
-          sessionId: context.sessionId,
-          userId: context.userId,
-          output: state.output,
-          turns: state.turns,
-          tokensIn: state.usage.inputTokens,
-          tokensOut: state.usage.outputTokens,
-          costUsd: state.usage.costUsd,
-          startedAt: new Date(startedMillis),
-          finishedAt: new Date(finishedMillis),
-          interrupted,
-          interruptionReason,
-          toolCalls: state.toolCalls,
-          auditFailures: state.auditFailures
-        }
-        if (state.emit !== undefined) yield* state.emit(AgentEvent.completed({ result }))
-        return result
+    const loop = Effect.fnUntraced(function*(prompt: string, state: RunState) {
+      const context = state.context
+      const clock = yield* Effect.clock
+      const startedMillis = clock.unsafeCurrentTimeMillis()
+      if (auditOn) yield* record(state, {
+        actor: "user",
+        action: "run_started",
+        payload: { prompt: prompt.slice(0, PROMPT_AUDIT_CHARS), model: model.name, max_turns: maxTurns }
       })
+      if (state.emit !== undefined) yield* state.emit(AgentEvent.started({ runId: context.runId, sessionId: context.sessionId, userId: context.userId }))
+      const messages = memoryOn ? yield* seed(prompt, context) : unseeded(prompt)
+
+      let interruptionReason: string | undefined
+      while (true) {
+        if (telemetryOn) yield* endTurnSpan(state, Exit.void)
+        if (state.turns >= maxTurns) {
+          interruptionReason = "max_turns_exceeded"
+          break
+        }
+        const turn = state.turns + 1
+        if (telemetryOn) {
+          state.turnSpan = yield* Effect.makeSpan("jeeves.turn", spanOptions({ turn, session_id: sessionAttribute(state) }))
+        }
+        const request: Model.ModelRequest = { messages: [...messages], tools: toolDefinitions, maxTokens }
+        const answer = yield* inTurn(state, meteredCall(state, request, turn))
+        if (answer._tag === "Blocked") {
+          interruptionReason = `budget:${answer.reason}`
+          if (telemetryOn) {
+            yield* Metrics.record(Metrics.budgetExceeded, 1, { reason: answer.reason, user_id: metricUserAttribute(state) })
+          }
+          if (auditOn) yield* record(state, {
+            actor: "system",
+            action: "budget_blocked",
+            payload: { reason: answer.reason, turn }
+          })
+          if (state.emit !== undefined) yield* state.emit(AgentEvent.budget_exceeded({ turn, reason: answer.reason }))
+          break
+        }
+        state.turns = turn
+        const response = answer.response
+        state.usage = Model.addUsage(state.usage, response.usage)
+        if (telemetryOn) yield* recordUsage(state, response.usage)
+        state.output = response.text
+        messages.push({ role: "assistant", content: response.text, toolCalls: response.toolCalls })
+        if (response.toolCalls.length === 0) break
+        const results = yield* inTurn(state, runTools(state, response.toolCalls, turn))
+        for (const result of results) {
+          state.toolCalls.push(result)
+          messages.push({
+            role: "tool",
+            toolCallId: result.callId,
+            toolName: result.name,
+            content: result.output,
+            isError: result.status !== "ok"
+          })
+        }
+      }
+      if (telemetryOn) yield* endTurnSpan(state, Exit.void)
+
+      if (memoryOn) yield* memory.remember({
+        sessionId: context.sessionId,
+        input: prompt,
+        output: state.output,
+        toolCalls: state.toolCalls.map((call) => ({ name: call.name, args: call.args }))
+      })
+      const finishedMillis = clock.unsafeCurrentTimeMillis()
+      const interrupted = interruptionReason !== undefined
+      if (telemetryOn) {
+        yield* Metrics.record(Metrics.sessionDuration, finishedMillis - startedMillis, {
+          interrupted,
+          turns: state.turns,
+          user_id: metricUserAttribute(state)
+        })
+        yield* Effect.annotateCurrentSpan({
+          turns: state.turns,
+          interrupted,
+          ...(interruptionReason === undefined ? {} : { interruption_reason: interruptionReason })
+        })
+      }
+      if (auditOn) yield* record(state, {
+        actor: "system",
+        action: "run_completed",
+        payload: {
+          turns: state.turns,
+          interrupted,
+          interruption_reason: interruptionReason ?? null,
+          tokens_in: state.usage.inputTokens,
+          tokens_out: state.usage.outputTokens,
+          cost_usd: state.usage.costUsd,
+          elapsed_ms: finishedMillis - startedMillis
+        }
+      })
+      const result: Agent.RunResult = {
+        runId: context.runId,
+        sessionId: context.sessionId,
+        userId: context.userId,
+        output: state.output,
+        turns: state.turns,
+        tokensIn: state.usage.inputTokens,
+        tokensOut: state.usage.outputTokens,
+        costUsd: state.usage.costUsd,
+        startedAt: new Date(startedMillis),
+        finishedAt: new Date(finishedMillis),
+        interrupted,
+        interruptionReason,
+        toolCalls: state.toolCalls,
+        auditFailures: state.auditFailures
+      }
+      if (state.emit !== undefined) yield* state.emit(AgentEvent.completed({ result }))
+      return result
+    })
 
     const start = (
       prompt: string,
@@ -756,7 +803,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           auditFailures: 0,
           toolCalls: []
         }
-        const body = Effect.locally(loop(prompt, state), RunContext.ref, context)
+        const body = RunContext.locally(context)(loop(prompt, state))
         if (!telemetryOn) return body
         return traced("jeeves.run", {
           session_id: sessionAttribute(state),
