@@ -108,15 +108,16 @@ export const layerNone: Layer.Layer<Telemetry> = Layer.succeed(Telemetry, none)
 export const layer = (options?: {
   readonly userIdAttribute?: UserIdAttribute | undefined
   readonly metricUserIdAttribute?: UserIdAttribute | undefined
-}): Layer.Layer<Telemetry> =>
-  Layer.merge(
-    Layer.succeed(Telemetry, {
-      enabled: true,
-      userIdAttribute: options?.userIdAttribute ?? "hashed",
-      metricUserIdAttribute: options?.metricUserIdAttribute ?? "omit"
-    }),
-    layerServiceSpans
-  )
+  /** Spans for each service operation too; see {@link OtelOptions.serviceSpans}. Default `false`. */
+  readonly serviceSpans?: boolean | undefined
+}): Layer.Layer<Telemetry> => {
+  const service = Layer.succeed(Telemetry, {
+    enabled: true,
+    userIdAttribute: options?.userIdAttribute ?? "hashed",
+    metricUserIdAttribute: options?.metricUserIdAttribute ?? "omit"
+  })
+  return options?.serviceSpans === true ? Layer.merge(service, layerServiceSpans) : service
+}
 
 /**
  * Options of {@link layerOtel}. Exporter, processor and reader instances
@@ -161,6 +162,16 @@ export interface OtelOptions {
    * manager could carry nothing).
    */
   readonly propagateContext?: boolean | undefined
+  /**
+   * Whether every service operation records a span of its own
+   * (`Memory.recall`, `AuditLog.append`, `Budget.reserve`, ...) under the
+   * agent's spans. Default `false`: the agent's spans (`jeeves.run`,
+   * `jeeves.turn`, `jeeves.model.*`, `jeeves.tool`, `jeeves.budget.reserve`,
+   * `jeeves.permission.check`, `jeeves.approval`) already time every step
+   * of a run, and a span costs tens of microseconds through the SDK, which
+   * would more than double the spans, and the cost, of every turn.
+   */
+  readonly serviceSpans?: boolean | undefined
   /** Sampler, id generator and limits of the tracer provider. */
   readonly tracerConfig?: Omit<TracerConfig, "resource" | "spanProcessors"> | undefined
   /** Metric readers (a `PeriodicExportingMetricReader`, or one you collect yourself). */

@@ -197,8 +197,8 @@ describe("layerRedactingTracer", () => {
       }
     }
   })
-  // Telemetry.layer() turns the services' own spans (Secrets.resolve) on.
-  const layer = Layer.merge(Secrets.layerRedactingTracer, Telemetry.layer()).pipe(
+  // Telemetry.layer({ serviceSpans: true }) turns the services' own spans (Secrets.resolve) on.
+  const layer = Layer.merge(Secrets.layerRedactingTracer, Telemetry.layer({ serviceSpans: true })).pipe(
     Layer.provide(Layer.setTracer(recordingTracer)),
     Layer.provideMerge(secretsLayer)
   )

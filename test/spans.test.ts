@@ -26,12 +26,22 @@ describe("service spans", () => {
       assert.deepStrictEqual(names, [])
     }))
 
-  it.effect("are on with a Telemetry layer", () =>
+  it.effect("stay off with a Telemetry layer unless it asks for them", () =>
     Effect.gen(function*() {
       const { layer, names } = yield* recording
       yield* Effect.flatMap(Memory.Memory, (memory) => memory.working).pipe(
         RunContext.withUser("alice"),
         Effect.provide(Layer.mergeAll(Memory.layerInMemory(), Telemetry.layer(), layer))
+      )
+      assert.deepStrictEqual(names, [])
+    }))
+
+  it.effect("are on with a Telemetry layer and serviceSpans: true", () =>
+    Effect.gen(function*() {
+      const { layer, names } = yield* recording
+      yield* Effect.flatMap(Memory.Memory, (memory) => memory.working).pipe(
+        RunContext.withUser("alice"),
+        Effect.provide(Layer.mergeAll(Memory.layerInMemory(), Telemetry.layer({ serviceSpans: true }), layer))
       )
       assert.deepStrictEqual(names, ["Memory.working"])
     }))

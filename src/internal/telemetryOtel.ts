@@ -182,5 +182,6 @@ export const layer = (options: Telemetry.OtelOptions): Layer.Layer<Telemetry.Tel
       metricUserIdAttribute: options.metricUserIdAttribute ?? "omit"
     })
 
-    return Layer.mergeAll(service, tracing, metrics, layerServiceSpans).pipe(Layer.provide(resource))
+    return Layer.mergeAll(service, tracing, metrics, options.serviceSpans === true ? layerServiceSpans : Layer.empty)
+      .pipe(Layer.provide(resource))
   }))
