@@ -21,6 +21,7 @@
  */
 import * as Effect from "effect/Effect"
 import * as FiberRef from "effect/FiberRef"
+import { locally as fastLocally } from "./internal/locally.js"
 import { globalValue } from "effect/GlobalValue"
 import * as Schema from "effect/Schema"
 import { newId } from "./internal/ids.js"
@@ -177,37 +178,9 @@ export const currentUserId: Effect.Effect<string | null> = Effect.map(current, (
 export const locally =
   (context: RunContext) => <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => install(self, context)
 
-/** The fiber's own FiberRef setter: present on every effect 3 `FiberRuntime`, not in its public type. */
-interface FiberRefSetter {
-  readonly setFiberRef?: <X>(fiberRef: FiberRef.FiberRef<X>, value: X) => void
-}
-
-/**
- * `Effect.locally(self, ref, context)` with the same semantics (the previous
- * value is back on every exit, interruption included; forked fibers inherit
- * `context`; other FiberRefs changed by `self` are kept) at about half the
- * cost: effect's version runs through `acquireUseRelease`, and every run pays
- * for it. Falls back to FiberRef effects if the fiber has no setter.
- */
+/** `Effect.locally` for the context, at about half its cost (see internal/locally.ts). */
 const install = <A, E, R>(self: Effect.Effect<A, E, R>, context: RunContext): Effect.Effect<A, E, R> =>
-  Effect.uninterruptibleMask((restore) =>
-    Effect.withFiberRuntime<A, E, R>((fiber) => {
-      const setter = fiber as unknown as FiberRefSetter
-      if (typeof setter.setFiberRef !== "function") return Effect.locally(restore(self), ref, context)
-      const previous = fiber.getFiberRef(ref)
-      setter.setFiberRef(ref, context)
-      return Effect.matchCauseEffect(restore(self), {
-        onFailure: (cause) => {
-          setter.setFiberRef!(ref, previous)
-          return Effect.failCause(cause)
-        },
-        onSuccess: (value) => {
-          setter.setFiberRef!(ref, previous)
-          return Effect.succeed(value)
-        }
-      })
-    })
-  )
+  fastLocally(self, ref, context)
 
 /**
  * Options for {@link withUser}.

@@ -26,6 +26,7 @@ import * as Telemetry from "../Telemetry.js"
 import type * as Tool from "../Tool.js"
 import { describeFailure, stringifyOutput } from "./describe.js"
 import { newId } from "./ids.js"
+import { withParentSpan, withSpan } from "./locally.js"
 import * as Metrics from "./metrics.js"
 
 type Emit = ((event: AgentEvent) => Effect.Effect<void>) | undefined
@@ -185,11 +186,11 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       name: string,
       attributes: Record<string, unknown>,
       effect: Effect.Effect<A, E, R>
-    ): Effect.Effect<A, E, R> => Effect.withSpan(effect, name, spanOptions(attributes))
+    ): Effect.Effect<A, E, R> => withSpan(effect, name, spanOptions(attributes))
 
     /** Runs `effect` under the open turn span, if any. */
     const inTurn = <A, E, R>(state: RunState, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-      telemetryOn && state.turnSpan !== undefined ? Effect.withParentSpan(effect, state.turnSpan) : effect
+      telemetryOn && state.turnSpan !== undefined ? withParentSpan(effect, state.turnSpan) : effect
 
     /** Ends the open turn span, if any, with `exit`. */
     const endTurnSpan = (state: RunState, exit: Exit.Exit<unknown, unknown>): Effect.Effect<void> =>

@@ -1,0 +1,84 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Deferred, Effect, Exit, Fiber, FiberRef, Option, Tracer } from "effect"
+import { locally, withParentSpan, withSpan } from "../src/internal/locally.js"
+
+const ref = FiberRef.unsafeMake("outer")
+
+/** Ended spans by name, with their exits, from effect's native tracer. */
+const recording = Effect.map(Effect.tracer, (inner) => {
+  const ended = new Map<string, Exit.Exit<unknown, unknown>>()
+  const tracer = Tracer.make({
+    span: (name, ...rest) => {
+      const span = inner.span(name, ...rest)
+      const end = span.end.bind(span)
+      span.end = (time, exit) => {
+        ended.set(name, exit)
+        end(time, exit)
+      }
+      return span
+    },
+    context: inner.context
+  })
+  return { ended, tracer }
+})
+
+describe("internal/locally", () => {
+  it.effect("locally behaves as Effect.locally on success, failure and interruption", () =>
+    Effect.gen(function*() {
+      assert.strictEqual(yield* locally(FiberRef.get(ref), ref, "inner"), "inner")
+      assert.strictEqual(yield* FiberRef.get(ref), "outer")
+      const failed = yield* Effect.exit(locally(Effect.fail("no"), ref, "inner"))
+      assert.isTrue(Exit.isFailure(failed))
+      assert.strictEqual(yield* FiberRef.get(ref), "outer")
+      const seen: Array<string> = []
+      const started = yield* Deferred.make<void>()
+      const fiber = yield* Effect.fork(
+        locally(Effect.zipRight(Deferred.succeed(started, undefined), Effect.never), ref, "inner").pipe(
+          Effect.onExit(() => Effect.map(FiberRef.get(ref), (value) => void seen.push(value)))
+        )
+      )
+      yield* Deferred.await(started)
+      yield* Fiber.interrupt(fiber)
+      assert.deepStrictEqual(seen, ["outer"])
+      const child = yield* Effect.fork(FiberRef.get(ref)).pipe((self) => locally(self, ref, "inner"))
+      assert.strictEqual(yield* Fiber.join(child), "inner")
+    }))
+
+  it.effect("withSpan parents the inner spans, ends with the exit, and restores the outer span", () =>
+    Effect.gen(function*() {
+      const { ended, tracer } = yield* recording
+      const program = Effect.gen(function*() {
+        const inner = yield* withSpan(
+          Effect.flatMap(Effect.currentSpan, (parent) =>
+            Effect.map(Effect.makeSpan("child"), (child) => ({ parent, child }))),
+          "outer-span",
+          { attributes: { turn: 1 } }
+        )
+        assert.strictEqual(inner.parent.name, "outer-span")
+        assert.strictEqual(Option.getOrThrow(inner.child.parent).spanId, inner.parent.spanId)
+        assert.strictEqual(inner.parent.attributes.get("turn"), 1)
+        assert.isTrue(Option.isNone(yield* Effect.option(Effect.currentSpan)))
+        assert.isTrue(Exit.isSuccess(ended.get("outer-span")!))
+
+        const failed = yield* Effect.exit(withSpan(Effect.fail("boom"), "failing", {}))
+        assert.isTrue(Exit.isFailure(failed))
+        assert.isTrue(Exit.isFailure(ended.get("failing")!))
+
+        const started = yield* Deferred.make<void>()
+        const fiber = yield* Effect.fork(withSpan(Effect.zipRight(Deferred.succeed(started, undefined), Effect.never), "interrupted", {}))
+        yield* Deferred.await(started)
+        yield* Fiber.interrupt(fiber)
+        const exit = ended.get("interrupted")
+        assert.isTrue(exit !== undefined && Exit.isInterrupted(exit))
+      })
+      yield* Effect.withTracer(program, tracer)
+    }))
+
+  it.effect("withParentSpan parents spans under the given span", () =>
+    Effect.gen(function*() {
+      const parent = yield* Effect.makeSpan("parent")
+      const child = yield* withParentSpan(Effect.makeSpan("child"), parent)
+      assert.strictEqual(Option.getOrThrow(child.parent).spanId, parent.spanId)
+      assert.isTrue(Option.isNone(yield* Effect.option(Effect.currentSpan)))
+    }))
+})
