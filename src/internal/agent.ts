@@ -363,17 +363,23 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           if (reservation._tag === "Blocked") {
             return Effect.succeed({ _tag: "Blocked", reason: reservation.reason } as const)
           }
-          const warned = reservation.warning === undefined ? Effect.void : budgetWarning(state, turn, reservation.warning)
-          const called = restore(Effect.zipRight(warned, callModel(state, request, turn)))
-          return Effect.flatMap(Effect.exit(called), (exit): Effect.Effect<Metered, Model.ModelError | Budget.BudgetUnavailable> => {
-            if (Exit.isFailure(exit)) return Effect.zipRight(reservation.release, Effect.failCause(exit.cause))
-            const answered = { _tag: "Answered", response: exit.value } as const
+          const called = restore(
+            reservation.warning === undefined ?
+              callModel(state, request, turn) :
+              Effect.zipRight(budgetWarning(state, turn, reservation.warning), callModel(state, request, turn))
+          )
+          return Effect.matchCauseEffect(called, {
+            onFailure: (cause) => Effect.zipRight(reservation.release, Effect.failCause(cause)),
             // The answer is kept even if the ledger cannot be settled now: the reservation (an upper
             // bound) stays charged until the backend reclaims it, so nothing goes unmetered.
-            const settled = reservation.settle(exit.value.usage).pipe(
-              Effect.catchAll((error) => warn(`budget settle failed: ${error.message}`, { turn }))
-            )
-            return Effect.as(settled, answered)
+            onSuccess: (response): Effect.Effect<Metered> =>
+              Effect.as(
+                Effect.catchAll(
+                  reservation.settle(response.usage),
+                  (error) => warn(`budget settle failed: ${error.message}`, { turn })
+                ),
+                { _tag: "Answered", response } as const
+              )
           })
         })
       )

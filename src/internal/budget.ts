@@ -3,6 +3,7 @@ import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import * as Option from "effect/Option"
 import * as Budget from "../Budget.js"
@@ -268,15 +269,14 @@ const ok: Budget.BudgetStatus = Object.freeze({ state: "ok" })
  * non-negative number, else the reservation's estimate of it (fail closed:
  * never charge zero for an unknown figure).
  */
-export const chargeOf = (actual: Model.Usage, estimate: Model.Usage): Model.Usage => {
-  const pick = (reported: unknown, fallback: number) =>
-    typeof reported === "number" && Number.isFinite(reported) && reported >= 0 ? reported : fallback
-  return {
-    inputTokens: pick(actual?.inputTokens, estimate.inputTokens),
-    outputTokens: pick(actual?.outputTokens, estimate.outputTokens),
-    costUsd: pick(actual?.costUsd, estimate.costUsd)
-  }
-}
+export const chargeOf = (actual: Model.Usage, estimate: Model.Usage): Model.Usage => ({
+  inputTokens: reportedOr(actual?.inputTokens, estimate.inputTokens),
+  outputTokens: reportedOr(actual?.outputTokens, estimate.outputTokens),
+  costUsd: reportedOr(actual?.costUsd, estimate.costUsd)
+})
+
+const reportedOr = (reported: unknown, fallback: number): number =>
+  typeof reported === "number" && Number.isFinite(reported) && reported >= 0 ? reported : fallback
 
 /** An estimate with every field a finite non-negative number (bad fields count as zero). */
 export const sanitizeEstimate = (estimate: Model.Usage): Model.Usage => chargeOf(estimate, noUsage)
@@ -300,23 +300,21 @@ export const currentUserKey: Effect.Effect<string> = Effect.map(
   (context) => RunContext.userKey(context.userId)
 )
 
-const clockOf = (fiber: { readonly currentDefaultServices: Context.Context<Clock.Clock> }): Clock.Clock =>
+/**
+ * The fiber running the current step, read inside `Effect.sync` as
+ * `@effect/experimental`'s `Machine` does: one runtime step, where
+ * `Effect.withFiberRuntime` plus the `Effect.succeed` it must return is two,
+ * and the extra step costs about as much as the budget's own bookkeeping.
+ */
+const currentFiber = (): Fiber.RuntimeFiber<unknown, unknown> => Option.getOrThrow(Fiber.getCurrentFiber())
+
+/** The fiber's Clock service (a TestClock in tests). */
+const clockOf = (fiber: Fiber.RuntimeFiber<unknown, unknown>): Clock.Clock =>
   Context.get(fiber.currentDefaultServices, Clock.Clock)
 
-/**
- * `f` of the Clock's millis, evaluated in one step of the current fiber (the
- * budget's hot path: one runtime step instead of four).
- */
-const atNow = <A>(f: (now: number) => A): Effect.Effect<A> =>
-  Effect.withFiberRuntime((fiber) => Effect.succeed(f(clockOf(fiber).unsafeCurrentTimeMillis())))
-
-/** `f` of the current user's storage key and the Clock's millis, in one step of the current fiber. */
-const asCurrentUserAtNow = <A>(f: (key: string, now: number) => A): Effect.Effect<A> =>
-  Effect.withFiberRuntime((fiber) =>
-    Effect.succeed(
-      f(RunContext.userKey(fiber.getFiberRef(RunContext.ref).userId), clockOf(fiber).unsafeCurrentTimeMillis())
-    )
-  )
+/** The storage key of the fiber's current user. */
+const userKeyOf = (fiber: Fiber.RuntimeFiber<unknown, unknown>): string =>
+  RunContext.userKey(fiber.getFiberRef(RunContext.ref).userId)
 
 // ---------------------------------------------------------------------------
 // the in-memory backend
@@ -324,27 +322,32 @@ const asCurrentUserAtNow = <A>(f: (key: string, now: number) => A): Effect.Effec
 
 /**
  * Committed usage and outstanding reservations of one scope. Mutable; changed
- * only inside one synchronous step of a fiber.
+ * only inside one synchronous step of a fiber. The ledger is its own
+ * {@link Load} (committed plus reserved), so a decision allocates nothing.
  */
-class Ledger {
-  tokensIn = 0
-  tokensOut = 0
-  costUsd = 0
+class Ledger implements Load {
+  committedIn = 0
+  committedOut = 0
+  committedCost = 0
   reservedIn = 0
   reservedOut = 0
   reservedCost = 0
   outstanding = 0
 
-  load(): Load {
-    return {
-      tokensIn: this.tokensIn + this.reservedIn,
-      tokensOut: this.tokensOut + this.reservedOut,
-      costUsd: this.costUsd + this.reservedCost
-    }
+  get tokensIn(): number {
+    return this.committedIn + this.reservedIn
+  }
+
+  get tokensOut(): number {
+    return this.committedOut + this.reservedOut
+  }
+
+  get costUsd(): number {
+    return this.committedCost + this.reservedCost
   }
 
   committed(): Load {
-    return { tokensIn: this.tokensIn, tokensOut: this.tokensOut, costUsd: this.costUsd }
+    return { tokensIn: this.committedIn, tokensOut: this.committedOut, costUsd: this.committedCost }
   }
 
   hold(estimate: Model.Usage): void {
@@ -369,9 +372,9 @@ class Ledger {
   }
 
   charge(usage: Model.Usage): void {
-    this.tokensIn += usage.inputTokens
-    this.tokensOut += usage.outputTokens
-    this.costUsd += usage.costUsd
+    this.committedIn += usage.inputTokens
+    this.committedOut += usage.outputTokens
+    this.committedCost += usage.costUsd
   }
 }
 
@@ -392,10 +395,118 @@ class UserLedger extends Ledger {
   enterWindow(window: number): void {
     if (window === this.window) return
     this.window = window
-    this.tokensIn = 0
-    this.tokensOut = 0
-    this.costUsd = 0
+    this.committedIn = 0
+    this.committedOut = 0
+    this.committedCost = 0
     this.startedAt = undefined
+  }
+}
+
+/** The ledgers of one in-memory budget: everybody's, and a bounded table of the users'. */
+class MemoryLedgers {
+  readonly global = new Ledger()
+  readonly users: BoundedUsers<UserLedger>
+
+  constructor(readonly config: Resolved, bounds: Bounds, readonly startedAt: number) {
+    this.users = new BoundedUsers<UserLedger>("budget", bounds.maxUsers, bounds.idleTtlMillis)
+  }
+
+  /** The user's ledger, touched and moved into the current window; `undefined` when absent. */
+  existing(key: string, now: number): UserLedger | undefined {
+    const ledger = this.users.get(key, now)
+    ledger?.enterWindow(windowIndex(this.config, now))
+    return ledger
+  }
+
+  statusOf(user: UserLedger | undefined, now: number): Budget.BudgetStatus {
+    return statusFor(
+      this.config,
+      this.global,
+      now - this.startedAt,
+      user ?? zeroLoad,
+      user?.startedAt === undefined ? undefined : now - user.startedAt
+    )
+  }
+
+  /**
+   * Check-and-reserve for the fiber's user, in one synchronous step: atomic
+   * across every fiber of the process.
+   */
+  reserve(fiber: Fiber.RuntimeFiber<unknown, unknown>, rawEstimate: Model.Usage): Budget.Reservation {
+    const key = userKeyOf(fiber)
+    const clock = clockOf(fiber)
+    const now = clock.unsafeCurrentTimeMillis()
+    const found = this.existing(key, now)
+    const decision = this.statusOf(found, now)
+    if (decision.state === "blocked") return { _tag: "Blocked", reason: decision.reason }
+    const estimate = sanitizeEstimate(rawEstimate)
+    const user = found ?? new UserLedger(windowIndex(this.config, now))
+    user.hold(estimate)
+    this.global.hold(estimate)
+    // Inserted after the hold: pinned, so making room never evicts the new user itself.
+    if (found === undefined) this.users.insert(key, user, now)
+    return new Grant(decision.state === "warn" ? decision.reason : undefined, this, key, user, estimate, clock)
+  }
+
+  /** Removes a reservation's hold and charges `charge`, if any, at `now`. */
+  finish(key: string, user: UserLedger, estimate: Model.Usage, charge: Model.Usage | undefined, now: number): void {
+    user.unhold(estimate)
+    this.global.unhold(estimate)
+    // The ledger was pinned until this step, so it is still the one the table holds for the user.
+    this.users.touch(key, user, now)
+    user.enterWindow(windowIndex(this.config, now))
+    if (charge === undefined) return
+    this.global.charge(charge)
+    user.charge(charge)
+    if (user.startedAt === undefined) user.startedAt = now
+  }
+}
+
+/**
+ * A granted in-memory reservation. A class rather than an object of
+ * closures, and `release` built only when asked for (most calls settle):
+ * the budget's share of a model call is a few hundred nanoseconds, and the
+ * closures and effect built per reservation were a good part of it.
+ */
+class Grant {
+  readonly _tag = "Granted"
+  #finished = false
+  readonly #ledgers: MemoryLedgers
+  readonly #key: string
+  readonly #user: UserLedger
+  readonly #estimate: Model.Usage
+  /** The Clock of the fiber that reserved; finishing reads the time from it too. */
+  readonly #clock: Clock.Clock
+
+  constructor(
+    readonly warning: string | undefined,
+    ledgers: MemoryLedgers,
+    key: string,
+    user: UserLedger,
+    estimate: Model.Usage,
+    clock: Clock.Clock
+  ) {
+    this.#ledgers = ledgers
+    this.#key = key
+    this.#user = user
+    this.#estimate = estimate
+    this.#clock = clock
+  }
+
+  readonly settle = (actual: Model.Usage): Effect.Effect<void> => {
+    const charge = chargeOf(actual, this.#estimate)
+    return Effect.sync(() => this.#finish(charge))
+  }
+
+  get release(): Effect.Effect<void> {
+    return Effect.sync(() => this.#finish(undefined))
+  }
+
+  /** Only the first finish counts. */
+  #finish(charge: Model.Usage | undefined): void {
+    if (this.#finished) return
+    this.#finished = true
+    this.#ledgers.finish(this.#key, this.#user, this.#estimate, charge, this.#clock.unsafeCurrentTimeMillis())
   }
 }
 
@@ -406,72 +517,25 @@ export const makeMemory = (
 ): Effect.Effect<Budget.Service, Budget.BudgetConfigError> =>
   Effect.flatMap(
     Either.all([resolveConfig(config), resolveBounds(options)]),
-    ([resolved, bounds]) => Effect.clockWith((clock) => Effect.sync(() => memoryService(resolved, bounds, clock)))
+    ([resolved, bounds]) =>
+      Effect.clockWith((clock) =>
+        Effect.sync(() => memoryService(new MemoryLedgers(resolved, bounds, clock.unsafeCurrentTimeMillis())))
+      )
   )
 
-const memoryService = (
-  config: Resolved,
-  bounds: Bounds,
-  clock: { readonly unsafeCurrentTimeMillis: () => number }
-): Budget.Service => {
-  const startedAt = clock.unsafeCurrentTimeMillis()
-  const global = new Ledger()
-  const users = new BoundedUsers<UserLedger>("budget", bounds.maxUsers, bounds.idleTtlMillis)
-
-  /** The user's ledger, touched and moved into the current window; `undefined` when absent. */
-  const existing = (key: string, now: number): UserLedger | undefined => {
-    const ledger = users.get(key, now)
-    ledger?.enterWindow(windowIndex(config, now))
-    return ledger
-  }
-
-  const statusOf = (user: UserLedger | undefined, now: number): Budget.BudgetStatus =>
-    statusFor(
-      config,
-      global.load(),
-      now - startedAt,
-      user?.load() ?? zeroLoad,
-      user?.startedAt === undefined ? undefined : now - user.startedAt
-    )
-
-  const reserveNow = (key: string, rawEstimate: Model.Usage, now: number): Budget.Reservation => {
-    const found = existing(key, now)
-    const decision = statusOf(found, now)
-    if (decision.state === "blocked") return { _tag: "Blocked", reason: decision.reason }
-    const estimate = sanitizeEstimate(rawEstimate)
-    const user = found ?? new UserLedger(windowIndex(config, now))
-    user.hold(estimate)
-    global.hold(estimate)
-    // Inserted after the hold: pinned, so making room never evicts the new user itself.
-    if (found === undefined) users.insert(key, user, now)
-    let finished = false
-    const finish = (charge: Model.Usage | undefined) =>
-      atNow((at) => {
-        if (finished) return
-        finished = true
-        user.unhold(estimate)
-        global.unhold(estimate)
-        // The ledger was pinned until this step, so it is still the one the table holds for the user.
-        users.touch(key, user, at)
-        user.enterWindow(windowIndex(config, at))
-        if (charge === undefined) return
-        global.charge(charge)
-        user.charge(charge)
-        if (user.startedAt === undefined) user.startedAt = at
+const memoryService = (ledgers: MemoryLedgers): Budget.Service => ({
+  allowsStep: Effect.sync(() => {
+    const fiber = currentFiber()
+    const now = clockOf(fiber).unsafeCurrentTimeMillis()
+    return ledgers.statusOf(ledgers.existing(userKeyOf(fiber), now), now)
+  }),
+  reserve: (estimate) => Effect.sync(() => ledgers.reserve(currentFiber(), estimate)),
+  usageFor: (userId) =>
+    Effect.clockWith((clock) =>
+      Effect.sync(() => {
+        const now = clock.unsafeCurrentTimeMillis()
+        return totalsOf(ledgers.existing(RunContext.userKey(userId), now)?.committed() ?? zeroLoad)
       })
-    return {
-      _tag: "Granted",
-      warning: decision.state === "warn" ? decision.reason : undefined,
-      settle: (actual) => finish(chargeOf(actual, estimate)),
-      release: finish(undefined)
-    }
-  }
-
-  return {
-    allowsStep: asCurrentUserAtNow((key, now) => statusOf(existing(key, now), now)),
-    reserve: (estimate) => asCurrentUserAtNow((key, now) => reserveNow(key, estimate, now)),
-    usageFor: (userId) =>
-      atNow((now) => totalsOf(existing(RunContext.userKey(userId), now)?.committed() ?? zeroLoad)),
-    globalUsage: Effect.sync(() => totalsOf(global.committed()))
-  }
-}
+    ),
+  globalUsage: Effect.sync(() => totalsOf(ledgers.global.committed()))
+})
