@@ -55,6 +55,25 @@ describe("Budget in the agent loop", () => {
     }).pipe(Effect.provide(agentLayer(script, Budget.layer({ perUserMaxTokens: 100 }))))
   })
 
+  it.effect("a wrapper that spreads the in-memory service and replaces reserve is the one the agent calls", () => {
+    const { script } = countingScript(() => ({ inputTokens: 10, outputTokens: 5 }))
+    const reserved: Array<number> = []
+    const wrapped = Layer.effect(
+      Budget.Budget,
+      Effect.map(Budget.Budget, (inner): Budget.Service => ({
+        ...inner,
+        reserve: (estimate) => Effect.zipLeft(inner.reserve(estimate), Effect.sync(() => reserved.push(estimate.outputTokens)))
+      }))
+    ).pipe(Layer.provide(Budget.layer({ perUserMaxTokens: 1_000 })))
+    return Effect.gen(function*() {
+      const agent = yield* Agent.Agent
+      const budget = yield* Budget.Budget
+      yield* agent.run("hi", { userId: "alice" })
+      assert.strictEqual(reserved.length, 1)
+      assert.strictEqual((yield* budget.usageFor("alice")).tokensTotal, 15)
+    }).pipe(Effect.provide(agentLayer(script, wrapped)))
+  })
+
   it.effect("going over mid-run stops the run at the start of the next turn", () => {
     const script: Model.Script = () => ({
       toolCalls: [{ name: "noop", args: {} }],

@@ -24,6 +24,7 @@ import * as RunContext from "../RunContext.js"
 import * as Secrets from "../Secrets.js"
 import * as Telemetry from "../Telemetry.js"
 import type * as Tool from "../Tool.js"
+import * as BudgetInternal from "./budget.js"
 import { describeFailure, stringifyOutput } from "./describe.js"
 import { newId } from "./ids.js"
 import { withParentSpan, withSpan } from "./locally.js"
@@ -40,6 +41,9 @@ interface RunState {
   output: string
   auditFailures: number
   readonly toolCalls: Array<Agent.ToolCallRecord>
+  /** Budget only: the UTF-8 bytes of the first `estimatedMessages` messages. */
+  estimatedBytes: number
+  estimatedMessages: number
   /** Telemetry only: the open `jeeves.turn` span. */
   turnSpan?: Tracer.Span | undefined
   /** Telemetry only: the user id attribute, computed once per run (`null` = omitted). */
@@ -62,15 +66,22 @@ const PROMPT_AUDIT_CHARS = 500
  * text can exceed it, and the cap's overshoot bound rests on estimates not
  * falling short.) `fixedBytes` covers what every request carries (tools).
  */
-const estimateInputTokens = (messages: ReadonlyArray<Model.Message>, fixedBytes: number): number => {
-  let bytes = fixedBytes
-  for (const message of messages) {
-    bytes += Buffer.byteLength(message.content, "utf8")
-    if (message.role === "assistant") {
-      for (const call of message.toolCalls) bytes += Buffer.byteLength(JSON.stringify(call.args) ?? "", "utf8") + 32
-    }
+const messageBytes = (message: Model.Message): number => {
+  let bytes = Buffer.byteLength(message.content, "utf8")
+  if (message.role === "assistant") {
+    for (const call of message.toolCalls) bytes += Buffer.byteLength(JSON.stringify(call.args) ?? "", "utf8") + 32
   }
   return bytes
+}
+
+/**
+ * {@link messageBytes} of a run's messages, counted once each: a run only
+ * ever appends to its messages, so each call adds the new ones.
+ */
+const estimateInputTokens = (state: RunState, messages: ReadonlyArray<Model.Message>, fixedBytes: number): number => {
+  for (let i = state.estimatedMessages; i < messages.length; i++) state.estimatedBytes += messageBytes(messages[i]!)
+  state.estimatedMessages = messages.length
+  return state.estimatedBytes + fixedBytes
 }
 
 /** Freezes a JSON-like value in place (model-provided tool arguments are small). */
@@ -147,6 +158,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
 
     // Fast paths: a layer that cannot change the outcome costs nothing.
     const budgetOn = budget !== Budget.none
+    const syncReserve = BudgetInternal.syncReserveOf(budget)
     const permissionsOn = permissions !== Permissions.allowAllService
     const hooksOn = !hooks.isEmpty
     const auditOn = audit.enabled
@@ -344,7 +356,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       if (!budgetOn) {
         return Effect.map(callModel(state, request, turn), (response) => ({ _tag: "Answered", response }) as const)
       }
-      const inputTokens = estimateInputTokens(request.messages, toolDefinitionBytes)
+      const inputTokens = estimateInputTokens(state, request.messages, toolDefinitionBytes)
       const estimate: Model.Usage = {
         inputTokens,
         outputTokens: maxTokens,
@@ -358,31 +370,52 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           estimated_output_tokens: maxTokens
         }, budget.reserve(estimate)) :
         budget.reserve(estimate)
+      if (syncReserve !== undefined && !telemetryOn) {
+        // The in-memory budget: reserve inside this step, no effect of its own.
+        return Effect.uninterruptibleMask((restore) =>
+          Effect.withFiberRuntime((fiber) => reserved(state, request, turn, restore, syncReserve(fiber, estimate)))
+        )
+      }
       return Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(restore(reserve), (reservation) => {
-          if (reservation._tag === "Blocked") {
-            return Effect.succeed({ _tag: "Blocked", reason: reservation.reason } as const)
-          }
-          const called = restore(
-            reservation.warning === undefined ?
-              callModel(state, request, turn) :
-              Effect.zipRight(budgetWarning(state, turn, reservation.warning), callModel(state, request, turn))
-          )
-          return Effect.matchCauseEffect(called, {
-            onFailure: (cause) => Effect.zipRight(reservation.release, Effect.failCause(cause)),
-            // The answer is kept even if the ledger cannot be settled now: the reservation (an upper
-            // bound) stays charged until the backend reclaims it, so nothing goes unmetered.
-            onSuccess: (response): Effect.Effect<Metered> =>
-              Effect.as(
-                Effect.catchAll(
-                  reservation.settle(response.usage),
-                  (error) => warn(`budget settle failed: ${error.message}`, { turn })
-                ),
-                { _tag: "Answered", response } as const
-              )
-          })
-        })
+        Effect.flatMap(restore(reserve), (reservation) => reserved(state, request, turn, restore, reservation))
       )
+    }
+
+    /** The model call under a reservation: settle on success, release on any other exit. Runs masked. */
+    const reserved = (
+      state: RunState,
+      request: Model.ModelRequest,
+      turn: number,
+      restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>,
+      reservation: Budget.Reservation
+    ): Effect.Effect<Metered, Model.ModelError> => {
+      if (reservation._tag === "Blocked") {
+        return Effect.succeed({ _tag: "Blocked", reason: reservation.reason } as const)
+      }
+      const called = restore(
+        reservation.warning === undefined ?
+          callModel(state, request, turn) :
+          Effect.zipRight(budgetWarning(state, turn, reservation.warning), callModel(state, request, turn))
+      )
+      return Effect.matchCauseEffect(called, {
+        onFailure: (cause) => Effect.zipRight(reservation.release, Effect.failCause(cause)),
+        onSuccess: (response): Effect.Effect<Metered> => {
+          const answered = { _tag: "Answered", response } as const
+          if (reservation instanceof BudgetInternal.Grant) {
+            reservation.unsafeSettle(response.usage)
+            return Effect.succeed(answered)
+          }
+          // The answer is kept even if the ledger cannot be settled now: the reservation (an upper
+          // bound) stays charged until the backend reclaims it, so nothing goes unmetered.
+          return Effect.as(
+            Effect.catchAll(
+              reservation.settle(response.usage),
+              (error) => warn(`budget settle failed: ${error.message}`, { turn })
+            ),
+            answered
+          )
+        }
+      })
     }
 
     // ---- tools ------------------------------------------------------------
@@ -808,7 +841,9 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           usage: Model.zeroUsage,
           output: "",
           auditFailures: 0,
-          toolCalls: []
+          toolCalls: [],
+          estimatedBytes: 0,
+          estimatedMessages: 0
         }
         const body = RunContext.locally(context)(loop(prompt, state))
         if (!telemetryOn) return body

@@ -468,7 +468,7 @@ class MemoryLedgers {
  * the budget's share of a model call is a few hundred nanoseconds, and the
  * closures and effect built per reservation were a good part of it.
  */
-class Grant {
+export class Grant {
   readonly _tag = "Granted"
   #finished = false
   readonly #ledgers: MemoryLedgers
@@ -498,6 +498,11 @@ class Grant {
     return Effect.sync(() => this.#finish(charge))
   }
 
+  /** `settle` run now, on the fiber that reserved (see {@link syncReserveOf}). */
+  unsafeSettle(actual: Model.Usage): void {
+    this.#finish(chargeOf(actual, this.#estimate))
+  }
+
   get release(): Effect.Effect<void> {
     return Effect.sync(() => this.#finish(undefined))
   }
@@ -523,13 +528,43 @@ export const makeMemory = (
       )
   )
 
-const memoryService = (ledgers: MemoryLedgers): Budget.Service => ({
+/**
+ * The in-memory budget's reserve as a plain function of the running fiber,
+ * for the agent to call inside a step it already runs (no effect of its
+ * own). Present only while `reserve` is the service's own: a wrapper that
+ * spreads the service and replaces `reserve` still gets its `reserve` called.
+ */
+const syncReserveKey = Symbol.for("jeevesagent/internal/budget/syncReserve")
+
+interface SyncReserve {
+  readonly reserve: Budget.Service["reserve"]
+  readonly unsafe: (fiber: Fiber.RuntimeFiber<unknown, unknown>, estimate: Model.Usage) => Budget.Reservation
+}
+
+/** @internal */
+export const syncReserveOf = (
+  service: Budget.Service
+): ((fiber: Fiber.RuntimeFiber<unknown, unknown>, estimate: Model.Usage) => Budget.Reservation) | undefined => {
+  const marker = (service as { readonly [syncReserveKey]?: SyncReserve })[syncReserveKey]
+  return marker !== undefined && marker.reserve === service.reserve ? marker.unsafe : undefined
+}
+
+const memoryService = (ledgers: MemoryLedgers): Budget.Service => {
+  const reserve: Budget.Service["reserve"] = (estimate) => Effect.sync(() => ledgers.reserve(currentFiber(), estimate))
+  const service = {
+    ...memoryServiceRest(ledgers),
+    reserve,
+    [syncReserveKey]: { reserve, unsafe: (fiber, estimate) => ledgers.reserve(fiber, estimate) } satisfies SyncReserve
+  }
+  return service
+}
+
+const memoryServiceRest = (ledgers: MemoryLedgers): Omit<Budget.Service, "reserve"> => ({
   allowsStep: Effect.sync(() => {
     const fiber = currentFiber()
     const now = clockOf(fiber).unsafeCurrentTimeMillis()
     return ledgers.statusOf(ledgers.existing(userKeyOf(fiber), now), now)
   }),
-  reserve: (estimate) => Effect.sync(() => ledgers.reserve(currentFiber(), estimate)),
   usageFor: (userId) =>
     Effect.clockWith((clock) =>
       Effect.sync(() => {
