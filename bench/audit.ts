@@ -1,6 +1,10 @@
 /**
  * Cost of the audit log.
  *
+ * 0. CPU per operation, in one fiber: µs per `Secrets.redact` call (a short
+ *    string with no secret, a sentence, a string holding a handed-out value,
+ *    one holding a key shape, a typical payload through `redactDeep`) and µs
+ *    per in-memory append. `--micro` prints only this section.
  * 1. Appends per second: memory; file with fsync from 1 appender (one fsync
  *    per entry) and from 64 concurrent appenders (group commit); file without
  *    fsync; Postgres (when it answers at JEEVES_TEST_PG_URL, default the local
@@ -10,7 +14,7 @@
  *    calls, four audit entries) with each log, minus the same with
  *    `AuditLog.layerNone`.
  *
- * Run: npx tsx bench/audit.ts [--seconds 2] [--turns 2000]
+ * Run: npx tsx bench/audit.ts [--seconds 2] [--turns 2000] [--micro]
  */
 import * as nodeFs from "node:fs"
 import { tmpdir } from "node:os"
@@ -19,7 +23,7 @@ import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import { Effect, Layer, Redacted, Schema } from "effect"
 import pg from "pg"
-import { Agent, AuditLog, Model, RunContext, Tool } from "jeevesagent"
+import { Agent, AuditLog, Model, RunContext, Secrets, Tool } from "jeevesagent"
 import * as PgAuditLog from "jeevesagent/PgAuditLog"
 
 const argValue = (name: string, fallback: number): number => {
@@ -34,6 +38,56 @@ const adminUrl = process.env.JEEVES_TEST_PG_URL ?? "postgres://postgres@127.0.0.
 
 const dir = nodeFs.mkdtempSync(join(tmpdir(), "jeeves-audit-bench-"))
 const payload = { tool: "search", call_id: "call_0123456789", args: { query: "quarterly revenue by region", limit: 20 }, turn: 1 }
+
+const MICRO_ONLY = process.argv.includes("--micro")
+
+/** Best of five rounds of `rounds` calls, in µs per call (after a warm-up round). */
+const perCall = (rounds: number, call: () => unknown): number => {
+  for (let i = 0; i < rounds; i++) call()
+  let best = Infinity
+  for (let round = 0; round < 5; round++) {
+    const started = performance.now()
+    for (let i = 0; i < rounds; i++) call()
+    best = Math.min(best, ((performance.now() - started) * 1000) / rounds)
+  }
+  return best
+}
+
+/** µs per in-memory append: best of five fresh logs of `count` appends each. */
+const memoryAppend = (count: number, secrets: Secrets.Service) =>
+  Effect.gen(function*() {
+    let best = Infinity
+    for (let round = 0; round < 6; round++) {
+      const audit = yield* AuditLog.makeMemory({ secret: SECRET })
+      // What the agent does per entry: a fresh input, so no work is shared between appends.
+      let i = 0
+      const started = performance.now()
+      yield* Effect.whileLoop({
+        while: () => i < count,
+        body: () => audit.append({ actor: "model", action: "tool_call", payload: { ...payload, turn: i } }),
+        step: () => void i++
+      })
+      if (round > 0) best = Math.min(best, ((performance.now() - started) * 1000) / count)
+    }
+    return best
+  }).pipe(RunContext.withUser("bench"), Effect.provideService(Secrets.Secrets, secrets))
+
+const micro = () => {
+  const secrets = Secrets.makeDict({ DB_PASSWORD: "correct horse battery staple", API_KEY: "sk-live-0123456789abcdef" })
+  const payloadJson = JSON.stringify(payload)
+  const cases: ReadonlyArray<readonly [string, number, () => unknown]> = [
+    ["redact: short, no secret (\"tool_call\")", 1_000_000, () => secrets.redact("tool_call")],
+    ["redact: sentence, no secret (58 chars)", 300_000, () =>
+      secrets.redact("Quarterly revenue by region, with totals for EMEA and APAC")],
+    ["redact: handed-out value inside", 300_000, () => secrets.redact("connecting with correct horse battery staple now")],
+    ["redact: GitHub token inside", 300_000, () => secrets.redact(`key ghp_${"A1b2C3d4".repeat(5)} used`)],
+    ["redact: JSON text of the payload", 300_000, () => secrets.redact(payloadJson)],
+    ["redactDeep: the payload (9 strings)", 300_000, () => Secrets.redactDeep(payload, secrets.redact)]
+  ]
+  console.log("CPU per operation (µs, best of 5)")
+  for (const [name, rounds, call] of cases) console.log(`  ${name.padEnd(40)}${perCall(rounds, call).toFixed(3)}`)
+  console.log(`  ${"append, memory log".padEnd(40)}${Effect.runSync(memoryAppend(20_000, secrets)).toFixed(2)}`)
+}
 
 const fmt = (n: number) => n.toLocaleString("en-US", { maximumFractionDigits: n < 10 ? 2 : 0 })
 
@@ -117,7 +171,9 @@ const postgres = async (): Promise<{ url: string; drop: () => Promise<void> } | 
 
 const main = async () => {
   const run = <A>(effect: Effect.Effect<A, unknown>) => Effect.runPromise(effect)
-  console.log(`audit log benchmark (${SECONDS} s per throughput figure, ${TURNS} agent turns per layer)\n`)
+  micro()
+  if (MICRO_ONLY) return
+  console.log(`\naudit log benchmark (${SECONDS} s per throughput figure, ${TURNS} agent turns per layer)\n`)
   console.log("appends per second")
   console.log(`  memory, 1 appender            ${fmt(await run(throughput(AuditLog.layerMemory({ secret: SECRET }), 1)))}`)
   console.log(`  file fsync, 1 appender        ${fmt(await run(throughput(fileLayer("fsync-1.jsonl", "fsync"), 1)))}`)

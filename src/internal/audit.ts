@@ -5,8 +5,9 @@
  * @internal
  */
 import * as Clock from "effect/Clock"
-import * as Deferred from "effect/Deferred"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
@@ -17,7 +18,7 @@ import * as Secrets from "../Secrets.js"
 import { buildEntry, type Draft, emptyHead, matches, type SigningKey, signingKey, verifyAll } from "./auditChain.js"
 import { toJson } from "./auditJcs.js"
 import { newId } from "./ids.js"
-import { withServiceSpan } from "./spans.js"
+import { serviceSpans, withServiceSpan } from "./spans.js"
 
 /** What a backend implements; the service adds the run context and redaction. @internal */
 export interface Store {
@@ -48,20 +49,27 @@ export const requireSigningKey = (options: AuditLog.KeyOptions): Effect.Effect<S
 /** @internal */
 export const makeService = (store: Store, redact: (text: string) => string): AuditLog.Service => ({
   enabled: true,
+  // The hot path (about nine appends per agent turn): the run context and the
+  // span switch are read in one step rather than one effect each.
   append: (input) => {
     const action = redact(input.action)
-    return Effect.flatMap(RunContext.current, (context) =>
-      store.append({
+    return Effect.withFiberRuntime((fiber) => {
+      const context = fiber.getFiberRef(RunContext.ref)
+      const draft = (): Draft => ({
         sessionId: context.sessionId,
         userId: context.userId,
         runId: context.runId,
         actor: input.actor,
         action,
         payload: toJson(input.payload, redact)
-      })).pipe(
-        // The hot path: no stack capture per span.
-        withServiceSpan("AuditLog.append", { attributes: { action }, captureStackTrace: false })
-      )
+      })
+      if (!fiber.getFiberRef(serviceSpans)) return store.append(draft())
+      // No stack capture per span.
+      return Effect.withSpan(Effect.suspend(() => store.append(draft())), "AuditLog.append", {
+        attributes: { action },
+        captureStackTrace: false
+      })
+    })
   },
   query: (filter) => store.query(filter).pipe(withServiceSpan("AuditLog.query")),
   verify: store.verify.pipe(withServiceSpan("AuditLog.verify"))
@@ -77,13 +85,13 @@ export const makeMemoryStore = (signing: SigningKey, logId: string = newId("log"
     // The read of the clock and the append happen in one synchronous step, so
     // concurrent appends cannot interleave between building and storing.
     append: (draft) =>
-      Effect.flatMap(Clock.currentTimeMillis, (now) =>
-        Effect.sync(() => {
-          const built = buildEntry(head, logId, signing, draft, now)
-          entries.push(built.entry)
-          head = built.head
-          return built.entry
-        })),
+      Effect.withFiberRuntime((fiber) => {
+        const now = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
+        const built = buildEntry(head, logId, signing, draft, now)
+        entries.push(built.entry)
+        head = built.head
+        return Effect.succeed(built.entry)
+      }),
     query: (filter) => Effect.sync(() => entries.filter((entry) => matches(entry, filter))),
     verify: Effect.sync(() => verifyAll(entries, signing.verify, { logId }))
   }
@@ -91,9 +99,12 @@ export const makeMemoryStore = (signing: SigningKey, logId: string = newId("log"
 
 // ---- single writer with group commit ---------------------------------------------
 
+type Outcome = Exit.Exit<AuditLog.AuditEntry, AuditLog.AuditUnavailable>
+
 interface Pending {
   readonly draft: Draft
-  readonly done: Deferred.Deferred<AuditLog.AuditEntry, AuditLog.AuditUnavailable>
+  /** Resumes the appending fiber (a no-op once it was interrupted). */
+  readonly resume: (outcome: Outcome) => void
 }
 
 /** @internal */
@@ -125,22 +136,25 @@ export const makeBatchWriter = (
     let closed = false
     let poisoned: AuditLog.AuditUnavailable | undefined
 
+    /** Completes every append of `batch`, in place: one effect for the batch, not one per append. */
+    const settle = (batch: ReadonlyArray<Pending>, exitOf: (i: number) => Outcome) =>
+      Effect.sync(() => {
+        for (let i = 0; i < batch.length; i++) batch[i]!.resume(exitOf(i))
+      })
+
     const commitBatch = (batch: ReadonlyArray<Pending>) => {
       if (poisoned !== undefined) {
-        const error = poisoned
-        return Effect.forEach(batch, (pending) => Deferred.fail(pending.done, error), { discard: true })
+        const failed = Exit.fail(poisoned)
+        return settle(batch, () => failed)
       }
       return options.commit(batch.map((pending) => pending.draft)).pipe(
         Effect.matchEffect({
           onFailure: (error) => {
             if (options.poisonOnFailure) poisoned = error
-            return Effect.zipRight(
-              Effect.logError(`${options.name}: ${error.message}`),
-              Effect.forEach(batch, (pending) => Deferred.fail(pending.done, error), { discard: true })
-            )
+            const failed = Exit.fail(error)
+            return Effect.zipRight(Effect.logError(`${options.name}: ${error.message}`), settle(batch, () => failed))
           },
-          onSuccess: (entries) =>
-            Effect.forEach(batch, (pending, i) => Deferred.succeed(pending.done, entries[i]!), { discard: true })
+          onSuccess: (entries) => settle(batch, (i) => Exit.succeed(entries[i]!))
         })
       )
     }
@@ -167,11 +181,13 @@ export const makeBatchWriter = (
       }).pipe(Effect.zipRight(Fiber.await(fiber)))
     )
 
+    // The hand-off in one step, with the fiber's own resume callback: the queue
+    // is unbounded, so an offer never waits, and a `Deferred` per append costs
+    // more than the rest of the hand-off.
     return (draft: Draft) =>
-      Effect.suspend(() => {
-        if (closed) return Effect.fail(new AuditLog.AuditUnavailable({ description: `${options.name} is closed` }))
-        if (poisoned !== undefined) return Effect.fail(poisoned)
-        return Effect.flatMap(Deferred.make<AuditLog.AuditEntry, AuditLog.AuditUnavailable>(), (done) =>
-          Effect.zipRight(Queue.offer(queue, { draft, done }), Deferred.await(done)))
+      Effect.async<AuditLog.AuditEntry, AuditLog.AuditUnavailable>((resume) => {
+        if (closed) resume(Effect.fail(new AuditLog.AuditUnavailable({ description: `${options.name} is closed` })))
+        else if (poisoned !== undefined) resume(Effect.fail(poisoned))
+        else queue.unsafeOffer({ draft, resume })
       })
   })

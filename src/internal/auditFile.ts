@@ -303,25 +303,27 @@ export const makeFileStore = (
     let committedBytes = Number((yield* file.stat.pipe(Effect.mapError(failWith("cannot stat")))).size)
 
     const encoder = new TextEncoder()
-    const commit = (drafts: ReadonlyArray<Draft>) =>
-      Effect.gen(function*() {
-        const now = yield* Clock.currentTimeMillis
-        let next = head
-        const entries: Array<AuditLog.AuditEntry> = []
-        let text = ""
-        for (const draft of drafts) {
-          const built = buildEntry(next, chainLogId, signing, draft, now)
-          entries.push(built.entry)
-          text += `${built.line}\n`
-          next = built.head
-        }
-        const bytes = encoder.encode(text)
-        yield* file.writeAll(bytes)
-        if (fsync) yield* file.sync
-        head = next
-        committedBytes += bytes.length
-        return entries
-      }).pipe(Effect.mapError(failWith("write failed; the log accepts no more entries")))
+    // Made once: a generator closure per batch costs V8 about 2 µs to set up.
+    const writeBatch = Effect.fnUntraced(function*(drafts: ReadonlyArray<Draft>) {
+      const now = yield* Clock.currentTimeMillis
+      let next = head
+      const entries: Array<AuditLog.AuditEntry> = []
+      let text = ""
+      for (const draft of drafts) {
+        const built = buildEntry(next, chainLogId, signing, draft, now)
+        entries.push(built.entry)
+        text += `${built.line}\n`
+        next = built.head
+      }
+      const bytes = encoder.encode(text)
+      yield* file.writeAll(bytes)
+      if (fsync) yield* file.sync
+      head = next
+      committedBytes += bytes.length
+      return entries
+    })
+    const writeFailed = failWith("write failed; the log accepts no more entries")
+    const commit = (drafts: ReadonlyArray<Draft>) => Effect.mapError(writeBatch(drafts), writeFailed)
 
     const submit = yield* makeBatchWriter({ commit, maxBatch: MAX_BATCH, poisonOnFailure: true, name: `audit log ${path}` })
 

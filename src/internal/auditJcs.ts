@@ -12,6 +12,17 @@
 /** A JSON value as stored in an audit entry. @internal */
 export type Json = null | boolean | number | string | ReadonlyArray<Json> | { readonly [key: string]: Json }
 
+/** A character `JSON.stringify` escapes: a quote, a backslash, a control character, a surrogate. */
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/
+
+/**
+ * `JSON.stringify` of a string, without the call for the common string that
+ * needs no escape (it writes those as they are, between quotes).
+ *
+ * @internal
+ */
+export const quote = (text: string): string => NEEDS_ESCAPE.test(text) ? JSON.stringify(text) : `"${text}"`
+
 /**
  * The canonical form of a JSON value. Throws on values JSON cannot hold
  * (non-finite numbers, `undefined`, functions, bigint): callers pass values
@@ -22,24 +33,29 @@ export type Json = null | boolean | number | string | ReadonlyArray<Json> | { re
 export const canonicalize = (value: unknown): string => {
   switch (typeof value) {
     case "string":
-      return JSON.stringify(value)
+      return quote(value)
     case "number":
       if (!Number.isFinite(value)) throw new TypeError(`JCS: ${value} is not a JSON number`)
-      // JSON.stringify writes -0 as "0", as JCS requires.
-      return JSON.stringify(value)
+      // What JSON.stringify writes for a finite number (-0 as "0", as JCS requires).
+      return String(value)
     case "boolean":
       return value ? "true" : "false"
     case "object": {
       if (value === null) return "null"
-      if (Array.isArray(value)) return `[${value.map(canonicalize).join(",")}]`
+      if (Array.isArray(value)) {
+        let out = "["
+        for (let i = 0; i < value.length; i++) out += (i === 0 ? "" : ",") + canonicalize(value[i])
+        return `${out}]`
+      }
       const record = value as Record<string, unknown>
-      const keys = Object.keys(record).sort()
+      const keys = Object.keys(record)
+      if (keys.length > 1) keys.sort()
       let out = "{"
       let first = true
       for (const key of keys) {
         const member = record[key]
         if (member === undefined) continue
-        out += `${first ? "" : ","}${JSON.stringify(key)}:${canonicalize(member)}`
+        out += (first ? "" : ",") + quote(key) + ":" + canonicalize(member)
         first = false
       }
       return `${out}}`
@@ -49,9 +65,19 @@ export const canonicalize = (value: unknown): string => {
   }
 }
 
-// Lone surrogates are not I-JSON (RFC 7493); other languages' verifiers would
-// decode them as U+FFFD and compute a different signature.
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g
+/** ES2024 string methods (Node 20 has them; the TypeScript lib here is ES2022). */
+interface WellFormed {
+  isWellFormed(): boolean
+  toWellFormed(): string
+}
+
+/**
+ * Lone surrogates become U+FFFD: they are not I-JSON (RFC 7493), and other
+ * languages' verifiers would decode them as U+FFFD and compute a different
+ * signature.
+ */
+const wellFormed = (text: string): string =>
+  (text as unknown as WellFormed).isWellFormed() ? text : (text as unknown as WellFormed).toWellFormed()
 
 const MAX_DEPTH = 64
 
@@ -64,50 +90,56 @@ const MAX_DEPTH = 64
  *
  * @internal
  */
-export const toJson = (value: unknown, redact: (text: string) => string): Json => {
-  const ancestors = new Set<object>()
-  const text = (s: string) => redact(s.replace(LONE_SURROGATE, "\uFFFD"))
-  const convert = (input: unknown, depth: number): Json | undefined => {
-    let current = input
-    if (current !== null && typeof current === "object" && typeof (current as { toJSON?: unknown }).toJSON === "function") {
-      try {
-        current = (current as { toJSON: () => unknown }).toJSON()
-      } catch {
-        return "[Unserializable]"
-      }
-    }
-    switch (typeof current) {
-      case "string":
-        return text(current)
-      case "number":
-        return Number.isFinite(current) ? current : null
-      case "boolean":
-        return current
-      case "bigint":
-        return current.toString()
-      case "undefined":
-      case "function":
-      case "symbol":
-        return undefined
-    }
-    if (current === null) return null
-    const object = current as object
-    if (ancestors.has(object)) return "[Circular]"
-    if (depth >= MAX_DEPTH) return "[Truncated]"
-    ancestors.add(object)
+export const toJson = (value: unknown, redact: (text: string) => string): Json =>
+  convert(value, 0, redact, []) ?? null
+
+/** `ancestors` is the path from the root: at most 64 objects, so a linear search is cheap. */
+const convert = (
+  input: unknown,
+  depth: number,
+  redact: (text: string) => string,
+  ancestors: Array<object>
+): Json | undefined => {
+  let current = input
+  if (current !== null && typeof current === "object" && typeof (current as { toJSON?: unknown }).toJSON === "function") {
     try {
-      if (Array.isArray(object)) {
-        return object.map((item) => convert(item, depth + 1) ?? null)
-      }
-      const out: Record<string, Json> = {}
-      for (const key of Object.keys(object)) {
-        const member = convert((object as Record<string, unknown>)[key], depth + 1)
-        if (member !== undefined) out[text(key)] = member
-      }
-      return out
-    } finally {
-      ancestors.delete(object)
+      current = (current as { toJSON: () => unknown }).toJSON()
+    } catch {
+      return "[Unserializable]"
     }
   }
-  return convert(value, 0) ?? null
+  switch (typeof current) {
+    case "string":
+      return redact(wellFormed(current))
+    case "number":
+      return Number.isFinite(current) ? current : null
+    case "boolean":
+      return current
+    case "bigint":
+      return current.toString()
+    case "undefined":
+    case "function":
+    case "symbol":
+      return undefined
+  }
+  if (current === null) return null
+  const object = current as object
+  if (ancestors.includes(object)) return "[Circular]"
+  if (depth >= MAX_DEPTH) return "[Truncated]"
+  ancestors.push(object)
+  try {
+    if (Array.isArray(object)) {
+      const out: Array<Json> = new Array(object.length)
+      for (let i = 0; i < object.length; i++) out[i] = convert(object[i], depth + 1, redact, ancestors) ?? null
+      return out
+    }
+    const out: Record<string, Json> = {}
+    for (const key of Object.keys(object)) {
+      const member = convert((object as Record<string, unknown>)[key], depth + 1, redact, ancestors)
+      if (member !== undefined) out[redact(wellFormed(key))] = member
+    }
+    return out
+  } finally {
+    ancestors.pop()
+  }
 }

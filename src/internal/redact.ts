@@ -22,6 +22,11 @@
  * `test/redactLinear.test.ts` holds every rule to linear time on 1 MB
  * adversarial inputs.
  *
+ * Most text holds no secret, so {@link redactPatterns} first asks one
+ * combined regular expression whether any rule's marker (the literal every
+ * match of the rule contains: `sk-`, `eyJ`, `://`, ...) occurs at all, and
+ * then runs only the rules whose marker does.
+ *
  * @internal
  */
 import { Buffer } from "node:buffer"
@@ -32,20 +37,35 @@ export const REDACTED = "[REDACTED]"
 /** @internal */
 export interface Rule {
   readonly name: string
+  /**
+   * Matches every text `apply` changes (and more): the literal each match of
+   * the rule contains. Where it does not match, the rule is skipped.
+   */
+  readonly marker: RegExp
   readonly apply: (text: string) => string
 }
 
 type Replacer = (match: string, ...groups: Array<string>) => string
 
-/** A global `RegExp` rule; `replace` gets the match and its groups (the whole match is masked by default). */
-const regexRule = (name: string, source: string, flags = "g", replace: Replacer = () => REDACTED): Rule => {
+/**
+ * A global `RegExp` rule; `replace` gets the match and its groups (the whole
+ * match is masked by default). `marker` is a source with the rule's flags
+ * (so a case-insensitive rule has a case-insensitive marker).
+ */
+const regexRule = (
+  name: string,
+  marker: string,
+  source: string,
+  flags = "g",
+  replace: Replacer = () => REDACTED
+): Rule => {
   const regex = new RegExp(source, flags)
-  return { name, apply: (text) => text.replace(regex, replace) }
+  return { name, marker: new RegExp(marker, flags.replace("g", "")), apply: (text) => text.replace(regex, replace) }
 }
 
 /** A rule that keeps its first capture group (the context) and masks the rest. */
-const contextRule = (name: string, source: string, flags = "g"): Rule =>
-  regexRule(name, source, flags, (_match, context) => context + REDACTED)
+const contextRule = (name: string, marker: string, source: string, flags = "g"): Rule =>
+  regexRule(name, marker, source, flags, (_match, context) => context + REDACTED)
 
 /**
  * A token rule: `prefix` must not be inside a word (not after a letter or a
@@ -55,7 +75,7 @@ const contextRule = (name: string, source: string, flags = "g"): Rule =>
  * costs an order of magnitude on clean text.
  */
 const tokenRule = (name: string, prefix: string, rest: string, notBefore = "A-Za-z0-9"): Rule =>
-  regexRule(name, String.raw`${prefix}(?<=(?:^|[^${notBefore}]|\\[nrt])${prefix})${rest}`)
+  regexRule(name, prefix, String.raw`${prefix}(?<=(?:^|[^${notBefore}]|\\[nrt])${prefix})${rest}`)
 
 const AWS_SECRET_NAME = /secret|key|token|pass|pwd/i
 
@@ -66,6 +86,7 @@ const AWS_SECRET_NAME = /secret|key|token|pass|pwd/i
  */
 const awsSecretRule = regexRule(
   "aws-secret-access-key",
+  "aws|secret_?access_?key",
   String.raw`(?<![A-Za-z0-9])(aws[A-Za-z0-9_.-]{0,40}|secret_?access_?key)` +
     String.raw`(["']?\s{0,8}(?:=>|:=|=|:)\s{0,8}["']?)[A-Za-z0-9/+=]{40}(?![A-Za-z0-9/+=])`,
   "gi",
@@ -122,19 +143,21 @@ const redactPem = (text: string): string => {
  * @internal
  */
 export const RULES: ReadonlyArray<Rule> = [
-  { name: "private-key", apply: redactPem },
+  { name: "private-key", marker: new RegExp(PEM_BEGIN), apply: redactPem },
   // `aws_secret_access_key = ...`, `AWS_SECRET_ACCESS_KEY: "..."`, `"SecretAccessKey": "..."`:
   // 40 base64 characters are too generic alone, so a key name must come right before.
   awsSecretRule,
   // `scheme://user:password@host`: keeps the user, masks the password.
   contextRule(
     "connection-string-password",
+    "://",
     String.raw`((?<![a-z0-9+.-])[a-z][a-z0-9+.-]{1,30}://[^\s:@/]{0,256}:)[^\s@/]{1,256}(?=@)`,
     "gi"
   ),
-  contextRule("bearer-token", String.raw`(\bBearer\s{1,8})[A-Za-z0-9._~+/-]{16,}=*`, "gi"),
+  contextRule("bearer-token", "bearer", String.raw`(\bBearer\s{1,8})[A-Za-z0-9._~+/-]{16,}=*`, "gi"),
   contextRule(
     "basic-auth",
+    "authorization",
     String.raw`(\bAuthorization["']?\s{0,4}[:=]\s{0,4}["']?Basic\s{1,8})[A-Za-z0-9+/]{4,}={0,2}`,
     "gi"
   ),
@@ -146,6 +169,7 @@ export const RULES: ReadonlyArray<Rule> = [
   tokenRule("slack-token", "(?:xox[abposre]|xapp)-", "[A-Za-z0-9-]{10,}"),
   regexRule(
     "slack-webhook",
+    String.raw`hooks\.slack\.com/`,
     String.raw`(?:https?://)?hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9+/_-]{20,}`
   ),
   tokenRule("google-api-key", "AIza", "[A-Za-z0-9_-]{35,}"),
@@ -154,10 +178,27 @@ export const RULES: ReadonlyArray<Rule> = [
   tokenRule("jwt", "eyJ", String.raw`[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*`, "A-Za-z0-9_-")
 ]
 
+/**
+ * No rule matches fewer characters than this: `ab://:p@` (a connection
+ * string with a one-character scheme and password and no user).
+ *
+ * @internal
+ */
+export const MIN_PATTERN_MATCH_LENGTH = 8
+
+/**
+ * Whether any rule's marker occurs: their union, case-insensitive (a
+ * superset of the case-sensitive ones). One scan instead of one per rule.
+ */
+const ANY_MARKER = new RegExp(RULES.map((rule) => `(?:${rule.marker.source})`).join("|"), "i")
+
 /** @internal */
 export const redactPatterns = (text: string): string => {
+  if (text.length < MIN_PATTERN_MATCH_LENGTH || !ANY_MARKER.test(text)) return text
   let out = text
-  for (const rule of RULES) out = rule.apply(out)
+  // Each marker is tested on the text its rule is about to see, so a rule
+  // runs whenever it could change it.
+  for (const rule of RULES) if (rule.marker.test(out)) out = rule.apply(out)
   return out
 }
 
@@ -276,16 +317,28 @@ class Automaton {
     // Intervals [start, end) sorted by end; a new interval swallows those it overlaps.
     const starts: Array<number> = []
     const ends: Array<number> = []
+    const rootNext = this.rootNext
+    const longest = this.longest
+    const fail = this.fail
     let node = 0
     for (let i = 0; i < text.length; i++) {
       const c = text.charCodeAt(i)
-      let next = this.child(node, c)
-      while (next === -1 && node !== 0) {
-        node = this.fail[node]!
-        next = this.child(node, c)
+      if (node === 0) {
+        // Most characters of most texts: from the root, back to the root.
+        node = rootNext[c]!
+        if (node === -1) {
+          node = 0
+          continue
+        }
+      } else {
+        let next = this.child(node, c)
+        while (next === -1 && node !== 0) {
+          node = fail[node]!
+          next = this.child(node, c)
+        }
+        node = next === -1 ? 0 : next
       }
-      node = next === -1 ? 0 : next
-      const length = this.longest[node]!
+      const length = longest[node]!
       if (length === 0) continue
       let start = i + 1 - length
       while (ends.length > 0 && ends[ends.length - 1]! > start) {

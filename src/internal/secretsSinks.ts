@@ -30,7 +30,11 @@ const isPlainObject = (value: object): boolean => {
  *
  * @internal
  */
-export const redactDeep = <A>(value: A, redact: Redact): A => walk(value, redact, new Set()) as A
+export const redactDeep = <A>(value: A, redact: Redact): A => redactValue(value, redact) as A
+
+/** A string or other primitive (most span attributes and annotations) needs no ancestor set. */
+const redactValue = (value: unknown, redact: Redact): unknown =>
+  typeof value === "string" ? redact(value) : typeof value !== "object" || value === null ? value : walk(value, redact, new Set())
 
 const walk = (value: unknown, redact: Redact, ancestors: Set<object>): unknown => {
   if (typeof value === "string") return redact(value)
@@ -103,7 +107,7 @@ const cloneError = (error: Error, redact: Redact, ancestors: Set<object>): Error
  *
  * @internal
  */
-export const redactError = <E>(error: E, redact: Redact): E => walk(error, redact, new Set()) as E
+export const redactError = <E>(error: E, redact: Redact): E => redactValue(error, redact) as E
 
 /**
  * Redacts every failure and defect in a cause, keeping its structure.

@@ -1,0 +1,171 @@
+/**
+ * The fast paths of the audit chain against the plain implementations they
+ * replace: HMAC from prepared pads vs `createHmac`, one-shot SHA-256 vs
+ * `createHash`, the cached-day timestamp vs `toISOString`, and JCS with its
+ * quoting shortcut vs a direct `JSON.stringify` transcription of RFC 8785;
+ * and the batch writer's hand-off.
+ */
+import { createHash, createHmac } from "node:crypto"
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Either, FastCheck, Fiber } from "effect"
+import { AuditLog } from "jeevesagent"
+import { makeBatchWriter } from "../src/internal/audit.js"
+import { type Draft, hmacHex, isoTimestamp, sha256Hex, verifyKeys } from "../src/internal/auditChain.js"
+import { canonicalize, quote, toJson } from "../src/internal/auditJcs.js"
+
+/** Any UTF-16 code units, lone surrogates included. */
+const codeUnits = (maxLength: number) =>
+  FastCheck.array(FastCheck.integer({ min: 0, max: 0xffff }), { maxLength }).map((codes) => String.fromCharCode(...codes))
+
+const reference = (key: string, text: string) => createHmac("sha256", Buffer.from(key, "utf8")).update(text, "utf8").digest("hex")
+
+describe("hmacHex", () => {
+  const keys = ["", "k", "bench-secret-0123456789abcdef", "x".repeat(64), "y".repeat(65), "ключ🔑".repeat(30)]
+  const texts = [
+    "",
+    "a",
+    "{\"action\":\"tool_call\"}",
+    "grüße 密码 🔑",
+    "lone \ud800 high, lone \udc00 low, reversed \udc00\ud800",
+    "€".repeat(20_000), // grows the scratch buffer (3 bytes per code unit)
+    "z".repeat(70_000) // over the one-shot limit: createHmac
+  ]
+
+  it("equals createHmac for keys shorter than, equal to and longer than the block, and any text", () => {
+    for (const key of keys) {
+      const prepared = verifyKeys(key).any!
+      for (const text of texts) assert.strictEqual(hmacHex(prepared, text), reference(key, text), `${key.length} / ${text.length}`)
+    }
+  })
+
+  it.prop("equals createHmac on arbitrary code units", [codeUnits(40), codeUnits(600)], ([key, text]) =>
+    hmacHex(verifyKeys(key).any!, text) === reference(key, text))
+
+  it("two keys used in turn do not share state", () => {
+    const a = verifyKeys("key-a").any!
+    const b = verifyKeys("key-b").any!
+    for (let i = 0; i < 5; i++) {
+      assert.strictEqual(hmacHex(a, `t${i}`), reference("key-a", `t${i}`))
+      assert.strictEqual(hmacHex(b, `t${i}`), reference("key-b", `t${i}`))
+    }
+  })
+})
+
+describe("sha256Hex", () => {
+  it.prop("equals createHash for strings and bytes", [codeUnits(600)], ([text]) =>
+    sha256Hex(text) === createHash("sha256").update(text, "utf8").digest("hex") &&
+    sha256Hex(Buffer.from(text, "utf8")) === createHash("sha256").update(Buffer.from(text, "utf8")).digest("hex"))
+})
+
+describe("isoTimestamp", () => {
+  const DAY = 86_400_000
+  const YEAR_10000 = 253_402_300_800_000
+
+  it("equals toISOString at day, year and range edges", () => {
+    const edges = [
+      0, 1, 999, 1000, DAY - 1, DAY, DAY + 1, 1_700_000_000_000, 951_782_400_000 /* 2000-02-29 */,
+      YEAR_10000 - 1, YEAR_10000, YEAR_10000 + DAY, -1, -DAY, -62_198_755_200_000, 1.5, 1_700_000_000_000.999
+    ]
+    for (const millis of edges) assert.strictEqual(isoTimestamp(millis), new Date(millis).toISOString(), String(millis))
+  })
+
+  it.prop(
+    "equals toISOString, also when consecutive calls change day",
+    [FastCheck.array(FastCheck.integer({ min: -1e13, max: YEAR_10000 + 1e12 }), { minLength: 1, maxLength: 20 })],
+    ([values]) => values.every((millis) => isoTimestamp(millis) === new Date(millis).toISOString())
+  )
+})
+
+/** RFC 8785 written the plain way: `JSON.stringify` for every string and number. */
+const jcsReference = (value: unknown): string => {
+  if (typeof value === "string" || typeof value === "number") return JSON.stringify(value)
+  if (typeof value === "boolean" || value === null) return String(value)
+  if (Array.isArray(value)) return `[${value.map(jcsReference).join(",")}]`
+  const record = value as Record<string, unknown>
+  return `{${
+    Object.keys(record).sort().filter((key) => record[key] !== undefined).map((key) =>
+      `${JSON.stringify(key)}:${jcsReference(record[key])}`
+    ).join(",")
+  }}`
+}
+
+describe("JCS", () => {
+  it.prop("quote equals JSON.stringify for any code units", [codeUnits(60)], ([text]) => quote(text) === JSON.stringify(text), {
+    fastCheck: { numRuns: 1000 }
+  })
+
+  it("numbers are written as ECMAScript does", () => {
+    const numbers = [0, -0, 1, -1, 1e21, 1e-7, 5e-324, 1.7976931348623157e308, 0.1 + 0.2, 123456789012345680000, -1.5e-9]
+    for (const n of numbers) assert.strictEqual(canonicalize(n), JSON.stringify(n))
+    assert.throws(() => canonicalize(Number.NaN))
+    assert.throws(() => canonicalize(Number.POSITIVE_INFINITY))
+  })
+
+  it.prop("canonicalize equals the reference on any JSON value", [FastCheck.jsonValue()], ([value]) =>
+    canonicalize(value) === jcsReference(value), { fastCheck: { numRuns: 500 } })
+
+  it.prop(
+    "toJson keeps JSON values as JSON.parse(JSON.stringify(..)) would, lone surrogates as U+FFFD",
+    [FastCheck.jsonValue()],
+    ([value]) => {
+      const text = JSON.stringify(value)
+      // A "__proto__" member sets the prototype of a plain object (as it always has): not compared here.
+      if (text.includes("\"__proto__\"")) return true
+      const expected = JSON.parse(text.replace(/\\ud[89a-f][0-9a-f]{2}/g, (escape) => {
+        const unit = Number.parseInt(escape.slice(2), 16)
+        return unit >= 0xd800 && unit <= 0xdfff ? "\\ufffd" : escape
+      }))
+      // Compared as text: -0 stays -0 in the value (JCS writes it as 0).
+      return JSON.stringify(toJson(value, (s) => s)) === JSON.stringify(expected)
+    },
+    { fastCheck: { numRuns: 300 } }
+  )
+
+  it("toJson: holes in arrays are null, as JSON.stringify writes them; lone surrogates become U+FFFD", () => {
+    // eslint-disable-next-line no-sparse-arrays
+    assert.deepStrictEqual(toJson([1, , 3], (s) => s), [1, null, 3])
+    assert.deepStrictEqual(toJson({ ["k\ud800"]: "v\udc00x" }, (s) => s), { "k\ufffd": "v\ufffdx" })
+  })
+})
+
+describe("makeBatchWriter", () => {
+  const draft = (action: string): Draft => ({ sessionId: "s", userId: null, runId: "r", actor: "system", action, payload: {} })
+  const entryOf = (d: Draft, seq: number) => ({ ...d, seq }) as unknown as AuditLog.AuditEntry
+
+  it.scoped("an appender interrupted while its batch is written does not stop the writer; later appends complete", () =>
+    Effect.gen(function*() {
+      const gate = yield* Effect.makeLatch(false)
+      const committed: Array<string> = []
+      const submit = yield* makeBatchWriter({
+        maxBatch: 8,
+        poisonOnFailure: false,
+        name: "test writer",
+        commit: (drafts) =>
+          Effect.zipRight(
+            gate.await,
+            Effect.sync(() => drafts.map((d) => (committed.push(d.action), entryOf(d, committed.length))))
+          )
+      })
+      const first = yield* Effect.fork(submit(draft("one")))
+      yield* Effect.yieldNow()
+      yield* Fiber.interrupt(first)
+      yield* gate.open
+      const second = yield* submit(draft("two"))
+      assert.strictEqual(second.action, "two")
+      assert.deepStrictEqual(committed, ["one", "two"])
+    }))
+
+  it.scoped("a failed batch fails each of its appenders with the batch's error", () =>
+    Effect.gen(function*() {
+      const submit = yield* makeBatchWriter({
+        maxBatch: 8,
+        poisonOnFailure: true,
+        name: "test writer",
+        commit: () => Effect.fail(new AuditLog.AuditUnavailable({ description: "disk full" }))
+      })
+      const results = yield* Effect.all([submit(draft("a")), submit(draft("b"))], { concurrency: "unbounded", mode: "either" })
+      for (const result of results) assert.isTrue(Either.isLeft(result) && result.left.description === "disk full")
+      const later = yield* Effect.either(submit(draft("c")))
+      assert.isTrue(Either.isLeft(later) && later.left.description === "disk full")
+    }))
+})
