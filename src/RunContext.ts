@@ -21,10 +21,10 @@
  */
 import * as Effect from "effect/Effect"
 import * as FiberRef from "effect/FiberRef"
-import { locally as fastLocally } from "./internal/locally.js"
 import { globalValue } from "effect/GlobalValue"
 import * as Schema from "effect/Schema"
 import { newId } from "./internal/ids.js"
+import { locally as installLocally } from "./internal/locally.js"
 
 /**
  * The reserved id of the anonymous bucket. Storage backends write it where a
@@ -176,11 +176,8 @@ export const currentUserId: Effect.Effect<string | null> = Effect.map(current, (
  * @category combinators
  */
 export const locally =
-  (context: RunContext) => <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => install(self, context)
-
-/** `Effect.locally` for the context, at about half its cost (see internal/locally.ts). */
-const install = <A, E, R>(self: Effect.Effect<A, E, R>, context: RunContext): Effect.Effect<A, E, R> =>
-  fastLocally(self, ref, context)
+  (context: RunContext) => <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    installLocally(self, ref, context)
 
 /**
  * Options for {@link withUser}.
@@ -214,5 +211,5 @@ export const withUser =
           runId: options?.runId ?? outer.runId,
           metadata: options?.metadata ?? outer.metadata
         }
-        return install(self, context)
+        return installLocally(self, ref, context)
       }))

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Chunk, Deferred, Effect, Fiber, Layer, Schema, Stream } from "effect"
+import { Cause, Chunk, Deferred, Effect, Exit, Fiber, Layer, Schema, Stream } from "effect"
 import { Agent, AgentEvent, Budget, Model, Tool } from "jeevesagent"
 
 const noop = Tool.make("noop", {
@@ -72,6 +72,24 @@ describe("Budget in the agent loop", () => {
       assert.strictEqual(reserved.length, 1)
       assert.strictEqual((yield* budget.usageFor("alice")).tokensTotal, 15)
     }).pipe(Effect.provide(agentLayer(script, wrapped)))
+  })
+
+  it.effect("a reservation copied by a wrapper ({ ...reservation }) is still released when the model fails", () => {
+    const failing: Model.Script = () => ({ error: new Model.ModelError({ reason: "bad_request", retryable: false, description: "no" }) })
+    const copying = Layer.effect(
+      Budget.Budget,
+      Effect.map(Budget.Budget, (inner): Budget.Service => ({
+        ...inner,
+        reserve: (estimate) => Effect.map(inner.reserve(estimate), (reservation) => ({ ...reservation }))
+      }))
+    ).pipe(Layer.provide(Budget.layer({ perUserMaxTokens: 1_000 })))
+    return Effect.gen(function*() {
+      const agent = yield* Agent.Agent
+      const exit = yield* Effect.exit(agent.run("hi", { userId: "alice" }))
+      assert.isTrue(Exit.isFailure(exit) && Cause.failureOption(exit.cause)._tag === "Some")
+      const budget = yield* Budget.Budget
+      assert.strictEqual((yield* budget.usageFor("alice")).tokensTotal, 0)
+    }).pipe(Effect.provide(agentLayer(failing, copying)))
   })
 
   it.effect("going over mid-run stops the run at the start of the next turn", () => {

@@ -464,9 +464,8 @@ class MemoryLedgers {
 
 /**
  * A granted in-memory reservation. A class rather than an object of
- * closures, and `release` built only when asked for (most calls settle):
- * the budget's share of a model call is a few hundred nanoseconds, and the
- * closures and effect built per reservation were a good part of it.
+ * closures: the budget's share of a model call is a few hundred
+ * nanoseconds, and the closures built per reservation were a good part of it.
  */
 export class Grant {
   readonly _tag = "Granted"
@@ -503,9 +502,8 @@ export class Grant {
     this.#finish(chargeOf(actual, this.#estimate))
   }
 
-  get release(): Effect.Effect<void> {
-    return Effect.sync(() => this.#finish(undefined))
-  }
+  /** An own property, not a getter: wrappers copy reservations with `{ ...reservation }`. */
+  readonly release: Effect.Effect<void> = Effect.sync(() => this.#finish(undefined))
 
   /** Only the first finish counts. */
   #finish(charge: Model.Usage | undefined): void {
