@@ -7,7 +7,7 @@
  */
 import { createHash, createHmac } from "node:crypto"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Either, FastCheck, Fiber } from "effect"
+import { Effect, Either, Exit, FastCheck, Fiber } from "effect"
 import { AuditLog } from "jeevesagent"
 import { makeBatchWriter } from "../src/internal/audit.js"
 import { type Draft, hmacHex, isoTimestamp, sha256Hex, verifyKeys } from "../src/internal/auditChain.js"
@@ -136,7 +136,7 @@ describe("makeBatchWriter", () => {
     Effect.gen(function*() {
       const gate = yield* Effect.makeLatch(false)
       const committed: Array<string> = []
-      const submit = yield* makeBatchWriter({
+      const { append: submit } = yield* makeBatchWriter({
         maxBatch: 8,
         poisonOnFailure: false,
         name: "test writer",
@@ -157,7 +157,7 @@ describe("makeBatchWriter", () => {
 
   it.scoped("a failed batch fails each of its appenders with the batch's error", () =>
     Effect.gen(function*() {
-      const submit = yield* makeBatchWriter({
+      const { append: submit } = yield* makeBatchWriter({
         maxBatch: 8,
         poisonOnFailure: true,
         name: "test writer",
@@ -167,5 +167,41 @@ describe("makeBatchWriter", () => {
       for (const result of results) assert.isTrue(Either.isLeft(result) && result.left.description === "disk full")
       const later = yield* Effect.either(submit(draft("c")))
       assert.isTrue(Either.isLeft(later) && later.left.description === "disk full")
+    }))
+
+  it.scoped("submit takes entries in order with appends and reports each outcome once its batch is committed", () =>
+    Effect.gen(function*() {
+      const gate = yield* Effect.makeLatch(false)
+      const committed: Array<string> = []
+      const writer = yield* makeBatchWriter({
+        maxBatch: 8,
+        poisonOnFailure: true,
+        name: "test writer",
+        commit: (drafts) =>
+          Effect.zipRight(
+            gate.await,
+            drafts.some((d) => d.action === "bad") ?
+              Effect.fail(new AuditLog.AuditUnavailable({ description: "disk full" })) :
+              Effect.sync(() => drafts.map((d) => (committed.push(d.action), entryOf(d, committed.length))))
+          )
+      })
+      const outcomes: Array<string> = []
+      const report = (label: string) => (outcome: Exit.Exit<AuditLog.AuditEntry, AuditLog.AuditUnavailable>) =>
+        outcomes.push(Exit.isSuccess(outcome) ? `${label}:${outcome.value.seq}` : `${label}:failed`)
+      writer.submit(draft("one"), () => 0, report("one"))
+      const awaited = yield* Effect.fork(writer.append(draft("two")))
+      yield* Effect.yieldNow()
+      writer.submit(draft("three"), () => 0, report("three"))
+      yield* Effect.yieldNow()
+      assert.deepStrictEqual(outcomes, [], "nothing is reported before the batch is durable")
+      yield* gate.open
+      assert.strictEqual((yield* Fiber.join(awaited)).seq, 2)
+      yield* Effect.yieldNow()
+      assert.deepStrictEqual(committed, ["one", "two", "three"])
+      assert.deepStrictEqual(outcomes, ["one:1", "three:3"])
+      writer.submit(draft("bad"), () => 0, report("bad"))
+      yield* Effect.either(writer.append(draft("after")))
+      writer.submit(draft("poisoned"), () => 0, report("poisoned"))
+      assert.deepStrictEqual(outcomes.slice(2), ["bad:failed", "poisoned:failed"])
     }))
 })

@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, FiberRef, Option, Tracer } from "effect"
-import { locally, withParentSpan, withSpan } from "../src/internal/locally.js"
+import { Context, Deferred, Effect, Exit, Fiber, FiberRef, Option, Tracer } from "effect"
+import { locally, makeSpan, withParentSpan, withSpan } from "../src/internal/locally.js"
 
 const ref = FiberRef.unsafeMake("outer")
 
@@ -44,7 +44,9 @@ describe("internal/locally", () => {
       assert.strictEqual(yield* Fiber.join(child), "inner")
     }))
 
-  it.effect("withSpan parents the inner spans, ends with the exit, and restores the outer span", () =>
+  for (const fast of [false, true]) {
+  const extra = fast ? { captureStackTrace: false } as const : {}
+  it.effect(`withSpan parents the inner spans, ends with the exit, and restores the outer span (${fast ? "one-step" : "fallback"} path)`, () =>
     Effect.gen(function*() {
       const { ended, tracer } = yield* recording
       const program = Effect.gen(function*() {
@@ -52,7 +54,7 @@ describe("internal/locally", () => {
           Effect.flatMap(Effect.currentSpan, (parent) =>
             Effect.map(Effect.makeSpan("child"), (child) => ({ parent, child }))),
           "outer-span",
-          { attributes: { turn: 1 } }
+          { attributes: { turn: 1 }, ...extra }
         )
         assert.strictEqual(inner.parent.name, "outer-span")
         assert.strictEqual(Option.getOrThrow(inner.child.parent).spanId, inner.parent.spanId)
@@ -60,18 +62,53 @@ describe("internal/locally", () => {
         assert.isTrue(Option.isNone(yield* Effect.option(Effect.currentSpan)))
         assert.isTrue(Exit.isSuccess(ended.get("outer-span")!))
 
-        const failed = yield* Effect.exit(withSpan(Effect.fail("boom"), "failing", {}))
+        const failed = yield* Effect.exit(withSpan(Effect.fail("boom"), "failing", extra))
         assert.isTrue(Exit.isFailure(failed))
         assert.isTrue(Exit.isFailure(ended.get("failing")!))
 
         const started = yield* Deferred.make<void>()
-        const fiber = yield* Effect.fork(withSpan(Effect.zipRight(Deferred.succeed(started, undefined), Effect.never), "interrupted", {}))
+        const fiber = yield* Effect.fork(withSpan(Effect.zipRight(Deferred.succeed(started, undefined), Effect.never), "interrupted", extra))
         yield* Deferred.await(started)
         yield* Fiber.interrupt(fiber)
         const exit = ended.get("interrupted")
         assert.isTrue(exit !== undefined && Exit.isInterrupted(exit))
       })
       yield* Effect.withTracer(program, tracer)
+    }))
+  }
+
+  it.effect("the one-step span matches Effect.makeSpan: parent, annotations, links, kind, attributes, timing", () =>
+    Effect.gen(function*() {
+      const link = yield* Effect.makeSpan("linked")
+      const hidden = yield* Effect.makeSpan("hidden", { context: Context.make(Tracer.DisablePropagation, true) })
+      const compare = Effect.gen(function*() {
+        const options = { attributes: { a: 1, b: "x" }, kind: "client", captureStackTrace: false } as const
+        const reference = yield* Effect.makeSpan("s", options)
+        const fast = yield* makeSpan("s", options)
+        const annotated = yield* withSpan(Effect.currentSpan, "t", options, () => ({ late: true }))
+        return { reference, fast, annotated }
+      })
+      const check = (label: string, spans: { reference: Tracer.Span; fast: Tracer.Span }) => {
+        const { reference, fast } = spans
+        assert.notStrictEqual(fast, reference, label)
+        assert.strictEqual(fast.name, reference.name, label)
+        assert.deepStrictEqual(Option.map(fast.parent, (p) => p.spanId), Option.map(reference.parent, (p) => p.spanId), label)
+        assert.deepStrictEqual([...fast.attributes], [...reference.attributes], label)
+        assert.deepStrictEqual(fast.links.map((l) => l.span.spanId), reference.links.map((l) => l.span.spanId), label)
+        assert.strictEqual(fast.kind, reference.kind, label)
+        assert.strictEqual(fast.status.startTime === BigInt(0), reference.status.startTime === BigInt(0), label)
+      }
+      const parent = yield* Effect.makeSpan("parent")
+      check("under a parent, with annotations and links", yield* compare.pipe(
+        Effect.annotateSpans({ env: "on" }),
+        Effect.linkSpans(link),
+        (self) => withParentSpan(self, parent)
+      ))
+      check("under a span that disables propagation", yield* withParentSpan(compare, hidden))
+      check("without timing", yield* Effect.locally(compare, FiberRef.currentTracerTimingEnabled, false))
+      const annotated = (yield* compare).annotated
+      assert.strictEqual(annotated.attributes.get("late"), true)
+      assert.strictEqual(annotated.status._tag, "Ended")
     }))
 
   it.effect("withParentSpan parents spans under the given span", () =>

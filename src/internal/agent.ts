@@ -5,6 +5,8 @@ import * as Duration from "effect/Duration"
 import type * as Either from "effect/Either"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as FiberRef from "effect/FiberRef"
+import type * as MetricLabel from "effect/MetricLabel"
 import * as ParseResult from "effect/ParseResult"
 import * as Queue from "effect/Queue"
 import * as Schema from "effect/Schema"
@@ -24,10 +26,12 @@ import * as RunContext from "../RunContext.js"
 import * as Secrets from "../Secrets.js"
 import * as Telemetry from "../Telemetry.js"
 import type * as Tool from "../Tool.js"
+import * as AuditInternal from "./audit.js"
 import * as BudgetInternal from "./budget.js"
 import { describeFailure, stringifyOutput } from "./describe.js"
+import { forEachConcurrent } from "./forkAll.js"
 import { newId } from "./ids.js"
-import { withParentSpan, withSpan } from "./locally.js"
+import { makeSpan, withParentSpan, withSpan } from "./locally.js"
 import * as Metrics from "./metrics.js"
 
 type Emit = ((event: AgentEvent) => Effect.Effect<void>) | undefined
@@ -40,6 +44,12 @@ interface RunState {
   usage: Model.Usage
   output: string
   auditFailures: number
+  /** Audit entries submitted without waiting and not yet durable. */
+  auditPending: number
+  /** Resumes the run waiting for its pending entries, once there are none. */
+  auditDrained?: (() => void) | undefined
+  /** Submitted entries that failed, to log from the run's fiber. */
+  auditLost?: Array<{ readonly action: string; readonly message: string }> | undefined
   readonly toolCalls: Array<Agent.ToolCallRecord>
   /** Budget only: the UTF-8 bytes of the first `estimatedMessages` messages. */
   estimatedBytes: number
@@ -59,6 +69,7 @@ type Metered =
 const DEFAULT_MAX_TURNS = 50
 const DEFAULT_MAX_TOKENS = 4096
 const PROMPT_AUDIT_CHARS = 500
+const noLabels: ReadonlyArray<MetricLabel.MetricLabel> = []
 
 /**
  * An upper bound on a request's input tokens, for budget reservations: every
@@ -197,8 +208,9 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     const traced = <A, E, R>(
       name: string,
       attributes: Record<string, unknown>,
-      effect: Effect.Effect<A, E, R>
-    ): Effect.Effect<A, E, R> => withSpan(effect, name, spanOptions(attributes))
+      effect: Effect.Effect<A, E, R>,
+      annotate?: (exit: Exit.Exit<A, E>) => Record<string, unknown> | undefined
+    ): Effect.Effect<A, E, R> => withSpan(effect, name, spanOptions(attributes), annotate)
 
     /** Runs `effect` under the open turn span, if any. */
     const inTurn = <A, E, R>(state: RunState, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
@@ -231,19 +243,15 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         secrets.redact(Telemetry.userIdValue("raw", state.context.userId)!) :
         Telemetry.userIdValue(telemetry.metricUserIdAttribute, state.context.userId)
 
-    const recordUsage = (state: RunState, usage: Model.Usage): Effect.Effect<void> => {
-      const attributes = { model: modelTag, user_id: metricUserAttribute(state) }
-      const tokens = Effect.zipRight(
-        Metrics.record(Metrics.tokensInput, usage.inputTokens, attributes),
-        Metrics.record(Metrics.tokensOutput, usage.outputTokens, attributes)
-      )
-      return usage.costUsd > 0 ? Effect.zipRight(tokens, Metrics.record(Metrics.costUsd, usage.costUsd, attributes)) : tokens
-    }
-
-    /** Times an audit append into `jeeves.audit.append_ms`. */
-    const timedAppend = (action: string, appended: Effect.Effect<boolean>): Effect.Effect<boolean> =>
-      Effect.flatMap(Effect.timed(appended), ([duration, written]) =>
-        Effect.as(Metrics.record(Metrics.auditAppend, Duration.toMillis(duration), { action, ok: written }), written))
+    const recordUsage = (state: RunState, usage: Model.Usage): Effect.Effect<void> =>
+      Effect.withFiberRuntime((fiber) => {
+        const attributes = { model: modelTag, user_id: metricUserAttribute(state) }
+        const tags = fiber.getFiberRef(FiberRef.currentMetricLabels)
+        Metrics.unsafeRecord(Metrics.tokensInput, usage.inputTokens, attributes, tags)
+        Metrics.unsafeRecord(Metrics.tokensOutput, usage.outputTokens, attributes, tags)
+        if (usage.costUsd > 0) Metrics.unsafeRecord(Metrics.costUsd, usage.costUsd, attributes, tags)
+        return Effect.void
+      })
 
     const warn = (message: string, annotations: Record<string, unknown>) =>
       Effect.logWarning(secrets.redact(message)).pipe(
@@ -253,17 +261,113 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     const emit = (state: RunState, event: AgentEvent): Effect.Effect<void> =>
       state.emit === undefined ? Effect.void : state.emit(event)
 
+    const written = Effect.succeed(true)
+    const submit = auditOn ? AuditInternal.submitterOf(audit) : undefined
+
+    /** Settles one submitted entry: counts a failure, times it, and wakes a run waiting for its entries. */
+    const submitted = (
+      state: RunState,
+      action: string,
+      clock: Clock.Clock | undefined,
+      startedNanos: bigint,
+      tags: ReadonlyArray<MetricLabel.MetricLabel>
+    ) =>
+    (outcome: AuditInternal.Outcome) => {
+      const ok = outcome._tag === "Success"
+      if (clock !== undefined) {
+        const millis = Number(clock.unsafeCurrentTimeNanos() - startedNanos) / 1_000_000
+        Metrics.unsafeRecord(Metrics.auditAppend, millis, { action, ok }, tags)
+      }
+      if (!ok) {
+        state.auditFailures++
+        ;(state.auditLost ??= []).push({ action, message: describeFailure(Cause.squash(outcome.cause)) })
+      }
+      if (--state.auditPending === 0 && state.auditDrained !== undefined) {
+        const drained = state.auditDrained
+        state.auditDrained = undefined
+        drained()
+      }
+    }
+
+    /**
+     * Appends an entry nothing waits on (no destructive call depends on it):
+     * it takes its place in the chain now and the run goes on; the run
+     * returns only once all of them are durable ({@link settleAudit}). Falls
+     * back to {@link record} for a store that cannot take entries that way.
+     */
+    const note = (state: RunState, input: AuditLog.AppendInput): Effect.Effect<void> => {
+      if (!auditOn) return Effect.void
+      if (submit === undefined) return Effect.asVoid(record(state, input))
+      return Effect.withFiberRuntime((fiber) => {
+        const clock = telemetryOn ? Context.get(fiber.currentDefaultServices, Clock.Clock) : undefined
+        const done = submitted(
+          state,
+          input.action,
+          clock,
+          clock === undefined ? BigInt(0) : clock.unsafeCurrentTimeNanos(),
+          clock === undefined ? noLabels : fiber.getFiberRef(FiberRef.currentMetricLabels)
+        )
+        state.auditPending++
+        if (submit(fiber, input, done)) return Effect.void
+        state.auditPending--
+        return Effect.asVoid(record(state, input))
+      })
+    }
+
+    /** Waits until every entry the run submitted is durable, then logs the ones that failed. */
+    const settleAudit = (state: RunState): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        const waited = state.auditPending === 0 ? Effect.void : Effect.async<void>((resume) => {
+          if (state.auditPending === 0) return resume(Effect.void)
+          state.auditDrained = () => resume(Effect.void)
+          return Effect.sync(() => {
+            state.auditDrained = undefined
+          })
+        })
+        return Effect.flatMap(waited, () => {
+          const lost = state.auditLost
+          if (lost === undefined) return Effect.void
+          state.auditLost = undefined
+          return Effect.forEach(lost, ({ action, message }) => warn(`audit append failed: ${message}`, { action }), {
+            discard: true
+          })
+        })
+      })
+
+    /** Appends an entry a destructive call depends on: it is awaited. */
+    const guarding = (state: RunState, call: Tool.Call, input: AuditLog.AppendInput): Effect.Effect<boolean> =>
+      call.destructive ? record(state, input) : Effect.as(note(state, input), true)
+
     /** Appends an audit entry; a failure is logged and counted, never fatal. Returns whether it was written. */
     const record = (state: RunState, input: AuditLog.AppendInput): Effect.Effect<boolean> => {
-      if (!auditOn) return Effect.succeed(true)
-      const appended = audit.append(input).pipe(
-        Effect.as(true),
-        Effect.catchAll((error) => {
-          state.auditFailures++
-          return Effect.as(warn(`audit append failed: ${error.message}`, { action: input.action }), false)
+      if (!auditOn) return written
+      const failed = (error: AuditLog.AuditUnavailable) => {
+        state.auditFailures++
+        return Effect.as(warn(`audit append failed: ${error.message}`, { action: input.action }), false)
+      }
+      if (!telemetryOn) return Effect.matchEffect(audit.append(input), { onFailure: failed, onSuccess: () => written })
+      // Timed into `jeeves.audit.append_ms` by the fiber's clock, in the append's own steps.
+      return Effect.withFiberRuntime((fiber) => {
+        const clock = Context.get(fiber.currentDefaultServices, Clock.Clock)
+        const startedNanos = clock.unsafeCurrentTimeNanos()
+        const timed = (ok: boolean) =>
+          Metrics.unsafeRecord(
+            Metrics.auditAppend,
+            Number(clock.unsafeCurrentTimeNanos() - startedNanos) / 1_000_000,
+            { action: input.action, ok },
+            fiber.getFiberRef(FiberRef.currentMetricLabels)
+          )
+        return Effect.matchEffect(audit.append(input), {
+          onFailure: (error) => {
+            timed(false)
+            return failed(error)
+          },
+          onSuccess: () => {
+            timed(true)
+            return written
+          }
         })
-      )
-      return telemetryOn ? timedAppend(input.action, appended) : appended
+      })
     }
 
     // ---- seed messages ----------------------------------------------------
@@ -442,7 +546,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       if (!auditOn) return Effect.as(counted, true)
       return Effect.zipRight(
         counted,
-        record(state, {
+        guarding(state, call, {
           actor: "system",
           action: "permission_decision",
           payload: { tool: call.name, call_id: call.id, turn, destructive: call.destructive, decision, source, reason }
@@ -473,7 +577,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
             Metrics.record(Metrics.approvalDuration, millis, { tool: call.name, outcome })
           ) :
           Effect.void
-        const audited = !auditOn ? Effect.succeed(true) : record(state, {
+        const audited = !auditOn ? written : guarding(state, call, {
           actor: "system",
           action: "approval_decision",
           payload: {
@@ -541,22 +645,24 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       traced(
         "jeeves.permission.check",
         { ...attributes, turn, destructive: call.destructive },
-        Effect.tap(Effect.either(authorize(state, call, turn, auditWritten)), (decision) =>
-          Effect.annotateCurrentSpan(
-            decision._tag === "Left" ?
-              { allowed: false, reason: secrets.redact(decision.left.reason) } :
-              { allowed: true }
-          ))
+        Effect.either(authorize(state, call, turn, auditWritten)),
+        (exit) =>
+          exit._tag === "Failure" ? undefined : exit.value._tag === "Left" ?
+          { allowed: false, reason: secrets.redact(exit.value.left.reason) } :
+          { allowed: true }
       )
 
     /** Records `jeeves.tool.duration_ms` for a call that started at `startedNanos`. */
     const toolTimed = (tool: string, result: Tool.Result, startedNanos: bigint): Effect.Effect<void> =>
-      Effect.flatMap(Clock.currentTimeNanos, (now) =>
-        Metrics.record(Metrics.toolDuration, Number(now - startedNanos) / 1_000_000, {
+      Effect.withFiberRuntime((fiber) => {
+        const now = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeNanos()
+        Metrics.unsafeRecord(Metrics.toolDuration, Number(now - startedNanos) / 1_000_000, {
           tool,
           ok: result.status === "ok",
           denied: result.status === "denied"
-        }))
+        }, fiber.getFiberRef(FiberRef.currentMetricLabels))
+        return Effect.void
+      })
 
     const execute = (tool: Tool.Any, call: Tool.Call): Effect.Effect<Tool.Result> => {
       const decode = decoders.get(tool.name)!
@@ -605,7 +711,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     ) {
       const startedNanos = attributes === undefined ? undefined : yield* Clock.currentTimeNanos
       if (state.emit !== undefined) yield* state.emit(AgentEvent.tool_call({ turn, call }))
-      const auditWritten = !auditOn || (yield* record(state, {
+      const auditWritten = !auditOn || (yield* guarding(state, call, {
         actor: "model",
         action: "tool_call",
         payload: { tool: call.name, call_id: call.id, args: call.args, destructive: call.destructive, turn }
@@ -637,7 +743,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         }
       }
       if (startedNanos !== undefined) yield* toolTimed(attributes!.tool, result, startedNanos)
-      if (auditOn) yield* record(state, {
+      if (auditOn) yield* note(state, {
         actor: "system",
         action: "tool_result",
         payload: {
@@ -702,7 +808,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     const runTools = (state: RunState, calls: ReadonlyArray<Model.ToolCall>, turn: number) =>
       calls.length === 1 ?
         Effect.map(runTool(state, calls[0]!, turn), (result) => [result]) :
-        Effect.forEach(calls, (call) => runTool(state, call, turn), { concurrency: "unbounded" })
+        forEachConcurrent(calls, (call) => runTool(state, call, turn))
 
     // ---- the loop ---------------------------------------------------------
 
@@ -710,7 +816,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       const context = state.context
       const clock = yield* Effect.clock
       const startedMillis = clock.unsafeCurrentTimeMillis()
-      if (auditOn) yield* record(state, {
+      if (auditOn) yield* note(state, {
         actor: "user",
         action: "run_started",
         payload: { prompt: prompt.slice(0, PROMPT_AUDIT_CHARS), model: model.name, max_turns: maxTurns }
@@ -727,7 +833,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         }
         const turn = state.turns + 1
         if (telemetryOn) {
-          state.turnSpan = yield* Effect.makeSpan("jeeves.turn", spanOptions({ turn, session_id: sessionAttribute(state) }))
+          state.turnSpan = yield* makeSpan("jeeves.turn", spanOptions({ turn, session_id: sessionAttribute(state) }))
         }
         const request: Model.ModelRequest = { messages: [...messages], tools: toolDefinitions, maxTokens }
         const answer = yield* inTurn(state, meteredCall(state, request, turn))
@@ -736,7 +842,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           if (telemetryOn) {
             yield* Metrics.record(Metrics.budgetExceeded, 1, { reason: answer.reason, user_id: metricUserAttribute(state) })
           }
-          if (auditOn) yield* record(state, {
+          if (auditOn) yield* note(state, {
             actor: "system",
             action: "budget_blocked",
             payload: { reason: answer.reason, turn }
@@ -798,6 +904,8 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           elapsed_ms: finishedMillis - startedMillis
         }
       })
+      // The result reports audit failures and is an acknowledgement: every entry of the run is durable first.
+      if (auditOn) yield* settleAudit(state)
       const result: Agent.RunResult = {
         runId: context.runId,
         sessionId: context.sessionId,
@@ -841,11 +949,16 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           usage: Model.zeroUsage,
           output: "",
           auditFailures: 0,
+          auditPending: 0,
           toolCalls: [],
           estimatedBytes: 0,
           estimatedMessages: 0
         }
-        const body = RunContext.locally(context)(loop(prompt, state))
+        const looped = loop(prompt, state)
+        // A failed run still has its submitted entries settled before the failure is reported.
+        const settled = !auditOn ? looped : Effect.onExit(looped, (exit) =>
+          Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause) ? settleAudit(state) : Effect.void)
+        const body = RunContext.locally(context)(settled)
         if (!telemetryOn) return body
         return traced("jeeves.run", {
           session_id: sessionAttribute(state),

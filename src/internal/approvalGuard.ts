@@ -18,11 +18,18 @@ export type Guarded<A> =
 
 const timedOut: Guarded<never> = { _tag: "TimedOut" }
 
+const settled = <A>(exit: Exit.Exit<A, unknown>): Guarded<A> =>
+  Exit.isSuccess(exit) ? { _tag: "Done", value: exit.value } : { _tag: "Failed", cause: exit.cause }
+
 /**
  * Runs a user callback with a deadline. A synchronous throw, a failure, a
  * defect and a self-interruption all become `Failed`. The callback runs
  * disconnected, so neither the deadline nor an interruption of the caller
  * waits for a callback that ignores interruption.
+ *
+ * A callback that answers with an already-completed effect (`Effect.succeed`,
+ * `Effect.fail`, ...) cannot outlive any deadline, so its answer is taken as
+ * is: no fiber, no timer.
  *
  * @internal
  */
@@ -30,16 +37,20 @@ export const guard = <A>(
   callback: () => Effect.Effect<A, unknown>,
   timeout: Duration.Duration
 ): Effect.Effect<Guarded<A>> =>
-  Effect.suspend(callback).pipe(
-    Effect.disconnect,
-    Effect.exit,
-    Effect.timeoutTo({
-      duration: timeout,
-      onSuccess: (exit): Guarded<A> =>
-        Exit.isSuccess(exit) ? { _tag: "Done", value: exit.value } : { _tag: "Failed", cause: exit.cause },
-      onTimeout: () => timedOut
-    })
-  )
+  Effect.suspend(() => {
+    let answer: Effect.Effect<A, unknown>
+    try {
+      answer = callback()
+    } catch (error) {
+      return Effect.succeed<Guarded<A>>({ _tag: "Failed", cause: Cause.die(error) })
+    }
+    if (Exit.isExit(answer)) return Effect.succeed(settled(answer as Exit.Exit<A, unknown>))
+    return answer.pipe(
+      Effect.disconnect,
+      Effect.exit,
+      Effect.timeoutTo({ duration: timeout, onSuccess: settled, onTimeout: () => timedOut })
+    )
+  })
 
 /**
  * Adapts a Promise callback: its signal aborts when the deadline passes or

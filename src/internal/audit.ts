@@ -20,9 +20,18 @@ import { toJson } from "./auditJcs.js"
 import { newId } from "./ids.js"
 import { serviceSpans, withServiceSpan } from "./spans.js"
 
+/** How an append ended. @internal */
+export type Outcome = Exit.Exit<AuditLog.AuditEntry, AuditLog.AuditUnavailable>
+
 /** What a backend implements; the service adds the run context and redaction. @internal */
 export interface Store {
   readonly append: (draft: Draft) => Effect.Effect<AuditLog.AuditEntry, AuditLog.AuditUnavailable>
+  /**
+   * Takes the entry now, in order with every other append, and calls `done`
+   * once it is durable (or failed) — without the caller waiting. `now` reads
+   * the caller's clock. Optional: a store without it is awaited instead.
+   */
+  readonly submit?: (draft: Draft, now: () => number, done: (outcome: Outcome) => void) => void
   readonly query: (filter?: AuditLog.QueryFilter) => Effect.Effect<ReadonlyArray<AuditLog.AuditEntry>, AuditLog.AuditUnavailable>
   readonly verify: Effect.Effect<AuditLog.VerifyReport, AuditLog.AuditUnavailable>
 }
@@ -46,34 +55,78 @@ export const requireSigningKey = (options: AuditLog.KeyOptions): Effect.Effect<S
     : Effect.succeed(signing)
 }
 
+/**
+ * Hands an entry to the log on `fiber` (its run context and clock) without
+ * waiting for it to be durable: the entry takes its place in the chain at
+ * once, and `done` is called with the outcome. Returns false, taking
+ * nothing, when the entry must go through `append` instead (service spans
+ * on: they time each append).
+ *
+ * @internal
+ */
+export type Submit = (
+  fiber: Fiber.RuntimeFiber<unknown, unknown>,
+  input: AuditLog.AppendInput,
+  done: (outcome: Outcome) => void
+) => boolean
+
+/**
+ * The submit of a service made here, keyed by the service's own `append`:
+ * a wrapper that replaces `append` (`{ ...audit, append: mine }`) finds
+ * none, so its `append` is still the one called.
+ */
+const submitters = new WeakMap<AuditLog.Service["append"], Submit>()
+
+/**
+ * The {@link Submit} of `service`, if it was made by {@link makeService}
+ * over a store that can take entries without the caller waiting.
+ *
+ * @internal
+ */
+export const submitterOf = (service: AuditLog.Service): Submit | undefined => submitters.get(service.append)
+
 /** @internal */
-export const makeService = (store: Store, redact: (text: string) => string): AuditLog.Service => ({
-  enabled: true,
+export const makeService = (store: Store, redact: (text: string) => string): AuditLog.Service => {
+  const draftOf = (fiber: Fiber.RuntimeFiber<unknown, unknown>, input: AuditLog.AppendInput, action: string): Draft => {
+    const context = fiber.getFiberRef(RunContext.ref)
+    return {
+      sessionId: context.sessionId,
+      userId: context.userId,
+      runId: context.runId,
+      actor: input.actor,
+      action,
+      payload: toJson(input.payload, redact)
+    }
+  }
   // The hot path (about nine appends per agent turn): the run context and the
   // span switch are read in one step rather than one effect each.
-  append: (input) => {
+  const append: AuditLog.Service["append"] = (input) => {
     const action = redact(input.action)
     return Effect.withFiberRuntime((fiber) => {
-      const context = fiber.getFiberRef(RunContext.ref)
-      const draft = (): Draft => ({
-        sessionId: context.sessionId,
-        userId: context.userId,
-        runId: context.runId,
-        actor: input.actor,
-        action,
-        payload: toJson(input.payload, redact)
-      })
-      if (!fiber.getFiberRef(serviceSpans)) return store.append(draft())
+      if (!fiber.getFiberRef(serviceSpans)) return store.append(draftOf(fiber, input, action))
       // No stack capture per span.
-      return Effect.withSpan(Effect.suspend(() => store.append(draft())), "AuditLog.append", {
+      return Effect.withSpan(Effect.suspend(() => store.append(draftOf(fiber, input, action))), "AuditLog.append", {
         attributes: { action },
         captureStackTrace: false
       })
     })
-  },
-  query: (filter) => store.query(filter).pipe(withServiceSpan("AuditLog.query")),
-  verify: store.verify.pipe(withServiceSpan("AuditLog.verify"))
-})
+  }
+  const storeSubmit = store.submit
+  if (storeSubmit !== undefined) {
+    submitters.set(append, (fiber, input, done) => {
+      if (fiber.getFiberRef(serviceSpans)) return false
+      const clock = Context.get(fiber.currentDefaultServices, Clock.Clock)
+      storeSubmit(draftOf(fiber, input, redact(input.action)), () => clock.unsafeCurrentTimeMillis(), done)
+      return true
+    })
+  }
+  return {
+    enabled: true,
+    append,
+    query: (filter) => store.query(filter).pipe(withServiceSpan("AuditLog.query")),
+    verify: store.verify.pipe(withServiceSpan("AuditLog.verify"))
+  }
+}
 
 // ---- memory --------------------------------------------------------------------
 
@@ -81,17 +134,21 @@ export const makeService = (store: Store, redact: (text: string) => string): Aud
 export const makeMemoryStore = (signing: SigningKey, logId: string = newId("log")): Store => {
   const entries: Array<AuditLog.AuditEntry> = []
   let head = emptyHead
+  const push = (draft: Draft, now: number): AuditLog.AuditEntry => {
+    const built = buildEntry(head, logId, signing, draft, now)
+    entries.push(built.entry)
+    head = built.head
+    return built.entry
+  }
   return {
     // The read of the clock and the append happen in one synchronous step, so
     // concurrent appends cannot interleave between building and storing.
     append: (draft) =>
       Effect.withFiberRuntime((fiber) => {
         const now = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
-        const built = buildEntry(head, logId, signing, draft, now)
-        entries.push(built.entry)
-        head = built.head
-        return Effect.succeed(built.entry)
+        return Effect.succeed(push(draft, now))
       }),
+    submit: (draft, now, done) => done(Exit.succeed(push(draft, now()))),
     query: (filter) => Effect.sync(() => entries.filter((entry) => matches(entry, filter))),
     verify: Effect.sync(() => verifyAll(entries, signing.verify, { logId }))
   }
@@ -99,11 +156,9 @@ export const makeMemoryStore = (signing: SigningKey, logId: string = newId("log"
 
 // ---- single writer with group commit ---------------------------------------------
 
-type Outcome = Exit.Exit<AuditLog.AuditEntry, AuditLog.AuditUnavailable>
-
 interface Pending {
   readonly draft: Draft
-  /** Resumes the appending fiber (a no-op once it was interrupted). */
+  /** Resumes the appending fiber (a no-op once it was interrupted), or reports a submitted entry. */
   readonly resume: (outcome: Outcome) => void
 }
 
@@ -130,7 +185,7 @@ export interface BatchWriterOptions {
  */
 export const makeBatchWriter = (
   options: BatchWriterOptions
-): Effect.Effect<(draft: Draft) => Effect.Effect<AuditLog.AuditEntry, AuditLog.AuditUnavailable>, never, Scope.Scope> =>
+): Effect.Effect<Pick<Store, "append"> & Required<Pick<Store, "submit">>, never, Scope.Scope> =>
   Effect.gen(function*() {
     const queue = yield* Queue.unbounded<Pending | "close">()
     let closed = false
@@ -184,10 +239,13 @@ export const makeBatchWriter = (
     // The hand-off in one step, with the fiber's own resume callback: the queue
     // is unbounded, so an offer never waits, and a `Deferred` per append costs
     // more than the rest of the hand-off.
-    return (draft: Draft) =>
-      Effect.async<AuditLog.AuditEntry, AuditLog.AuditUnavailable>((resume) => {
-        if (closed) resume(Effect.fail(new AuditLog.AuditUnavailable({ description: `${options.name} is closed` })))
-        else if (poisoned !== undefined) resume(Effect.fail(poisoned))
-        else queue.unsafeOffer({ draft, resume })
-      })
+    const enqueue = (draft: Draft, resume: (outcome: Outcome) => void) => {
+      if (closed) resume(Exit.fail(new AuditLog.AuditUnavailable({ description: `${options.name} is closed` })))
+      else if (poisoned !== undefined) resume(Exit.fail(poisoned))
+      else queue.unsafeOffer({ draft, resume })
+    }
+    return {
+      append: (draft: Draft) => Effect.async<AuditLog.AuditEntry, AuditLog.AuditUnavailable>((resume) => enqueue(draft, resume)),
+      submit: (draft: Draft, _now: () => number, done: (outcome: Outcome) => void) => enqueue(draft, done)
+    }
   })

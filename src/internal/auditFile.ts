@@ -325,18 +325,19 @@ export const makeFileStore = (
     const writeFailed = failWith("write failed; the log accepts no more entries")
     const commit = (drafts: ReadonlyArray<Draft>) => Effect.mapError(writeBatch(drafts), writeFailed)
 
-    const submit = yield* makeBatchWriter({ commit, maxBatch: MAX_BATCH, poisonOnFailure: true, name: `audit log ${path}` })
+    const writer = yield* makeBatchWriter({ commit, maxBatch: MAX_BATCH, poisonOnFailure: true, name: `audit log ${path}` })
 
     if (recovered !== undefined) {
       yield* Effect.logWarning(
         `audit log ${path}: a torn final line (${recovered.dropped_bytes} bytes, crash mid-write, never acknowledged) ` +
           `was moved to ${recovered.broken_file}`
       )
-      yield* submit({ sessionId: "", userId: null, runId: "", actor: "system", action: "log_recovered", payload: recovered })
+      yield* writer.append({ sessionId: "", userId: null, runId: "", actor: "system", action: "log_recovered", payload: recovered })
     }
 
     return {
-      append: submit,
+      append: writer.append,
+      submit: writer.submit,
       query: (filter) =>
         Effect.suspend(() => Stream.runCollect(streamEntries(fs, path, filter, committedBytes))).pipe(
           Effect.map((chunk) => Array.from(chunk))

@@ -1,9 +1,12 @@
+import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
+import * as HashMap from "effect/HashMap"
+import * as Option from "effect/Option"
 import * as Tracer from "effect/Tracer"
 
 /** The fiber's own FiberRef setter: present on every effect 3 `FiberRuntime`, not in its public type. */
@@ -55,32 +58,137 @@ export const locallyWith = <A, E, R, X>(
     })
   )
 
+/** The parent of a new span, skipping spans marked `DisablePropagation` (as effect does). */
+const propagatedParent = (candidate: Option.Option<Tracer.AnySpan>): Option.Option<Tracer.AnySpan> => {
+  let current = candidate
+  while (Option.isSome(current) && Context.get(current.value.context, Tracer.DisablePropagation)) {
+    current = current.value._tag === "Span" ? current.value.parent : Option.none()
+  }
+  return current
+}
+
+const noTime = BigInt(0)
+
 /**
- * `Effect.withSpan(self, name, options)` for the agent's own spans: the span
- * is made by `Effect.makeSpan` (so tracer, parent, annotations and links are
- * effect's), installed as the parent span with {@link locallyWith}, and
- * ended with the exit, timed by the fiber's `Clock`. About a third cheaper
- * than `Effect.withSpan`, which installs the span through two
- * `acquireUseRelease`s.
+ * `Effect.makeSpan` done synchronously on `fiber`: same tracer, parent,
+ * clock, annotations and links as effect's. `undefined` when this fast path
+ * does not apply (tracing disabled, a stack trace asked for, a fiber without
+ * its default services); the caller then goes through `Effect.makeSpan`.
+ */
+const spanNow = (
+  fiber: Fiber.RuntimeFiber<unknown, unknown>,
+  name: string,
+  options: Tracer.SpanOptions
+): Tracer.Span | undefined => {
+  const services = fiber.currentDefaultServices
+  if (services === undefined || options.captureStackTrace !== false || !fiber.getFiberRef(FiberRef.currentTracerEnabled)) {
+    return undefined
+  }
+  const spanContext = options.context ?? Context.empty()
+  if (Context.get(spanContext, Tracer.DisablePropagation)) return undefined
+  const parent = options.parent !== undefined ?
+    Option.some(options.parent) :
+    options.root === true ?
+    Option.none() :
+    propagatedParent(Context.getOption(fiber.getFiberRef(FiberRef.currentContext), Tracer.ParentSpan))
+  const envLinks = fiber.getFiberRef(FiberRef.currentTracerSpanLinks)
+  const links = Chunk.isEmpty(envLinks) ?
+    options.links ?? [] :
+    [...Chunk.toReadonlyArray(envLinks), ...(options.links ?? [])]
+  const startTime = fiber.getFiberRef(FiberRef.currentTracerTimingEnabled) ?
+    Context.get(services, Clock.Clock).unsafeCurrentTimeNanos() :
+    noTime
+  const span = Context.get(services, Tracer.Tracer).span(
+    name,
+    parent,
+    spanContext,
+    links,
+    startTime,
+    options.kind ?? "internal",
+    options
+  )
+  const annotations = fiber.getFiberRef(FiberRef.currentTracerSpanAnnotations)
+  if (HashMap.size(annotations) > 0) HashMap.forEach(annotations, (value, key) => span.attribute(key, value))
+  const attributes = options.attributes
+  if (attributes !== undefined) for (const key in attributes) span.attribute(key, attributes[key])
+  return span
+}
+
+/** Ends `span` with `exit` (unless something ended it already), timed by the fiber's `Clock`. */
+const endSpan = (span: Tracer.Span, exit: Exit.Exit<unknown, unknown>, fiber: Fiber.RuntimeFiber<unknown, unknown>) => {
+  if (span.status._tag === "Ended") return
+  const timed = fiber.getFiberRef(FiberRef.currentTracerTimingEnabled)
+  span.end(timed ? Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeNanos() : noTime, exit)
+}
+
+/**
+ * `Effect.makeSpan(name, options)` in one step where it can (see
+ * {@link withSpan}), else effect's own.
+ *
+ * @internal
+ */
+export const makeSpan = (name: string, options: Tracer.SpanOptions): Effect.Effect<Tracer.Span> =>
+  Effect.withFiberRuntime((fiber) => {
+    const span = spanNow(fiber, name, options)
+    return span === undefined ? Effect.makeSpan(name, options) : Effect.succeed(span)
+  })
+
+/**
+ * `Effect.withSpan(self, name, options)` for the agent's own spans, in one
+ * masked step: the span is made on the fiber with effect's tracer, parent,
+ * clock, annotations and links, installed as the parent span like
+ * {@link locallyWith}, and ended with the exit. `annotate`, if given, adds
+ * attributes from the exit just before the span ends. Several times cheaper
+ * than `Effect.withSpan` (which makes the span in its own steps and
+ * installs it through two `acquireUseRelease`s). Falls back to
+ * `Effect.makeSpan` with {@link locallyWith} where the one-step path does not
+ * apply (tracing disabled, stack traces asked for, a fiber without the
+ * setter).
  *
  * @internal
  */
 export const withSpan = <A, E, R>(
   self: Effect.Effect<A, E, R>,
   name: string,
-  options: Tracer.SpanOptions
+  options: Tracer.SpanOptions,
+  annotate?: (exit: Exit.Exit<A, E>) => Record<string, unknown> | undefined
 ): Effect.Effect<A, E, R> =>
-  Effect.flatMap(Effect.makeSpan(name, options), (span) =>
-    locallyWith(
-      self,
-      FiberRef.currentContext,
-      (context) => Context.add(context, Tracer.ParentSpan, span),
-      (exit, fiber) => {
-        if (span.status._tag === "Ended") return
-        const timed = fiber.getFiberRef(FiberRef.currentTracerTimingEnabled)
-        span.end(timed ? Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeNanos() : BigInt(0), exit)
+  Effect.uninterruptibleMask((restore) =>
+    Effect.withFiberRuntime<A, E, R>((fiber) => {
+      const setter = fiber as unknown as FiberRefSetter
+      const span = typeof setter.setFiberRef === "function" ? spanNow(fiber, name, options) : undefined
+      const ended = (exit: Exit.Exit<A, E>, spanned: Tracer.Span, at: Fiber.RuntimeFiber<A, E>) => {
+        if (annotate !== undefined && spanned.status._tag !== "Ended") {
+          const extra = annotate(exit)
+          if (extra !== undefined) for (const key in extra) spanned.attribute(key, extra[key])
+        }
+        endSpan(spanned, exit, at)
       }
-    ))
+      if (span === undefined) {
+        return Effect.flatMap(Effect.makeSpan(name, options), (made) =>
+          locallyWith(
+            restore(self),
+            FiberRef.currentContext,
+            (context) => Context.add(context, Tracer.ParentSpan, made),
+            (exit, at) => ended(exit, made, at)
+          ))
+      }
+      const previous = fiber.getFiberRef(FiberRef.currentContext)
+      setter.setFiberRef!(FiberRef.currentContext, Context.add(previous, Tracer.ParentSpan, span))
+      return Effect.matchCauseEffect(restore(self), {
+        onFailure: (cause) => {
+          setter.setFiberRef!(FiberRef.currentContext, previous)
+          ended(Exit.failCause(cause), span, fiber)
+          return Effect.failCause(cause)
+        },
+        onSuccess: (value) => {
+          setter.setFiberRef!(FiberRef.currentContext, previous)
+          ended(Exit.succeed(value), span, fiber)
+          return Effect.succeed(value)
+        }
+      })
+    })
+  )
 
 /** `Effect.withParentSpan` through {@link locallyWith}. @internal */
 export const withParentSpan = <A, E, R>(self: Effect.Effect<A, E, R>, span: Tracer.AnySpan): Effect.Effect<A, E, R> =>

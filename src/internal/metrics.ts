@@ -66,7 +66,7 @@ export const approvalDuration = Metric.histogram("jeeves.approval.duration_ms", 
 export const auditAppend = Metric.histogram(
   "jeeves.audit.append_ms",
   fineMillis,
-  "Time to append one audit entry, as the agent waited for it"
+  "Time from handing one audit entry to the log until it is durable"
 )
 /** @internal */
 export const stateEvictions = Metric.counter("jeeves.state.evictions", {
@@ -127,8 +127,24 @@ const labelsOf = (attributes: Attributes): Array<MetricLabel.MetricLabel> => {
 }
 
 /**
+ * Records `value` on `metric` with `attributes` (undefined ones dropped) and
+ * `tags` (the fiber's `Effect.tagMetrics` labels), synchronously.
+ *
+ * @internal
+ */
+export const unsafeRecord = <Type, In, Out>(
+  metric: Metric.Metric<Type, In, Out>,
+  value: In,
+  attributes: Attributes,
+  tags: ReadonlyArray<MetricLabel.MetricLabel>
+): void => {
+  const labels = labelsOf(attributes)
+  metric.unsafeUpdate(value, tags.length === 0 ? labels : Arr.union(labels, tags))
+}
+
+/**
  * Records `value` on `metric` with `attributes` (undefined ones dropped),
- * plus any labels set with `Effect.tagMetrics`.
+ * plus any labels set with `Effect.tagMetrics`. One step.
  *
  * @internal
  */
@@ -137,11 +153,10 @@ export const record = <Type, In, Out>(
   value: In,
   attributes: Attributes
 ): Effect.Effect<void> =>
-  FiberRef.getWith(FiberRef.currentMetricLabels, (tags) =>
-    Effect.sync(() => {
-      const labels = labelsOf(attributes)
-      metric.unsafeUpdate(value, tags.length === 0 ? labels : Arr.union(labels, tags))
-    }))
+  Effect.withFiberRuntime((fiber) => {
+    unsafeRecord(metric, value, attributes, fiber.getFiberRef(FiberRef.currentMetricLabels))
+    return Effect.void
+  })
 
 /**
  * A budget warning without its percentage (`"per-user tokens at 85%"` →

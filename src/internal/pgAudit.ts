@@ -147,7 +147,7 @@ export const makePgStore = (
       ).pipe(Effect.mapError(unavailable("append failed")))
 
     // A failed transaction changed nothing, so the next batch may succeed: no poisoning.
-    const submit = yield* makeBatchWriter({
+    const writer = yield* makeBatchWriter({
       commit,
       maxBatch: MAX_BATCH,
       poisonOnFailure: false,
@@ -207,5 +207,5 @@ export const makePgStore = (
       return verifier.report()
     }).pipe(Effect.mapError(unavailable("verification could not read the log")))
 
-    return { append: submit, query, verify } satisfies Store
+    return { append: writer.append, submit: writer.submit, query, verify } satisfies Store
   })

@@ -1,0 +1,199 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Cause, Deferred, Effect, Either, Exit, Fiber, FiberId, FiberRef, Option, Supervisor } from "effect"
+import { forEachConcurrent } from "../src/internal/forkAll.js"
+
+type ForEach = <A, B, E, R>(
+  items: ReadonlyArray<A>,
+  f: (item: A, index: number) => Effect.Effect<B, E, R>
+) => Effect.Effect<Array<B>, E, R>
+
+const unbounded: ForEach = (items, f) => Effect.forEach(items, f, { concurrency: "unbounded" })
+
+const label = FiberRef.unsafeMake("outer")
+
+/** Counts the fibers forked while it supervises. */
+class ForkCounter extends Supervisor.AbstractSupervisor<number> {
+  forks = 0
+  readonly value = Effect.sync(() => this.forks)
+  override onStart() {
+    this.forks++
+  }
+}
+
+/** Signals `started`, then runs until interrupted; its interruption handler takes a scheduler turn before recording. */
+const runsUntilInterrupted = (started: Deferred.Deferred<void>, interrupted: Array<number>, index: number) =>
+  Effect.zipRight(Deferred.succeed(started, undefined), Effect.never).pipe(
+    Effect.onInterrupt(() => Effect.zipRight(Effect.yieldNow(), Effect.sync(() => void interrupted.push(index))))
+  )
+
+describe("internal/forkAll", () => {
+  it.effect("returns the results in input order, whatever the completion order", () =>
+    Effect.gen(function*() {
+      const first = yield* Deferred.make<void>()
+      const second = yield* Deferred.make<void>()
+      const completed: Array<number> = []
+      const results = yield* forEachConcurrent(["a", "b", "c"], (item, index) => {
+        const body = index === 0 ?
+          Deferred.await(first) :
+          index === 1 ?
+          Effect.zipRight(Deferred.await(second), Deferred.succeed(first, undefined)) :
+          Deferred.succeed(second, undefined)
+        return Effect.as(Effect.zipRight(body, Effect.sync(() => void completed.push(index))), `${item}${index}`)
+      })
+      assert.deepStrictEqual(completed, [2, 1, 0])
+      assert.deepStrictEqual(results, ["a0", "b1", "c2"])
+    }))
+
+  it.effect("runs the items concurrently", () =>
+    Effect.gen(function*() {
+      const left = yield* Deferred.make<string>()
+      const right = yield* Deferred.make<string>()
+      // Each item waits for the other: run one after the other, this never ends.
+      const results = yield* forEachConcurrent([[left, right], [right, left]] as const, ([mine, theirs], index) =>
+        Effect.zipRight(Deferred.succeed(mine, `from ${index}`), Deferred.await(theirs)))
+      assert.deepStrictEqual(results, ["from 1", "from 0"])
+    }))
+
+  it.effect("forks one child per item, none for zero or one item", () =>
+    Effect.gen(function*() {
+      const forks = (items: ReadonlyArray<number>) =>
+        Effect.gen(function*() {
+          const counter = new ForkCounter()
+          const results = yield* Effect.supervised(forEachConcurrent(items, (item) => Effect.succeed(item * 10)), counter)
+          return { results, forks: counter.forks }
+        })
+      let called = 0
+      assert.deepStrictEqual(yield* forEachConcurrent([], () => Effect.sync(() => called++)), [])
+      assert.strictEqual(called, 0)
+      assert.deepStrictEqual(yield* forks([]), { results: [], forks: 0 })
+      assert.deepStrictEqual(yield* forks([1]), { results: [10], forks: 0 })
+      assert.deepStrictEqual(yield* forks([1, 2, 3]), { results: [10, 20, 30], forks: 3 })
+
+      const caller = yield* Effect.fiberId
+      const [single] = yield* forEachConcurrent(["only"], (_, index) => Effect.map(Effect.fiberId, (id) => ({ id, index })))
+      assert.isTrue(FiberId.threadName(single!.id) === FiberId.threadName(caller))
+      assert.strictEqual(single!.index, 0)
+    }))
+
+  it.effect("a typed failure interrupts the siblings, awaits them, and reaches the caller as the error", () =>
+    Effect.gen(function*() {
+      const started = yield* Deferred.make<void>()
+      const interrupted: Array<number> = []
+      const call = forEachConcurrent([0, 1], (index) =>
+        index === 0 ?
+          runsUntilInterrupted(started, interrupted, index) :
+          Effect.zipRight(Deferred.await(started), Effect.fail("boom" as const)))
+      assert.deepStrictEqual(yield* Effect.either(call), Either.left("boom" as const))
+      assert.deepStrictEqual(interrupted, [0])
+
+      const exit = yield* Effect.exit(call)
+      assert.isTrue(Exit.isFailure(exit))
+      if (Exit.isFailure(exit)) {
+        assert.strictEqual(Cause.squash(exit.cause), "boom")
+        assert.deepStrictEqual(Array.from(Cause.failures(exit.cause)), ["boom"])
+      }
+      assert.strictEqual(yield* Effect.catchAll(call, (error) => Effect.succeed(`caught ${error}`)), "caught boom")
+    }))
+
+  it.effect("a defect interrupts the siblings and reaches the caller as the defect", () =>
+    Effect.gen(function*() {
+      const started = [yield* Deferred.make<void>(), yield* Deferred.make<void>()] as const
+      const interrupted: Array<number> = []
+      const defect = new Error("kaboom")
+      const exit = yield* Effect.exit(forEachConcurrent([0, 1, 2], (index) =>
+        index === 1 ?
+          Effect.zipRight(Effect.forEach(started, Deferred.await), Effect.die(defect)) :
+          runsUntilInterrupted(index === 0 ? started[0] : started[1], interrupted, index)))
+      assert.deepStrictEqual(interrupted.sort(), [0, 2])
+      assert.isTrue(Exit.isFailure(exit))
+      if (Exit.isFailure(exit)) {
+        assert.isTrue(Cause.isDie(exit.cause))
+        assert.strictEqual(Cause.squash(exit.cause), defect)
+      }
+    }))
+
+  it.effect("a child's own interruption interrupts the siblings and fails the whole", () =>
+    Effect.gen(function*() {
+      const started = yield* Deferred.make<void>()
+      const interrupted: Array<number> = []
+      const exit = yield* Effect.exit(forEachConcurrent([0, 1], (index) =>
+        index === 0 ?
+          runsUntilInterrupted(started, interrupted, index) :
+          Effect.zipRight(Deferred.await(started), Effect.interrupt)))
+      assert.deepStrictEqual(interrupted, [0])
+      assert.isTrue(Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause))
+    }))
+
+  it.effect("a failure while the caller is still forking reaches every child, even one forked just then", () =>
+    Effect.gen(function*() {
+      // A small yield budget makes the caller yield inside its fork loop, at a
+      // different point for each budget, so the first child fails mid-loop.
+      // A child left uninterrupted would keep the call from ever returning.
+      for (let budget = 16; budget <= 64; budget++) {
+        const exit = yield* Effect.exit(Effect.withMaxOpsBeforeYield(
+          forEachConcurrent(Array.from({ length: 12 }, (_, index) => index), (index) =>
+            index === 0 ? Effect.fail("first") : Effect.never),
+          budget
+        ))
+        assert.isTrue(Exit.isFailure(exit) && Cause.squash(exit.cause) === "first")
+      }
+    }))
+
+  it.effect("interrupting the caller interrupts the children and awaits them before the caller goes on", () =>
+    Effect.gen(function*() {
+      const started = [yield* Deferred.make<void>(), yield* Deferred.make<void>()]
+      const interrupted: Array<number> = []
+      let interruptedWhenCallerExited: ReadonlyArray<number> = []
+      const caller = yield* Effect.fork(
+        forEachConcurrent([0, 1], (index) => runsUntilInterrupted(started[index]!, interrupted, index)).pipe(
+          Effect.onExit(() => Effect.sync(() => interruptedWhenCallerExited = [...interrupted].sort()))
+        )
+      )
+      for (const deferred of started) yield* Deferred.await(deferred)
+      const exit = yield* Fiber.interrupt(caller)
+      assert.isTrue(Exit.isInterrupted(exit))
+      assert.deepStrictEqual(interruptedWhenCallerExited, [0, 1])
+      assert.deepStrictEqual(interrupted.sort(), [0, 1])
+    }))
+
+  it.effect("children see the caller's FiberRefs and are supervised by the caller", () =>
+    Effect.gen(function*() {
+      const release = yield* Deferred.make<void>()
+      const started = [yield* Deferred.make<FiberId.FiberId>(), yield* Deferred.make<FiberId.FiberId>()]
+      const caller = yield* Effect.fork(Effect.locally(
+        forEachConcurrent([0, 1], (index) =>
+          Effect.gen(function*() {
+            yield* Deferred.succeed(started[index]!, yield* Effect.fiberId)
+            yield* Deferred.await(release)
+            return yield* FiberRef.get(label)
+          })),
+        label,
+        "inner"
+      ))
+      const ids = [yield* Deferred.await(started[0]!), yield* Deferred.await(started[1]!)]
+      const children = yield* caller.children
+      assert.deepStrictEqual(
+        children.map((child) => FiberId.threadName(child.id())).sort(),
+        ids.map(FiberId.threadName).sort()
+      )
+      yield* Deferred.succeed(release, undefined)
+      assert.deepStrictEqual(yield* Fiber.join(caller), ["inner", "inner"])
+      assert.strictEqual(yield* FiberRef.get(label), "outer")
+    }))
+
+  // Behaviours of effect's forEach that forEachConcurrent keeps: checked against both.
+  for (const [name, run] of [["forEachConcurrent", forEachConcurrent], ["Effect.forEach", unbounded]] as const) {
+    it.effect(`${name}: fibers an item forks outlive the item`, () =>
+      Effect.gen(function*() {
+        const forked = yield* run([0, 1], () => Effect.fork(Effect.never))
+        for (const fiber of forked) assert.isTrue(Option.isNone(yield* Fiber.poll(fiber)))
+        yield* Fiber.interruptAll(forked)
+      }))
+
+    it.effect(`${name}: FiberRef changes made by the items are joined into the caller on success`, () =>
+      Effect.gen(function*() {
+        yield* run([0, 1], (index) => FiberRef.set(label, `set by ${index}`))
+        assert.include(["set by 0", "set by 1"], yield* FiberRef.get(label))
+      }))
+  }
+})
