@@ -31,7 +31,7 @@ import * as BudgetInternal from "./budget.js"
 import { describeFailure, stringifyOutput } from "./describe.js"
 import { forEachConcurrent } from "./forkAll.js"
 import { newId } from "./ids.js"
-import { makeSpan, withParentSpan, withSpan } from "./locally.js"
+import { endSpan, makeSpan, spanNow, withParentSpan, withSpan } from "./locally.js"
 import * as Metrics from "./metrics.js"
 
 type Emit = ((event: AgentEvent) => Effect.Effect<void>) | undefined
@@ -466,20 +466,41 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         outputTokens: maxTokens,
         costUsd: model.price === undefined ? 0 : Model.costOf(model.price, inputTokens, maxTokens)
       }
-      const reserve = telemetryOn ?
-        traced("jeeves.budget.reserve", {
+      const reserveOptions = telemetryOn ?
+        spanOptions({
           turn,
           session_id: sessionAttribute(state),
           estimated_input_tokens: inputTokens,
           estimated_output_tokens: maxTokens
-        }, budget.reserve(estimate)) :
-        budget.reserve(estimate)
-      if (syncReserve !== undefined && !telemetryOn) {
-        // The in-memory budget: reserve inside this step, no effect of its own.
+        }) :
+        undefined
+      if (syncReserve !== undefined) {
+        // The in-memory budget: reserve inside this step, no effect of its own. Nothing runs
+        // under its span, so the span is made and ended here, never installed as a parent.
         return Effect.uninterruptibleMask((restore) =>
-          Effect.withFiberRuntime((fiber) => reserved(state, request, turn, restore, syncReserve(fiber, estimate)))
+          Effect.withFiberRuntime((fiber) => {
+            const span = reserveOptions === undefined ? undefined : spanNow(fiber, "jeeves.budget.reserve", reserveOptions)
+            if (reserveOptions !== undefined && span === undefined) {
+              return Effect.flatMap(
+                restore(withSpan(budget.reserve(estimate), "jeeves.budget.reserve", reserveOptions)),
+                (reservation) => reserved(state, request, turn, restore, reservation)
+              )
+            }
+            let reservation: Budget.Reservation
+            try {
+              reservation = syncReserve(fiber, estimate)
+            } catch (defect) {
+              if (span !== undefined) endSpan(span, Exit.die(defect), fiber)
+              throw defect
+            }
+            if (span !== undefined) endSpan(span, Exit.succeed(reservation), fiber)
+            return reserved(state, request, turn, restore, reservation)
+          })
         )
       }
+      const reserve = reserveOptions === undefined ?
+        budget.reserve(estimate) :
+        withSpan(budget.reserve(estimate), "jeeves.budget.reserve", reserveOptions)
       return Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(restore(reserve), (reservation) => reserved(state, request, turn, restore, reservation))
       )
@@ -561,39 +582,49 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       turn: number,
       policyReason: string
     ): Effect.Effect<void, Approval.ToolDenied> => {
-      const request = approval.request(call, policyReason).pipe(
-        Effect.catchAllDefect(() =>
-          Effect.fail(new Approval.ToolDenied({ tool: call.name, reason: Approval.reasons.handlerFailed, policyReason }))
-        ),
-        Effect.either,
-        Effect.timed
-      )
-      const answered = Effect.flatMap(request, ([duration, answer]) => {
-        const outcome = answer._tag === "Right" ? "approved" : Approval.outcomeOf(answer.left)
-        const millis = Duration.toMillis(duration)
-        const metrics = telemetryOn ?
-          Effect.zipRight(
-            Metrics.record(Metrics.approvalRequests, 1, { tool: call.name, outcome, user_id: metricUserAttribute(state) }),
-            Metrics.record(Metrics.approvalDuration, millis, { tool: call.name, outcome })
-          ) :
-          Effect.void
-        const audited = !auditOn ? written : guarding(state, call, {
-          actor: "system",
-          action: "approval_decision",
-          payload: {
-            tool: call.name,
-            call_id: call.id,
-            turn,
-            outcome,
-            reason: answer._tag === "Left" ? answer.left.reason : null,
-            policy_reason: policyReason,
-            duration_ms: millis
+      // Timed by the fiber's clock and recorded in the answer's own steps.
+      const answered = Effect.withFiberRuntime<void, Approval.ToolDenied>((fiber) => {
+        const clock = Context.get(fiber.currentDefaultServices, Clock.Clock)
+        const startedNanos = clock.unsafeCurrentTimeNanos()
+        const decided = (denial: Approval.ToolDenied | undefined): Effect.Effect<void, Approval.ToolDenied> => {
+          const outcome = denial === undefined ? "approved" : Approval.outcomeOf(denial)
+          const millis = Number(clock.unsafeCurrentTimeNanos() - startedNanos) / 1_000_000
+          if (telemetryOn) {
+            const tags = fiber.getFiberRef(FiberRef.currentMetricLabels)
+            Metrics.unsafeRecord(Metrics.approvalRequests, 1, { tool: call.name, outcome, user_id: metricUserAttribute(state) }, tags)
+            Metrics.unsafeRecord(Metrics.approvalDuration, millis, { tool: call.name, outcome }, tags)
           }
-        })
-        return Effect.flatMap(Effect.zipRight(metrics, audited), (written) => {
-          if (answer._tag === "Left") return Effect.fail(answer.left)
-          // An approved destructive call runs only once its approval is on record.
-          return call.destructive && !written ? Effect.fail(deny(call, "audit unavailable")) : Effect.void
+          const audited = !auditOn ? written : guarding(state, call, {
+            actor: "system",
+            action: "approval_decision",
+            payload: {
+              tool: call.name,
+              call_id: call.id,
+              turn,
+              outcome,
+              reason: denial === undefined ? null : denial.reason,
+              policy_reason: policyReason,
+              duration_ms: millis
+            }
+          })
+          return Effect.flatMap(audited, (written) => {
+            if (denial !== undefined) return Effect.fail(denial)
+            // An approved destructive call runs only once its approval is on record.
+            return call.destructive && !written ? Effect.fail(deny(call, "audit unavailable")) : Effect.void
+          })
+        }
+        return Effect.matchCauseEffect(approval.request(call, policyReason), {
+          onFailure: (cause) => {
+            if (Cause.isInterruptedOnly(cause)) return Effect.failCause(cause)
+            // A defect in the gate is a failed handler: deny.
+            const failure = Cause.failureOption(cause)
+            return decided(
+              failure._tag === "Some" && !Cause.isDie(cause) ?
+                failure.value :
+                new Approval.ToolDenied({ tool: call.name, reason: Approval.reasons.handlerFailed, policyReason })
+            )
+          },
+          onSuccess: () => decided(undefined)
         })
       })
       return telemetryOn ? traced("jeeves.approval", { ...callAttributes(call), turn }, answered) : answered

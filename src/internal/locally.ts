@@ -74,8 +74,10 @@ const noTime = BigInt(0)
  * clock, annotations and links as effect's. `undefined` when this fast path
  * does not apply (tracing disabled, a stack trace asked for, a fiber without
  * its default services); the caller then goes through `Effect.makeSpan`.
+ *
+ * @internal
  */
-const spanNow = (
+export const spanNow = (
   fiber: Fiber.RuntimeFiber<unknown, unknown>,
   name: string,
   options: Tracer.SpanOptions
@@ -114,8 +116,8 @@ const spanNow = (
   return span
 }
 
-/** Ends `span` with `exit` (unless something ended it already), timed by the fiber's `Clock`. */
-const endSpan = (span: Tracer.Span, exit: Exit.Exit<unknown, unknown>, fiber: Fiber.RuntimeFiber<unknown, unknown>) => {
+/** Ends `span` with `exit` (unless something ended it already), timed by the fiber's `Clock`. @internal */
+export const endSpan = (span: Tracer.Span, exit: Exit.Exit<unknown, unknown>, fiber: Fiber.RuntimeFiber<unknown, unknown>) => {
   if (span.status._tag === "Ended") return
   const timed = fiber.getFiberRef(FiberRef.currentTracerTimingEnabled)
   span.end(timed ? Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeNanos() : noTime, exit)
