@@ -8,7 +8,10 @@ import {
 } from "@opentelemetry/sdk-metrics"
 import {
   InMemorySpanExporter,
+  ParentBasedSampler,
   type ReadableSpan,
+  type Sampler,
+  SamplingDecision,
   type SpanExporter,
   type SpanProcessor,
   SimpleSpanProcessor
@@ -328,6 +331,43 @@ describe("Telemetry.layerOtel spans", () => {
       // A denial is an outcome, not a tracing error.
       assert.strictEqual(denied.status.code, SpanStatusCode.OK)
       assert.isTrue(isChildOf(toolSpan(finished, "jeeves.tool", "forbidden"), turns[0]!))
+    }).pipe(Effect.provide(agentWith(script, layer, ...governance({ maxTokens: 1_000_000 }))))
+  })
+})
+
+describe("sampling", () => {
+  it.effect("a run the sampler drops makes none of the agent's other spans; a sampled run keeps its whole tree", () => {
+    const started: Array<string> = []
+    let sampleRoots = false
+    // Samples root spans while `sampleRoots` is on; children follow their parent (the usual parent-based setup).
+    const parentBased = new ParentBasedSampler({
+      root: {
+        shouldSample: () => ({ decision: sampleRoots ? SamplingDecision.RECORD_AND_SAMPLED : SamplingDecision.NOT_RECORD }),
+        toString: () => "switchable"
+      }
+    })
+    // Sees every span the SDK is asked to start.
+    const counting: Sampler = {
+      shouldSample: (...args) => {
+        started.push(args[2])
+        return parentBased.shouldSample(...args)
+      },
+      toString: () => "counting"
+    }
+    const { layer, spans } = otel({ tracerConfig: { sampler: counting } })
+    const script = callThenSummarize([{ name: "whoami", args: {} }, { name: "drop_table", args: {} }])
+    return Effect.gen(function*() {
+      const dropped = yield* run("not traced", { userId: "dan", sessionId: "sess-dropped" })
+      assert.deepStrictEqual(dropped.toolCalls.map((call) => call.status), ["ok", "ok"])
+      assert.deepStrictEqual(started, ["jeeves.run"], "only the run span was started")
+      assert.strictEqual(spans.getFinishedSpans().length, 0)
+
+      sampleRoots = true
+      yield* run("traced", { userId: "dan", sessionId: "sess-sampled" })
+      const names = new Set(spans.getFinishedSpans().map((span) => span.name))
+      for (const name of ["jeeves.run", "jeeves.turn", "jeeves.model.complete", "jeeves.tool", "jeeves.budget.reserve", "jeeves.permission.check", "jeeves.approval"]) {
+        assert.isTrue(names.has(name), name)
+      }
     }).pipe(Effect.provide(agentWith(script, layer, ...governance({ maxTokens: 1_000_000 }))))
   })
 })

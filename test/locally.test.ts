@@ -84,7 +84,7 @@ describe("internal/locally", () => {
       const compare = Effect.gen(function*() {
         const options = { attributes: { a: 1, b: "x" }, kind: "client", captureStackTrace: false } as const
         const reference = yield* Effect.makeSpan("s", options)
-        const fast = yield* makeSpan("s", options)
+        const fast = (yield* makeSpan("s", options))!
         const annotated = yield* withSpan(Effect.currentSpan, "t", options, () => ({ late: true }))
         return { reference, fast, annotated }
       })
@@ -109,6 +109,23 @@ describe("internal/locally", () => {
       const annotated = (yield* compare).annotated
       assert.strictEqual(annotated.attributes.get("late"), true)
       assert.strictEqual(annotated.status._tag, "Ended")
+    }))
+
+  it.effect("under an unsampled parent no span is made, and the effect runs under that parent", () =>
+    Effect.gen(function*() {
+      const { ended, tracer } = yield* recording
+      const program = Effect.gen(function*() {
+        const unsampled = Tracer.externalSpan({ spanId: "s1", traceId: "t1", sampled: false })
+        const options = { captureStackTrace: false } as const
+        const seen = yield* withParentSpan(withSpan(Effect.currentParentSpan, "skipped", options), unsampled)
+        assert.strictEqual(seen.spanId, "s1")
+        assert.isUndefined(yield* withParentSpan(makeSpan("skipped-too", options), unsampled))
+        const sampled = Tracer.externalSpan({ spanId: "s2", traceId: "t2", sampled: true })
+        const made = yield* withParentSpan(withSpan(Effect.currentParentSpan, "made", options), sampled)
+        assert.strictEqual(made.spanId === "s2", false)
+        assert.deepStrictEqual([...ended.keys()], ["made"])
+      })
+      yield* Effect.withTracer(program, tracer)
     }))
 
   it.effect("withParentSpan parents spans under the given span", () =>

@@ -5,6 +5,7 @@
  */
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as PgClient from "@effect/sql-pg/PgClient"
+import { ParentBasedSampler, TraceIdRatioBasedSampler } from "@opentelemetry/sdk-trace-base"
 import { Duration, Effect, Layer, Redacted, Schema } from "effect"
 import { Agent, Approval, AuditLog, Budget, Memory, Model, Permissions, RunContext, Telemetry, Tool } from "jeevesagent"
 import * as PgAuditLog from "jeevesagent/PgAuditLog"
@@ -206,6 +207,9 @@ const telemetryLayer = (options: BenchOptions) =>
     Telemetry.layerOtel({
       serviceName: "jeeves-multi-tenant-bench",
       userIdAttribute: options.userIdAttribute,
+      ...(options.traceSampleRatio < 1 ?
+        { tracerConfig: { sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(options.traceSampleRatio) }) } } :
+        {}),
       traceExporter: {
         export: (_spans, done) => done({ code: 0 }),
         shutdown: () => Promise.resolve(),

@@ -39,6 +39,12 @@ export interface BenchOptions {
   readonly processes: number
   readonly auditDurability: AuditDurability
   readonly telemetry: TelemetryKind
+  /**
+   * The share of runs traced (otel only): below 1, a parent-based sampler
+   * over a trace-id ratio, as production deployments sample. Default 1:
+   * every span of every run.
+   */
+  readonly traceSampleRatio: number
   /** How user ids appear in span and metric attributes (the library's default is `hashed`). */
   readonly userIdAttribute: "raw" | "hashed" | "omit"
   /** With zero latency: also time the same workload in a bare loop (no framework). */
@@ -67,6 +73,7 @@ export const defaults = (overrides: Partial<BenchOptions> = {}): BenchOptions =>
   processes: 1,
   auditDurability: "fsync",
   telemetry: "otel",
+  traceSampleRatio: 1,
   userIdAttribute: "hashed",
   bare: true,
   postgresUrl: process.env.JEEVES_BENCH_PG_URL ?? DEFAULT_POSTGRES_URL,
@@ -117,6 +124,15 @@ export const parseArgs = (argv: ReadonlyArray<string>): BenchOptions => {
       case "--telemetry":
         options.telemetry = oneOf("telemetry", value(), ["otel", "effect"] as const)
         break
+      case "--trace-sample-ratio": {
+        const text = value()
+        const ratio = Number(text)
+        if (text === undefined || text.trim() === "" || !(ratio >= 0 && ratio <= 1)) {
+          throw new UsageError(`--trace-sample-ratio needs a number from 0 to 1, got ${JSON.stringify(text)}`)
+        }
+        options.traceSampleRatio = ratio
+        break
+      }
       case "--user-id-attribute":
         options.userIdAttribute = oneOf("user-id-attribute", value(), ["raw", "hashed", "omit"] as const)
         break
@@ -148,6 +164,9 @@ export const validate = (options: BenchOptions): void => {
     throw new UsageError("--processes above 1 needs --backend postgres (the workers share one database)")
   }
   if (options.processes > options.users) throw new UsageError("--processes cannot exceed --users")
+  if (options.traceSampleRatio < 1 && options.telemetry !== "otel") {
+    throw new UsageError("--trace-sample-ratio needs --telemetry otel (effect's own tracer has no sampler)")
+  }
   if (options.inject === "tamper-audit" && options.processes > 1) {
     throw new UsageError("--inject tamper-audit edits the audit file; with --processes the audit log is in Postgres")
   }

@@ -58,6 +58,7 @@ export interface BenchReport {
 
 export const telemetryDescription = (options: BenchOptions): string =>
   `${options.telemetry === "otel" ? "Telemetry.layerOtel (spans batched to a discarding exporter)" : "Telemetry.layer()"}` +
+  (options.traceSampleRatio < 1 ? `, ${options.traceSampleRatio * 100}% of runs traced (parent-based ratio sampler)` : ", every run traced") +
   `, user ids ${options.userIdAttribute}`
 
 export const auditDescription = (options: BenchOptions): string =>

@@ -31,7 +31,7 @@ import * as BudgetInternal from "./budget.js"
 import { describeFailure, stringifyOutput } from "./describe.js"
 import { forEachConcurrent } from "./forkAll.js"
 import { newId } from "./ids.js"
-import { endSpan, makeSpan, spanNow, withParentSpan, withSpan } from "./locally.js"
+import { endSpan, makeSpan, spanNow, unsampledParent, withParentSpan, withSpan } from "./locally.js"
 import * as Metrics from "./metrics.js"
 
 type Emit = ((event: AgentEvent) => Effect.Effect<void>) | undefined
@@ -479,10 +479,11 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         // under its span, so the span is made and ended here, never installed as a parent.
         return Effect.uninterruptibleMask((restore) =>
           Effect.withFiberRuntime((fiber) => {
-            const span = reserveOptions === undefined ? undefined : spanNow(fiber, "jeeves.budget.reserve", reserveOptions)
-            if (reserveOptions !== undefined && span === undefined) {
+            const spanned = reserveOptions !== undefined && !unsampledParent(fiber)
+            const span = spanned ? spanNow(fiber, "jeeves.budget.reserve", reserveOptions) : undefined
+            if (spanned && span === undefined) {
               return Effect.flatMap(
-                restore(withSpan(budget.reserve(estimate), "jeeves.budget.reserve", reserveOptions)),
+                restore(withSpan(budget.reserve(estimate), "jeeves.budget.reserve", reserveOptions!)),
                 (reservation) => reserved(state, request, turn, restore, reservation)
               )
             }

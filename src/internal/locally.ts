@@ -124,13 +124,28 @@ export const endSpan = (span: Tracer.Span, exit: Exit.Exit<unknown, unknown>, fi
 }
 
 /**
- * `Effect.makeSpan(name, options)` in one step where it can (see
- * {@link withSpan}), else effect's own.
+ * Whether the fiber's current parent span was not sampled. A parent-based
+ * sampler (OpenTelemetry's default) drops every span under such a parent, so
+ * the agent does not make its own spans there at all.
  *
  * @internal
  */
-export const makeSpan = (name: string, options: Tracer.SpanOptions): Effect.Effect<Tracer.Span> =>
+export const unsampledParent = (fiber: Fiber.RuntimeFiber<unknown, unknown>): boolean => {
+  // The parent a new span would get: spans that disable propagation are skipped, as effect does.
+  const parent = propagatedParent(Context.getOption(fiber.getFiberRef(FiberRef.currentContext), Tracer.ParentSpan))
+  return parent._tag === "Some" && !parent.value.sampled
+}
+
+/**
+ * `Effect.makeSpan(name, options)` in one step where it can (see
+ * {@link withSpan}), else effect's own; `undefined`, with no span made,
+ * under an {@link unsampledParent}.
+ *
+ * @internal
+ */
+export const makeSpan = (name: string, options: Tracer.SpanOptions): Effect.Effect<Tracer.Span | undefined> =>
   Effect.withFiberRuntime((fiber) => {
+    if (unsampledParent(fiber)) return Effect.succeed(undefined)
     const span = spanNow(fiber, name, options)
     return span === undefined ? Effect.makeSpan(name, options) : Effect.succeed(span)
   })
@@ -145,7 +160,7 @@ export const makeSpan = (name: string, options: Tracer.SpanOptions): Effect.Effe
  * installs it through two `acquireUseRelease`s). Falls back to
  * `Effect.makeSpan` with {@link locallyWith} where the one-step path does not
  * apply (tracing disabled, stack traces asked for, a fiber without the
- * setter).
+ * setter). Under an {@link unsampledParent} it runs `self` with no span.
  *
  * @internal
  */
@@ -157,6 +172,7 @@ export const withSpan = <A, E, R>(
 ): Effect.Effect<A, E, R> =>
   Effect.uninterruptibleMask((restore) =>
     Effect.withFiberRuntime<A, E, R>((fiber) => {
+      if (unsampledParent(fiber)) return restore(self)
       const setter = fiber as unknown as FiberRefSetter
       const span = typeof setter.setFiberRef === "function" ? spanNow(fiber, name, options) : undefined
       const ended = (exit: Exit.Exit<A, E>, spanned: Tracer.Span, at: Fiber.RuntimeFiber<A, E>) => {
