@@ -6,7 +6,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber, Layer, Option, Ref, Schema } from "effect"
 import { Agent, Approval, AuditLog, Model, Permissions, Tool } from "jeevesagent"
-import { makeService, type Outcome, type Store } from "../src/internal/audit.js"
+import { makeBatchWriter, makeService, type Outcome, type Store } from "../src/internal/audit.js"
 import type { Draft } from "../src/internal/auditChain.js"
 
 const entryOf = (draft: Draft, seq: number): AuditLog.AuditEntry => ({
@@ -112,19 +112,19 @@ describe("pipelined audit entries", () => {
       assert.strictEqual(result.toolCalls[0]!.status, "ok")
     }))
 
-  it.effect("a destructive call runs only once its tool_call, decision and approval entries are durable", () =>
+  it.scoped("a destructive call runs only once its tool_call, decision and approval entries are durable", () =>
     Effect.gen(function*() {
       const gate = yield* Effect.makeLatch(false)
       const log: Array<string> = []
-      // Every append, awaited or submitted, waits for the gate (in order, as a file or Postgres log does).
-      const pending: Array<{ draft: Draft; done: (outcome: Outcome) => void }> = []
-      const flush = Effect.sync(() => {
-        for (const { draft, done } of pending.splice(0)) done(Exit.succeed(entryOf(draft, log.push(draft.action))))
+      // The batch writer of the file and Postgres logs, its commits held until the gate opens.
+      const writer = yield* makeBatchWriter({
+        maxBatch: 64,
+        poisonOnFailure: true,
+        name: "gated",
+        commit: (drafts) => Effect.zipRight(gate.await, Effect.sync(() => drafts.map((d) => entryOf(d, log.push(d.action)))))
       })
       const store: Store = {
-        append: (draft) =>
-          Effect.zipRight(gate.await, Effect.zipRight(flush, Effect.sync(() => entryOf(draft, log.push(draft.action))))),
-        submit: (draft, _now, done) => void pending.push({ draft, done }),
+        ...writer,
         query: () => Effect.succeed([]),
         verify: Effect.succeed({ valid: true, validCount: 0 })
       }
@@ -148,5 +148,25 @@ describe("pipelined audit entries", () => {
       assert.isAbove(log.length, 0)
       assert.isAtLeast(removeAt, 0)
       assert.strictEqual(log.at(-1), "run_completed")
+    }))
+
+  it.effect("a destructive call whose approval entry fails once submitted is denied and does not run", () =>
+    Effect.gen(function*() {
+      const { store, release } = heldStore(new Set(["approval_decision"]))
+      const removed = yield* Ref.make(false)
+      const ran = yield* Deferred.make<void>()
+      const layer = agentOver(makeService(store, (s) => s), [echo(ran), remove(removed)], [
+        { name: "remove", args: { path: "/srv" } }
+      ])
+      const fiber = yield* Effect.fork(Effect.provide(run("go"), layer))
+      // The log reports what it holds, as a writer does batch after batch, until the run ends.
+      while (Option.isNone(yield* Fiber.poll(fiber))) {
+        yield* Effect.yieldNow()
+        release()
+      }
+      const result = yield* Fiber.join(fiber)
+      assert.isFalse(yield* Ref.get(removed), "the destructive handler never ran")
+      assert.deepStrictEqual([result.toolCalls[0]!.status, result.toolCalls[0]!.reason], ["denied", "audit unavailable"])
+      assert.strictEqual(result.auditFailures, 1)
     }))
 })

@@ -2,7 +2,7 @@ import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
-import type * as Either from "effect/Either"
+import * as Either from "effect/Either"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberRef from "effect/FiberRef"
@@ -46,8 +46,8 @@ interface RunState {
   auditFailures: number
   /** Audit entries submitted without waiting and not yet durable. */
   auditPending: number
-  /** Resumes the run waiting for its pending entries, once there are none. */
-  auditDrained?: (() => void) | undefined
+  /** Fibers of the run waiting for its pending entries, resumed once there are none. */
+  auditWaiters?: Array<() => void> | undefined
   /** Submitted entries that failed, to log from the run's fiber. */
   auditLost?: Array<{ readonly action: string; readonly message: string }> | undefined
   readonly toolCalls: Array<Agent.ToolCallRecord>
@@ -282,10 +282,10 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         state.auditFailures++
         ;(state.auditLost ??= []).push({ action, message: describeFailure(Cause.squash(outcome.cause)) })
       }
-      if (--state.auditPending === 0 && state.auditDrained !== undefined) {
-        const drained = state.auditDrained
-        state.auditDrained = undefined
-        drained()
+      if (--state.auditPending === 0 && state.auditWaiters !== undefined) {
+        const waiters = state.auditWaiters
+        state.auditWaiters = undefined
+        for (const resume of waiters) resume()
       }
     }
 
@@ -314,29 +314,53 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       })
     }
 
-    /** Waits until every entry the run submitted is durable, then logs the ones that failed. */
-    const settleAudit = (state: RunState): Effect.Effect<void> =>
-      Effect.suspend(() => {
-        const waited = state.auditPending === 0 ? Effect.void : Effect.async<void>((resume) => {
+    /** Waits until every entry the run submitted so far is durable (or failed). */
+    const auditDurable = (state: RunState): Effect.Effect<void> =>
+      Effect.suspend(() =>
+        state.auditPending === 0 ? Effect.void : Effect.async<void>((resume) => {
           if (state.auditPending === 0) return resume(Effect.void)
-          state.auditDrained = () => resume(Effect.void)
+          const waiter = () => resume(Effect.void)
+          ;(state.auditWaiters ??= []).push(waiter)
           return Effect.sync(() => {
-            state.auditDrained = undefined
+            const waiters = state.auditWaiters
+            const at = waiters === undefined ? -1 : waiters.indexOf(waiter)
+            if (at >= 0) waiters!.splice(at, 1)
           })
         })
-        return Effect.flatMap(waited, () => {
-          const lost = state.auditLost
-          if (lost === undefined) return Effect.void
-          state.auditLost = undefined
-          return Effect.forEach(lost, ({ action, message }) => warn(`audit append failed: ${message}`, { action }), {
-            discard: true
-          })
+      )
+
+    /** Waits until every entry the run submitted is durable, then logs the ones that failed. */
+    const settleAudit = (state: RunState): Effect.Effect<void> =>
+      Effect.flatMap(auditDurable(state), () => {
+        const lost = state.auditLost
+        if (lost === undefined) return Effect.void
+        state.auditLost = undefined
+        return Effect.forEach(lost, ({ action, message }) => warn(`audit append failed: ${message}`, { action }), {
+          discard: true
         })
       })
 
-    /** Appends an entry a destructive call depends on: it is awaited. */
-    const guarding = (state: RunState, call: Tool.Call, input: AuditLog.AppendInput): Effect.Effect<boolean> =>
-      call.destructive ? record(state, input) : Effect.as(note(state, input), true)
+    /**
+     * Appends an entry a destructive call depends on. With a log that takes
+     * entries without waiting, it is submitted (returning false only if it
+     * failed at once) and the call waits for all of them together, once,
+     * just before it runs ({@link entriesDurable}); otherwise it is awaited.
+     * A safe call's entries are only submitted.
+     */
+    const guarding = (state: RunState, call: Tool.Call, input: AuditLog.AppendInput): Effect.Effect<boolean> => {
+      if (!call.destructive) return Effect.as(note(state, input), true)
+      if (submit === undefined) return record(state, input)
+      const failuresBefore = state.auditFailures
+      return Effect.map(note(state, input), () => state.auditFailures === failuresBefore)
+    }
+
+    /**
+     * Before a destructive call runs: every entry submitted so far (its
+     * `tool_call`, decision and approval among them) is durable, and none
+     * of the run's entries failed since the call began. False = deny.
+     */
+    const entriesDurable = (state: RunState, failuresBefore: number): Effect.Effect<boolean> =>
+      submit === undefined ? Effect.succeed(true) : Effect.map(auditDurable(state), () => state.auditFailures === failuresBefore)
 
     /** Appends an audit entry; a failure is logged and counted, never fatal. Returns whether it was written. */
     const record = (state: RunState, input: AuditLog.AppendInput): Effect.Effect<boolean> => {
@@ -743,6 +767,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     ) {
       const startedNanos = attributes === undefined ? undefined : yield* Clock.currentTimeNanos
       if (state.emit !== undefined) yield* state.emit(AgentEvent.tool_call({ turn, call }))
+      const failuresBefore = state.auditFailures
       const auditWritten = !auditOn || (yield* guarding(state, call, {
         actor: "model",
         action: "tool_call",
@@ -759,6 +784,13 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           decision = attributes !== undefined ?
             yield* checked(state, call, turn, auditWritten, attributes) :
             yield* Effect.either(authorize(state, call, turn, auditWritten))
+        }
+        // A destructive call runs only once its entries are on record.
+        if (
+          call.destructive && auditOn && (decision === undefined || decision._tag === "Right") &&
+          !(yield* entriesDurable(state, failuresBefore))
+        ) {
+          decision = Either.left(deny(call, "audit unavailable"))
         }
         if (decision !== undefined && decision._tag === "Left") {
           const reason = decision.left.message
