@@ -290,10 +290,11 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     }
 
     /**
-     * Appends an entry nothing waits on (no destructive call depends on it):
-     * it takes its place in the chain now and the run goes on; the run
-     * returns only once all of them are durable ({@link settleAudit}). Falls
-     * back to {@link record} for a store that cannot take entries that way.
+     * Appends an entry without waiting for it to be durable: it takes its
+     * place in the chain now and the run goes on. A destructive call waits
+     * for the entries before it ({@link entriesDurable}); the run returns
+     * only once all of them are durable ({@link settleAudit}). Falls back to
+     * {@link record} (awaited) for a store that cannot take entries that way.
      */
     const note = (state: RunState, input: AuditLog.AppendInput): Effect.Effect<void> => {
       if (!auditOn) return Effect.void

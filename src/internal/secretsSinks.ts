@@ -150,7 +150,12 @@ export const redactingLogger = <Message, Output>(
 }
 
 const redactingTracers = new WeakSet<Tracer.Tracer>()
-const patchedSpans = new WeakSet<Tracer.Span>()
+/**
+ * Marks a span already patched. A property on the span rather than a
+ * `WeakSet`: a dozen spans per agent turn would each cost the collector an
+ * ephemeron entry.
+ */
+const patched = Symbol.for("jeevesagent/Secrets/redactingSpan")
 
 /**
  * Wraps a tracer so span names, attribute values, event attributes and the
@@ -167,8 +172,9 @@ export const redactingTracer = (tracer: Tracer.Tracer, redact: Redact): Tracer.T
     span: (name, parent, context, links, startTime, kind, options) => {
       const span = tracer.span(redact(name), parent, context, links, startTime, kind, options)
       // A tracer may hand out one shared (no-op) span: patch it once, not once per call.
-      if (patchedSpans.has(span)) return span
-      patchedSpans.add(span)
+      const marked = span as Tracer.Span & { [patched]?: true }
+      if (marked[patched] === true) return span
+      marked[patched] = true
       const attribute = span.attribute
       const event = span.event
       const end = span.end

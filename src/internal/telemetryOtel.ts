@@ -102,11 +102,13 @@ const redactingTracer = (
 ): Tracer.Tracer => {
   const byFallback = Secrets.redactingTracer(tracer, fallback)
   const bySecrets = new WeakMap<Secrets.Service, Tracer.Tracer>()
-  const secretsOfSpan = new WeakMap<Tracer.AnySpan, Secrets.Service>()
+  // The span's Secrets ride on the span itself (not in a WeakMap: an ephemeron per span costs the collector).
+  const secretsOfSpan = Symbol("jeevesagent/Telemetry/spanSecrets")
+  type WithSecrets = Tracer.AnySpan & { [secretsOfSpan]?: Secrets.Service }
   const secretsFor = (context: Context.Context<never>, parent: Option.Option<Tracer.AnySpan>) => {
     const own = Context.getOption(context, Secrets.Secrets)
     if (Option.isSome(own)) return own.value
-    return Option.isSome(parent) ? secretsOfSpan.get(parent.value) : undefined
+    return Option.isSome(parent) ? (parent.value as WithSecrets)[secretsOfSpan] : undefined
   }
   return Tracer.make({
     context: propagateContext ? (execution, fiber) => tracer.context(execution, fiber) : (execution) => execution(),
@@ -119,7 +121,7 @@ const redactingTracer = (
         bySecrets.set(secrets, wrapped)
       }
       const span = wrapped.span(name, parent, context, links, startTime, kind, options)
-      secretsOfSpan.set(span, secrets)
+      ;(span as WithSecrets)[secretsOfSpan] = secrets
       return span
     }
   })
