@@ -62,6 +62,13 @@ interface RunState {
   sessionTag?: string | undefined
 }
 
+/** The attributes of a call's spans (telemetry only). */
+type CallAttributes = {
+  readonly tool: string
+  readonly call_id: string
+  readonly turn: number
+}
+
 type Metered =
   | { readonly _tag: "Blocked"; readonly reason: string }
   | { readonly _tag: "Answered"; readonly response: Model.ModelResponse }
@@ -188,8 +195,14 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
      * redacted: the ones below are redacted once per run or call and reused.
      */
     const spanOptions = (attributes: Record<string, unknown>): Tracer.SpanOptions => {
-      const defined: Record<string, unknown> = {}
-      for (const key in attributes) if (attributes[key] !== undefined) defined[key] = attributes[key]
+      let defined = attributes
+      for (const key in attributes) {
+        if (attributes[key] === undefined) {
+          defined = {}
+          for (const name in attributes) if (attributes[name] !== undefined) defined[name] = attributes[name]
+          break
+        }
+      }
       return { attributes: defined, context: spanContext, captureStackTrace: false }
     }
 
@@ -198,10 +211,11 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     const sessionAttribute = (state: RunState): string =>
       state.sessionTag ??= secrets.redact(state.context.sessionId)
 
-    /** `tool` and `call_id` of a call: a registered tool's name as is, anything the model made up redacted. */
-    const callAttributes = (call: Tool.Call) => ({
+    /** `tool`, `call_id` and `turn` of a call: a registered tool's name as is, anything the model made up redacted. */
+    const callAttributes = (call: Tool.Call, turn: number): CallAttributes => ({
       tool: toolsByName.has(call.name) ? call.name : secrets.redact(call.name),
-      call_id: secrets.redact(call.id)
+      call_id: secrets.redact(call.id),
+      turn
     })
 
     /** Wraps `effect` in a span. Call only when telemetry is on. */
@@ -606,7 +620,8 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       state: RunState,
       call: Tool.Call,
       turn: number,
-      policyReason: string
+      policyReason: string,
+      attributes: CallAttributes | undefined
     ): Effect.Effect<void, Approval.ToolDenied> => {
       // Timed by the fiber's clock and recorded in the answer's own steps.
       const answered = Effect.withFiberRuntime<void, Approval.ToolDenied>((fiber) => {
@@ -653,7 +668,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           onSuccess: () => decided(undefined)
         })
       })
-      return telemetryOn ? traced("jeeves.approval", { ...callAttributes(call), turn }, answered) : answered
+      return attributes !== undefined ? traced("jeeves.approval", attributes, answered) : answered
     }
 
     /** Hooks, then the policy, then the approval gate. Fails with the denial. */
@@ -661,7 +676,8 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       state: RunState,
       call: Tool.Call,
       turn: number,
-      auditWritten: boolean
+      auditWritten: boolean,
+      attributes?: CallAttributes
     ): Effect.Effect<void, Approval.ToolDenied> => {
       if (call.destructive && !auditWritten) return Effect.fail(deny(call, "audit unavailable"))
       const decided = !permissionsOn ? Effect.void : permissions.check(call).pipe(
@@ -678,7 +694,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
             case "Ask":
               return Effect.zipRight(
                 decisionRecorded(state, call, turn, "ask", "policy", decision.reason),
-                askApproval(state, call, turn, decision.reason)
+                askApproval(state, call, turn, decision.reason, attributes)
               )
           }
         })
@@ -697,12 +713,12 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       call: Tool.Call,
       turn: number,
       auditWritten: boolean,
-      attributes: ReturnType<typeof callAttributes>
+      attributes: CallAttributes
     ): Effect.Effect<Either.Either<void, Approval.ToolDenied>> =>
       traced(
         "jeeves.permission.check",
-        { ...attributes, turn, destructive: call.destructive },
-        Effect.either(authorize(state, call, turn, auditWritten)),
+        { tool: attributes.tool, call_id: attributes.call_id, turn, destructive: call.destructive },
+        Effect.either(authorize(state, call, turn, auditWritten, attributes)),
         (exit) =>
           exit._tag === "Failure" ? undefined : exit.value._tag === "Left" ?
           { allowed: false, reason: secrets.redact(exit.value.left.reason) } :
@@ -764,7 +780,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       call: Tool.Call,
       tool: Tool.Any | undefined,
       turn: number,
-      attributes: ReturnType<typeof callAttributes> | undefined
+      attributes: CallAttributes | undefined
     ) {
       const startedNanos = attributes === undefined ? undefined : yield* Clock.currentTimeNanos
       if (state.emit !== undefined) yield* state.emit(AgentEvent.tool_call({ turn, call }))
@@ -865,9 +881,9 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         // Nothing to audit, authorize, trace or emit.
         return Effect.map(execute(tool, call), (result) => toCallRecord(result, call, turn))
       }
-      const attributes = telemetryOn ? callAttributes(call) : undefined
+      const attributes = telemetryOn ? callAttributes(call, turn) : undefined
       const body = toolBody(state, call, tool, turn, attributes)
-      return attributes !== undefined ? traced("jeeves.tool", { ...attributes, turn }, body) : body
+      return attributes !== undefined ? traced("jeeves.tool", attributes, body) : body
     }
 
     const runTools = (state: RunState, calls: ReadonlyArray<Model.ToolCall>, turn: number) =>
