@@ -101,29 +101,46 @@ type Attributes = Readonly<Record<string, string | number | boolean | undefined>
  * Label arrays by attributes. Effect caches each metric's hook per label
  * *array*, so handing it the same array for the same labels skips building
  * and hashing a metric key on every update (one array serves every metric).
- * Bounded: past {@link MAX_LABEL_SETS} the cache starts over.
+ * Looked up through a tree of maps, one level per defined attribute (name,
+ * then value), so a hit builds no string. Bounded: past
+ * {@link MAX_LABEL_SETS} label sets the cache starts over.
  */
-const labelSets = new Map<string, Array<MetricLabel.MetricLabel>>()
+interface LabelNode {
+  labels?: Array<MetricLabel.MetricLabel>
+  /** By attribute name, then by value. */
+  readonly next: Map<string, Map<unknown, LabelNode>>
+}
+
+let labelTree: LabelNode = { next: new Map() }
+let labelSetCount = 0
 const MAX_LABEL_SETS = 10_000
 
 const labelsOf = (attributes: Attributes): Array<MetricLabel.MetricLabel> => {
-  let key = ""
+  let node = labelTree
   for (const k in attributes) {
     const value = attributes[k]
-    // Length-prefixed, so no two attribute sets share a key.
-    if (value !== undefined) key += `${k.length}:${k}${String(value).length}:${String(value)}`
+    if (value === undefined) continue
+    let byValue = node.next.get(k)
+    if (byValue === undefined) node.next.set(k, byValue = new Map())
+    let child = byValue.get(value)
+    if (child === undefined) byValue.set(value, child = { next: new Map() })
+    node = child
   }
-  let labels = labelSets.get(key)
-  if (labels === undefined) {
-    labels = []
+  if (node.labels === undefined) {
+    if (labelSetCount >= MAX_LABEL_SETS) {
+      labelTree = { next: new Map() }
+      labelSetCount = 0
+      return labelsOf(attributes)
+    }
+    const labels: Array<MetricLabel.MetricLabel> = []
     for (const k in attributes) {
       const value = attributes[k]
       if (value !== undefined) labels.push(MetricLabel.make(k, String(value)))
     }
-    if (labelSets.size >= MAX_LABEL_SETS) labelSets.clear()
-    labelSets.set(key, labels)
+    node.labels = labels
+    labelSetCount++
   }
-  return labels
+  return node.labels
 }
 
 /**
