@@ -31,7 +31,7 @@ import * as BudgetInternal from "./budget.js"
 import { describeFailure, stringifyOutput } from "./describe.js"
 import { forEachConcurrent } from "./forkAll.js"
 import { newId } from "./ids.js"
-import { endSpan, makeSpan, spanNow, unsampledParent, withParentSpan, withSpan } from "./locally.js"
+import { endSpan, makeSpan, spanNow, withParentSpan, withSpan } from "./locally.js"
 import * as Metrics from "./metrics.js"
 
 type Emit = ((event: AgentEvent) => Effect.Effect<void>) | undefined
@@ -518,13 +518,17 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         // under its span, so the span is made and ended here, never installed as a parent.
         return Effect.uninterruptibleMask((restore) =>
           Effect.withFiberRuntime((fiber) => {
-            const spanned = reserveOptions !== undefined && !unsampledParent(fiber)
-            const span = spanned ? spanNow(fiber, "jeeves.budget.reserve", reserveOptions) : undefined
-            if (spanned && span === undefined) {
-              return Effect.flatMap(
-                restore(withSpan(budget.reserve(estimate), "jeeves.budget.reserve", reserveOptions!)),
-                (reservation) => reserved(state, request, turn, restore, reservation)
-              )
+            let span: Tracer.Span | undefined
+            if (reserveOptions !== undefined) {
+              const made = spanNow(fiber, "jeeves.budget.reserve", reserveOptions)
+              if (made === undefined) {
+                // The one-step span does not apply here: effect's own.
+                return Effect.flatMap(
+                  restore(withSpan(budget.reserve(estimate), "jeeves.budget.reserve", reserveOptions)),
+                  (reservation) => reserved(state, request, turn, restore, reservation)
+                )
+              }
+              if (made !== "unsampled") span = made
             }
             let reservation: Budget.Reservation
             try {

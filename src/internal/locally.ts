@@ -71,9 +71,14 @@ const noTime = BigInt(0)
 
 /**
  * `Effect.makeSpan` done synchronously on `fiber`: same tracer, parent,
- * clock, annotations and links as effect's. `undefined` when this fast path
- * does not apply (tracing disabled, a stack trace asked for, a fiber without
- * its default services); the caller then goes through `Effect.makeSpan`.
+ * clock, annotations and links as effect's.
+ *
+ * - `"unsampled"`, with no span made, when the parent was not sampled: a
+ *   parent-based sampler (OpenTelemetry's default) drops every span under
+ *   it, so the agent does not make its own spans there at all.
+ * - `undefined` when this fast path does not apply (tracing disabled, a
+ *   stack trace asked for, a fiber without its default services); the
+ *   caller then goes through `Effect.makeSpan`.
  *
  * @internal
  */
@@ -81,18 +86,19 @@ export const spanNow = (
   fiber: Fiber.RuntimeFiber<unknown, unknown>,
   name: string,
   options: Tracer.SpanOptions
-): Tracer.Span | undefined => {
+): Tracer.Span | "unsampled" | undefined => {
+  const parent = options.parent !== undefined ?
+    Option.some(options.parent) :
+    options.root === true ?
+    Option.none() :
+    propagatedParent(Context.getOption(fiber.getFiberRef(FiberRef.currentContext), Tracer.ParentSpan))
+  if (parent._tag === "Some" && !parent.value.sampled) return "unsampled"
   const services = fiber.currentDefaultServices
   if (services === undefined || options.captureStackTrace !== false || !fiber.getFiberRef(FiberRef.currentTracerEnabled)) {
     return undefined
   }
   const spanContext = options.context ?? Context.empty()
   if (Context.get(spanContext, Tracer.DisablePropagation)) return undefined
-  const parent = options.parent !== undefined ?
-    Option.some(options.parent) :
-    options.root === true ?
-    Option.none() :
-    propagatedParent(Context.getOption(fiber.getFiberRef(FiberRef.currentContext), Tracer.ParentSpan))
   const envLinks = fiber.getFiberRef(FiberRef.currentTracerSpanLinks)
   const links = Chunk.isEmpty(envLinks) ?
     options.links ?? [] :
@@ -124,30 +130,16 @@ export const endSpan = (span: Tracer.Span, exit: Exit.Exit<unknown, unknown>, fi
 }
 
 /**
- * Whether the fiber's current parent span was not sampled. A parent-based
- * sampler (OpenTelemetry's default) drops every span under such a parent, so
- * the agent does not make its own spans there at all.
- *
- * @internal
- */
-export const unsampledParent = (fiber: Fiber.RuntimeFiber<unknown, unknown>): boolean => {
-  // The parent a new span would get: spans that disable propagation are skipped, as effect does.
-  const parent = propagatedParent(Context.getOption(fiber.getFiberRef(FiberRef.currentContext), Tracer.ParentSpan))
-  return parent._tag === "Some" && !parent.value.sampled
-}
-
-/**
  * `Effect.makeSpan(name, options)` in one step where it can (see
  * {@link withSpan}), else effect's own; `undefined`, with no span made,
- * under an {@link unsampledParent}.
+ * under an unsampled parent ({@link spanNow}).
  *
  * @internal
  */
 export const makeSpan = (name: string, options: Tracer.SpanOptions): Effect.Effect<Tracer.Span | undefined> =>
   Effect.withFiberRuntime((fiber) => {
-    if (unsampledParent(fiber)) return Effect.succeed(undefined)
     const span = spanNow(fiber, name, options)
-    return span === undefined ? Effect.makeSpan(name, options) : Effect.succeed(span)
+    return span === "unsampled" ? Effect.succeed(undefined) : span === undefined ? Effect.makeSpan(name, options) : Effect.succeed(span)
   })
 
 /**
@@ -160,7 +152,8 @@ export const makeSpan = (name: string, options: Tracer.SpanOptions): Effect.Effe
  * installs it through two `acquireUseRelease`s). Falls back to
  * `Effect.makeSpan` with {@link locallyWith} where the one-step path does not
  * apply (tracing disabled, stack traces asked for, a fiber without the
- * setter). Under an {@link unsampledParent} it runs `self` with no span.
+ * setter). Under an unsampled parent ({@link spanNow}) it runs `self` with
+ * no span.
  *
  * @internal
  */
@@ -172,9 +165,9 @@ export const withSpan = <A, E, R>(
 ): Effect.Effect<A, E, R> =>
   Effect.uninterruptibleMask((restore) =>
     Effect.withFiberRuntime<A, E, R>((fiber) => {
-      if (unsampledParent(fiber)) return restore(self)
       const setter = fiber as unknown as FiberRefSetter
-      const span = typeof setter.setFiberRef === "function" ? spanNow(fiber, name, options) : undefined
+      const span = spanNow(fiber, name, options)
+      if (span === "unsampled") return restore(self)
       const ended = (exit: Exit.Exit<A, E>, spanned: Tracer.Span, at: Fiber.RuntimeFiber<A, E>) => {
         if (annotate !== undefined && spanned.status._tag !== "Ended") {
           const extra = annotate(exit)
@@ -182,7 +175,7 @@ export const withSpan = <A, E, R>(
         }
         endSpan(spanned, exit, at)
       }
-      if (span === undefined) {
+      if (span === undefined || typeof setter.setFiberRef !== "function") {
         return Effect.flatMap(Effect.makeSpan(name, options), (made) =>
           locallyWith(
             restore(self),
