@@ -335,6 +335,77 @@ describe("Telemetry.layerOtel spans", () => {
   })
 })
 
+describe("spans of the services the agent calls", () => {
+  it.effect("nest under the agent's span that called them: model, tool, approval, a budget backend's reserve and settle", () => {
+    const { layer, spans } = otel()
+    const traced = (name: string) => Effect.withSpan(Effect.void, name)
+    const model: Model.Service = {
+      name: "spanning",
+      price: undefined,
+      complete: (request) =>
+        Effect.as(
+          traced("model.http"),
+          request.messages.at(-1)!.role === "tool" ?
+            { text: "done", toolCalls: [], usage: { inputTokens: 1, outputTokens: 1, costUsd: 0 }, stopReason: "end_turn" } :
+            {
+              text: "",
+              toolCalls: [{ id: "c1", name: "drop_table", args: {} }],
+              usage: { inputTokens: 1, outputTokens: 1, costUsd: 0 },
+              stopReason: "tool_use"
+            }
+        ) as Effect.Effect<Model.ModelResponse>,
+      stream: () => Stream.die("not streamed")
+    }
+    const spanningTool = Tool.make("drop_table", {
+      description: "Drops a table",
+      parameters: Schema.Struct({}),
+      destructive: true,
+      handler: () => Effect.as(traced("tool.body"), "dropped")
+    })
+    // A backend that is not the in-memory one: its reserve, settle and release are its own effects.
+    const budget: Budget.Service = {
+      allowsStep: Effect.succeed({ state: "ok" }),
+      reserve: () =>
+        Effect.as(traced("budget.sql.reserve"), {
+          _tag: "Granted",
+          warning: undefined,
+          settle: () => traced("budget.sql.settle"),
+          release: traced("budget.sql.release")
+        } as const),
+      usageFor: () => Effect.succeed(Budget.zeroTotals),
+      globalUsage: Effect.succeed(Budget.zeroTotals)
+    }
+    const agent = Agent.layer({ tools: [spanningTool] }).pipe(
+      Layer.provide(Layer.mergeAll(
+        Agent.layerDefaults,
+        Layer.succeed(Model.Model, model),
+        layer,
+        Layer.succeed(Budget.Budget, budget),
+        Permissions.standard({}),
+        Approval.layer(() => Effect.as(traced("approval.ui"), true))
+      ))
+    )
+    return Effect.gen(function*() {
+      const result = yield* run("drop it", { userId: "dana" })
+      assert.deepStrictEqual(result.toolCalls.map((call) => call.status), ["ok"])
+      const finished = spans.getFinishedSpans()
+      const turns = spansNamed(finished, "jeeves.turn")
+      const models = spansNamed(finished, "jeeves.model.complete")
+      const https = spansNamed(finished, "model.http")
+      assert.strictEqual(https.length, 2)
+      https.forEach((span, i) => assert.isTrue(isChildOf(span, models[i]!), "the model's span is under its call"))
+      assert.isTrue(isChildOf(oneSpan(finished, "tool.body"), oneSpan(finished, "jeeves.tool")))
+      assert.isTrue(isChildOf(oneSpan(finished, "approval.ui"), oneSpan(finished, "jeeves.approval")))
+      const reserves = spansNamed(finished, "budget.sql.reserve")
+      const reserveSpans = spansNamed(finished, "jeeves.budget.reserve")
+      reserves.forEach((span, i) => assert.isTrue(isChildOf(span, reserveSpans[i]!), "reserve SQL under jeeves.budget.reserve"))
+      const settles = spansNamed(finished, "budget.sql.settle")
+      assert.strictEqual(settles.length, 2)
+      settles.forEach((span, i) => assert.isTrue(isChildOf(span, turns[i]!), "a backend's settle is under its turn"))
+    }).pipe(Effect.provide(agent))
+  })
+})
+
 describe("sampling", () => {
   it.effect("a run the sampler drops makes none of the agent's other spans; a sampled run keeps its whole tree", () => {
     const started: Array<string> = []

@@ -5,6 +5,7 @@ import * as Duration from "effect/Duration"
 import * as Either from "effect/Either"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import type * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import type * as MetricLabel from "effect/MetricLabel"
 import * as ParseResult from "effect/ParseResult"
@@ -33,6 +34,7 @@ import { forEachConcurrent } from "./forkAll.js"
 import { newId } from "./ids.js"
 import { endSpan, makeSpan, spanNow, withParentSpan, withSpan } from "./locally.js"
 import * as Metrics from "./metrics.js"
+import * as PermissionsInternal from "./permissions.js"
 
 type Emit = ((event: AgentEvent) => Effect.Effect<void>) | undefined
 
@@ -178,6 +180,9 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     const budgetOn = budget !== Budget.none
     const syncReserve = BudgetInternal.syncReserveOf(budget)
     const permissionsOn = permissions !== Permissions.allowAllService
+    // A built-in policy, no hooks, and an audit log that takes entries without waiting (or none):
+    // the permission step is decided inside one step ({@link decideNow}).
+    const syncCheck = PermissionsInternal.syncCheckOf(permissions)
     const hooksOn = !hooks.isEmpty
     const auditOn = audit.enabled
     const telemetryOn = telemetry.enabled
@@ -194,7 +199,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
      * Span options, undefined attributes dropped. Attribute strings come
      * redacted: the ones below are redacted once per run or call and reused.
      */
-    const spanOptions = (attributes: Record<string, unknown>): Tracer.SpanOptions => {
+    const spanOptions = (attributes: Record<string, unknown>, parent?: Tracer.AnySpan): Tracer.SpanOptions => {
       let defined = attributes
       for (const key in attributes) {
         if (attributes[key] === undefined) {
@@ -203,7 +208,9 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           break
         }
       }
-      return { attributes: defined, context: spanContext, captureStackTrace: false }
+      return parent === undefined ?
+        { attributes: defined, context: spanContext, captureStackTrace: false } :
+        { attributes: defined, context: spanContext, captureStackTrace: false, parent }
     }
 
     const modelTag = telemetryOn ? secrets.redact(model.name) : model.name
@@ -218,15 +225,24 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       turn
     })
 
-    /** Wraps `effect` in a span. Call only when telemetry is on. */
+    /**
+     * Wraps `effect` in a span, a child of `parent` if given (else of the
+     * fiber's current span). Call only when telemetry is on.
+     */
     const traced = <A, E, R>(
       name: string,
       attributes: Record<string, unknown>,
       effect: Effect.Effect<A, E, R>,
-      annotate?: (exit: Exit.Exit<A, E>) => Record<string, unknown> | undefined
-    ): Effect.Effect<A, E, R> => withSpan(effect, name, spanOptions(attributes), annotate)
+      annotate?: (exit: Exit.Exit<A, E>) => Record<string, unknown> | undefined,
+      parent?: Tracer.AnySpan
+    ): Effect.Effect<A, E, R> => withSpan(effect, name, spanOptions(attributes, parent), annotate)
 
-    /** Runs `effect` under the open turn span, if any. */
+    /**
+     * Runs `effect` under the open turn span, if any. The turn span is not
+     * installed for the whole turn: the agent's own spans in it name it as
+     * their parent, and only the budget backend's settle or release (which
+     * may make spans of its own) runs under it.
+     */
     const inTurn = <A, E, R>(state: RunState, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
       telemetryOn && state.turnSpan !== undefined ? withParentSpan(effect, state.turnSpan) : effect
 
@@ -277,6 +293,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
 
     const written = Effect.succeed(true)
     const submit = auditOn ? AuditInternal.submitterOf(audit) : undefined
+    const decidedNow = syncCheck !== undefined && !hooksOn && (!auditOn || submit !== undefined)
 
     /** Settles one submitted entry: counts a failure, times it, and wakes a run waiting for its entries. */
     const submitted = (
@@ -313,20 +330,27 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     const note = (state: RunState, input: AuditLog.AppendInput): Effect.Effect<void> => {
       if (!auditOn) return Effect.void
       if (submit === undefined) return Effect.asVoid(record(state, input))
-      return Effect.withFiberRuntime((fiber) => {
-        const clock = telemetryOn ? Context.get(fiber.currentDefaultServices, Clock.Clock) : undefined
-        const done = submitted(
-          state,
-          input.action,
-          clock,
-          clock === undefined ? BigInt(0) : clock.unsafeCurrentTimeNanos(),
-          clock === undefined ? noLabels : fiber.getFiberRef(FiberRef.currentMetricLabels)
-        )
-        state.auditPending++
-        if (submit(fiber, input, done)) return Effect.void
-        state.auditPending--
-        return Effect.asVoid(record(state, input))
-      })
+      return Effect.withFiberRuntime((fiber) => noteNow(fiber, state, input) ? Effect.void : Effect.asVoid(record(state, input)))
+    }
+
+    /**
+     * {@link note} inside the caller's step: submits the entry; false when
+     * the log did not take it that way (the caller then falls back to
+     * {@link record}). Call only with `submit` defined.
+     */
+    const noteNow = (fiber: Fiber.RuntimeFiber<unknown, unknown>, state: RunState, input: AuditLog.AppendInput): boolean => {
+      const clock = telemetryOn ? Context.get(fiber.currentDefaultServices, Clock.Clock) : undefined
+      const done = submitted(
+        state,
+        input.action,
+        clock,
+        clock === undefined ? BigInt(0) : clock.unsafeCurrentTimeNanos(),
+        clock === undefined ? noLabels : fiber.getFiberRef(FiberRef.currentMetricLabels)
+      )
+      state.auditPending++
+      if (submit!(fiber, input, done)) return true
+      state.auditPending--
+      return false
     }
 
     /** Waits until every entry the run submitted so far is durable (or failed). */
@@ -442,7 +466,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       if (state.emit === undefined) {
         const completed = Model.retryRetryable(model.complete(request), retrySchedule)
         return telemetryOn ?
-          traced("jeeves.model.complete", modelAttributes(state, turn), completed) :
+          traced("jeeves.model.complete", modelAttributes(state, turn), completed, undefined, state.turnSpan) :
           completed
       }
       const streamed = Effect.suspend(() => {
@@ -472,7 +496,9 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         // A stream is retried only while nothing of it has reached the consumer.
         return Effect.retry(attempt, { schedule: retrySchedule, while: (error) => error.retryable && !emitted })
       })
-      return telemetryOn ? traced("jeeves.model.stream", modelAttributes(state, turn), streamed) : streamed
+      return telemetryOn ?
+        traced("jeeves.model.stream", modelAttributes(state, turn), streamed, undefined, state.turnSpan) :
+        streamed
     }
 
     const modelAttributes = (state: RunState, turn: number) => ({
@@ -511,7 +537,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           session_id: sessionAttribute(state),
           estimated_input_tokens: inputTokens,
           estimated_output_tokens: maxTokens
-        }) :
+        }, state.turnSpan) :
         undefined
       if (syncReserve !== undefined) {
         // The in-memory budget: reserve inside this step, no effect of its own. Nothing runs
@@ -567,7 +593,11 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           Effect.zipRight(budgetWarning(state, turn, reservation.warning), callModel(state, request, turn))
       )
       return Effect.matchCauseEffect(called, {
-        onFailure: (cause) => Effect.zipRight(reservation.release, Effect.failCause(cause)),
+        onFailure: (cause) =>
+          Effect.zipRight(
+            reservation instanceof BudgetInternal.Grant ? reservation.release : inTurn(state, reservation.release),
+            Effect.failCause(cause)
+          ),
         onSuccess: (response): Effect.Effect<Metered> => {
           const answered = { _tag: "Answered", response } as const
           if (reservation instanceof BudgetInternal.Grant) {
@@ -578,7 +608,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           // bound) stays charged until the backend reclaims it, so nothing goes unmetered.
           return Effect.as(
             Effect.catchAll(
-              reservation.settle(response.usage),
+              inTurn(state, reservation.settle(response.usage)),
               (error) => warn(`budget settle failed: ${error.message}`, { turn })
             ),
             answered
@@ -625,7 +655,8 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       call: Tool.Call,
       turn: number,
       policyReason: string,
-      attributes: CallAttributes | undefined
+      attributes: CallAttributes | undefined,
+      parent?: Tracer.AnySpan
     ): Effect.Effect<void, Approval.ToolDenied> => {
       // Timed by the fiber's clock and recorded in the answer's own steps.
       const answered = Effect.withFiberRuntime<void, Approval.ToolDenied>((fiber) => {
@@ -672,7 +703,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           onSuccess: () => decided(undefined)
         })
       })
-      return attributes !== undefined ? traced("jeeves.approval", attributes, answered) : answered
+      return attributes !== undefined ? traced("jeeves.approval", attributes, answered, undefined, parent) : answered
     }
 
     /** Hooks, then the policy, then the approval gate. Fails with the denial. */
@@ -721,13 +752,135 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     ): Effect.Effect<Either.Either<void, Approval.ToolDenied>> =>
       traced(
         "jeeves.permission.check",
-        { tool: attributes.tool, call_id: attributes.call_id, turn, destructive: call.destructive },
+        checkAttributes(call, turn, attributes),
         Effect.either(authorize(state, call, turn, auditWritten, attributes)),
-        (exit) =>
-          exit._tag === "Failure" ? undefined : exit.value._tag === "Left" ?
-          { allowed: false, reason: secrets.redact(exit.value.left.reason) } :
-          { allowed: true }
+        checkOutcome
       )
+
+    const checkAttributes = (call: Tool.Call, turn: number, attributes: CallAttributes) => ({
+      tool: attributes.tool,
+      call_id: attributes.call_id,
+      turn,
+      destructive: call.destructive
+    })
+
+    /** The outcome attributes of a `jeeves.permission.check` span. */
+    const checkOutcome = (exit: Exit.Exit<Either.Either<void, Approval.ToolDenied>>) =>
+      exit._tag === "Failure" ? undefined : exit.value._tag === "Left" ?
+      { allowed: false, reason: secrets.redact(exit.value.left.reason) } :
+      { allowed: true }
+
+    const allowed: Either.Either<void, Approval.ToolDenied> = Either.void
+
+    /**
+     * The permission step with a built-in policy, no hooks and an audit log
+     * that takes entries without waiting: the decision, its metric, its
+     * entry and the check span in this step, with no effect of their own.
+     * Only an `Ask` goes on to the approval gate (a child of the check
+     * span, which ends after it). Same outcomes as {@link checked} /
+     * {@link authorize}.
+     */
+    const decideNow = (
+      state: RunState,
+      call: Tool.Call,
+      turn: number,
+      auditWritten: boolean,
+      attributes: CallAttributes | undefined
+    ): Effect.Effect<Either.Either<void, Approval.ToolDenied>> =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.withFiberRuntime((fiber) => {
+          let span: Tracer.Span | undefined
+          if (attributes !== undefined) {
+            const made = spanNow(fiber, "jeeves.permission.check", spanOptions(checkAttributes(call, turn, attributes)))
+            // Where the one-step span does not apply: effect's own, installed.
+            if (made === undefined) return restore(checked(state, call, turn, auditWritten, attributes))
+            if (made !== "unsampled") span = made
+          }
+          const outcome = policyNow(fiber, state, call, turn, auditWritten, attributes, span)
+          if (Either.isEither(outcome)) {
+            if (span !== undefined) endCheckSpan(span, Exit.succeed(outcome), fiber)
+            return Effect.succeed(outcome)
+          }
+          if (span === undefined) return restore(outcome)
+          const checkSpan = span
+          return Effect.onExit(restore(outcome), (exit) => Effect.sync(() => endCheckSpan(checkSpan, exit, fiber)))
+        })
+      )
+
+    const endCheckSpan = (
+      span: Tracer.Span,
+      exit: Exit.Exit<Either.Either<void, Approval.ToolDenied>>,
+      fiber: Fiber.RuntimeFiber<unknown, unknown>
+    ) => {
+      const extra = checkOutcome(exit)
+      if (extra !== undefined && span.status._tag !== "Ended") for (const key in extra) span.attribute(key, extra[key as keyof typeof extra])
+      endSpan(span, exit, fiber)
+    }
+
+    /** {@link decideNow}'s decision: final, or the approval (or an audit fallback) still to run. */
+    const policyNow = (
+      fiber: Fiber.RuntimeFiber<unknown, unknown>,
+      state: RunState,
+      call: Tool.Call,
+      turn: number,
+      auditWritten: boolean,
+      attributes: CallAttributes | undefined,
+      span: Tracer.Span | undefined
+    ): Either.Either<void, Approval.ToolDenied> | Effect.Effect<Either.Either<void, Approval.ToolDenied>> => {
+      if (call.destructive && !auditWritten) return Either.left(deny(call, "audit unavailable"))
+      let decision: Permissions.Decision
+      try {
+        decision = syncCheck!(state.context.userId, call)
+      } catch {
+        decision = Permissions.Decision.Deny({ reason: "permission check failed" })
+      }
+      switch (decision._tag) {
+        case "Allow": {
+          const entry = decisionNow(fiber, state, call, turn, "allow", null)
+          return entry === undefined ? allowed : Effect.as(entry, allowed)
+        }
+        case "Deny": {
+          const entry = decisionNow(fiber, state, call, turn, "deny", decision.reason)
+          const denied = Either.left(deny(call, decision.reason))
+          return entry === undefined ? denied : Effect.as(entry, denied)
+        }
+        case "Ask": {
+          const entry = decisionNow(fiber, state, call, turn, "ask", decision.reason)
+          const asked = Effect.either(askApproval(state, call, turn, decision.reason, attributes, span))
+          return entry === undefined ? asked : Effect.zipRight(entry, asked)
+        }
+      }
+    }
+
+    /**
+     * {@link decisionRecorded} of a policy decision inside the caller's
+     * step; the entry's append when the log did not take it without
+     * waiting, else undefined.
+     */
+    const decisionNow = (
+      fiber: Fiber.RuntimeFiber<unknown, unknown>,
+      state: RunState,
+      call: Tool.Call,
+      turn: number,
+      decision: "allow" | "deny" | "ask",
+      reason: string | null
+    ): Effect.Effect<boolean> | undefined => {
+      if (telemetryOn) {
+        Metrics.unsafeRecord(Metrics.permissionDecisions, 1, {
+          tool: call.name,
+          decision,
+          source: "policy",
+          user_id: metricUserAttribute(state)
+        }, fiber.getFiberRef(FiberRef.currentMetricLabels))
+      }
+      if (!auditOn) return undefined
+      const input: AuditLog.AppendInput = {
+        actor: "system",
+        action: "permission_decision",
+        payload: { tool: call.name, call_id: call.id, turn, destructive: call.destructive, decision, source: "policy", reason }
+      }
+      return noteNow(fiber, state, input) ? undefined : record(state, input)
+    }
 
     /** Records `jeeves.tool.duration_ms` for a call that started at `startedNanos`. */
     const toolTimed = (tool: string, result: Tool.Result, startedNanos: bigint): Effect.Effect<void> =>
@@ -801,7 +954,9 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         result = { callId: call.id, name: call.name, status: "error", output: `ERROR: ${message}`, reason: message }
       } else {
         let decision: Either.Either<void, Approval.ToolDenied> | undefined
-        if (governed || !auditWritten) {
+        if (decidedNow) {
+          decision = yield* decideNow(state, call, turn, auditWritten, attributes)
+        } else if (governed || !auditWritten) {
           decision = attributes !== undefined ?
             yield* checked(state, call, turn, auditWritten, attributes) :
             yield* Effect.either(authorize(state, call, turn, auditWritten))
@@ -887,7 +1042,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       }
       const attributes = telemetryOn ? callAttributes(call, turn) : undefined
       const body = toolBody(state, call, tool, turn, attributes)
-      return attributes !== undefined ? traced("jeeves.tool", attributes, body) : body
+      return attributes !== undefined ? traced("jeeves.tool", attributes, body, undefined, state.turnSpan) : body
     }
 
     const runTools = (state: RunState, calls: ReadonlyArray<Model.ToolCall>, turn: number) =>
@@ -921,7 +1076,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           state.turnSpan = yield* makeSpan("jeeves.turn", spanOptions({ turn, session_id: sessionAttribute(state) }))
         }
         const request: Model.ModelRequest = { messages: [...messages], tools: toolDefinitions, maxTokens }
-        const answer = yield* inTurn(state, meteredCall(state, request, turn))
+        const answer = yield* meteredCall(state, request, turn)
         if (answer._tag === "Blocked") {
           interruptionReason = `budget:${answer.reason}`
           if (telemetryOn) {
@@ -942,7 +1097,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         state.output = response.text
         messages.push({ role: "assistant", content: response.text, toolCalls: response.toolCalls })
         if (response.toolCalls.length === 0) break
-        const results = yield* inTurn(state, runTools(state, response.toolCalls, turn))
+        const results = yield* runTools(state, response.toolCalls, turn)
         for (const result of results) {
           state.toolCalls.push(result)
           messages.push({

@@ -3,6 +3,34 @@ import * as Permissions from "../Permissions.js"
 import * as RunContext from "../RunContext.js"
 import type * as Tool from "../Tool.js"
 
+/** How the built-in policies decide without an effect: the decision for a user, made now. @internal */
+export type SyncCheck = (userId: string | null, call: Tool.Call) => Permissions.Decision
+
+const syncCheckKey = Symbol.for("jeevesagent/Permissions/syncCheck")
+
+interface SyncMarker {
+  /** The `check` the marker belongs to: a copy of the service with another `check` is not built-in any more. */
+  readonly check: Permissions.Service["check"]
+  readonly unsafe: SyncCheck
+}
+
+/** A service whose `check` is `Effect.succeed` of `unsafe`'s decision for the current user. */
+const withSyncCheck = (check: Permissions.Service["check"], unsafe: SyncCheck): Permissions.Service =>
+  ({ check, [syncCheckKey]: { check, unsafe } satisfies SyncMarker }) as Permissions.Service
+
+/**
+ * The decision of a built-in policy (standard, per-user over built-in
+ * ones) made without an effect, for the agent to decide inside one step;
+ * `undefined` for any other service, or a built-in one whose `check` was
+ * replaced.
+ *
+ * @internal
+ */
+export const syncCheckOf = (service: Permissions.Service): SyncCheck | undefined => {
+  const marker = (service as { readonly [syncCheckKey]?: SyncMarker })[syncCheckKey]
+  return marker !== undefined && marker.check === service.check ? marker.unsafe : undefined
+}
+
 const MODES: ReadonlySet<string> = new Set<Permissions.Mode>(["default", "acceptEdits", "bypassPermissions"])
 
 /** @internal */
@@ -25,7 +53,7 @@ export const makeStandard = (options: Permissions.StandardOptions = {}): Permiss
     }
     return Permissions.allow
   }
-  return { check: (call) => Effect.succeed(decide(call)) }
+  return withSyncCheck((call) => Effect.succeed(decide(call)), (_userId, call) => decide(call))
 }
 
 const isService = (policy: Permissions.Policy): policy is Permissions.Service =>
@@ -55,11 +83,23 @@ export const makePerUser = (options: Permissions.PerUserOptions): Permissions.Se
   const anonymous = options.anonymous !== undefined ?
     toService(options.anonymous) :
     routes.get(RunContext.ANONYMOUS_USER) ?? fallback
-  return {
-    check: (call) =>
-      Effect.flatMap(
-        RunContext.currentUserId,
-        (userId) => (userId === null ? anonymous : routes.get(userId) ?? fallback).check(call)
-      )
+  const check: Permissions.Service["check"] = (call) =>
+    Effect.flatMap(
+      RunContext.currentUserId,
+      (userId) => (userId === null ? anonymous : routes.get(userId) ?? fallback).check(call)
+    )
+  // Built-in all the way down: the routed policies decide without effects too.
+  const syncRoutes = new Map<string, SyncCheck>()
+  for (const [userId, service] of routes) {
+    const sync = syncCheckOf(service)
+    if (sync === undefined) return { check }
+    syncRoutes.set(userId, sync)
   }
+  const syncFallback = syncCheckOf(fallback)
+  const syncAnonymous = syncCheckOf(anonymous)
+  if (syncFallback === undefined || syncAnonymous === undefined) return { check }
+  return withSyncCheck(
+    check,
+    (userId, call) => (userId === null ? syncAnonymous : syncRoutes.get(userId) ?? syncFallback)(userId, call)
+  )
 }
