@@ -34,7 +34,9 @@ import { forEachConcurrent } from "./forkAll.js"
 import { newId } from "./ids.js"
 import { endSpan, makeSpan, spanNow, withParentSpan, withSpan } from "./locally.js"
 import * as Metrics from "./metrics.js"
+import * as MemoryInternal from "./memoryStore.js"
 import * as PermissionsInternal from "./permissions.js"
+import { serviceSpans } from "./spans.js"
 
 type Emit = ((event: AgentEvent) => Effect.Effect<void>) | undefined
 
@@ -444,21 +446,68 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     // Generator bodies are hoisted with `Effect.fnUntraced` (made once per agent):
     // a fresh `Effect.gen(function*() {...})` closure per call costs V8 about
     // 2 µs to set up, more than the rest of a turn's framework work.
-    const seed = Effect.fnUntraced(function*(prompt: string, context: RunContext.RunContext) {
+    const seedMessages = (
+      prompt: string,
+      blocks: ReadonlyArray<Memory.MemoryBlock>,
+      facts: ReadonlyArray<Memory.Fact>,
+      episodes: ReadonlyArray<Memory.Episode>,
+      history: ReadonlyArray<Model.Message>
+    ): Array<Model.Message> => {
       const messages: Array<Model.Message> = []
       if (instructions !== "") messages.push({ role: "system", content: instructions })
-      const blocks = yield* memory.working
       if (blocks.length > 0) messages.push({ role: "system", content: formatBlocks(blocks) })
-      const facts = yield* memory.recallFacts(prompt, { limit: 5 })
-      const episodes = yield* memory.recall(prompt, { limit: 3, excludeSessionId: context.sessionId })
       if (facts.length > 0 || episodes.length > 0) {
         messages.push({ role: "system", content: formatRecall(facts, episodes) })
       }
-      const history = yield* memory.sessionMessages(context.sessionId, { limit: 20 })
       for (const message of history) messages.push(message)
       messages.push({ role: "user", content: prompt })
       return messages
+    }
+
+    const recallOptions = (context: RunContext.RunContext) => ({ limit: 3, excludeSessionId: context.sessionId })
+    const factOptions = { limit: 5 }
+    const historyOptions = { limit: 20 }
+
+    const seedBySteps = Effect.fnUntraced(function*(prompt: string, context: RunContext.RunContext) {
+      const blocks = yield* memory.working
+      const facts = yield* memory.recallFacts(prompt, factOptions)
+      const episodes = yield* memory.recall(prompt, recallOptions(context))
+      const history = yield* memory.sessionMessages(context.sessionId, historyOptions)
+      return seedMessages(prompt, blocks, facts, episodes, history)
     })
+
+    // The in-memory Memory: the run's reads and its episode in the agent's own step
+    // (the same operations, in the same order, at one instant), unless service spans are on.
+    const syncMemory = MemoryInternal.syncMemoryOf(memory)
+
+    /** Runs `f` on the synchronous memory now; its typed failures fail, as the service's methods do. */
+    const memoryNow = <A>(
+      bySteps: Effect.Effect<A, Memory.MemoryError | RunContext.InvalidUserId>,
+      f: (sync: NonNullable<typeof syncMemory>, now: number) => A
+    ): Effect.Effect<A, Memory.MemoryError | RunContext.InvalidUserId> =>
+      syncMemory === undefined ? bySteps : Effect.withFiberRuntime((fiber) => {
+        if (fiber.getFiberRef(serviceSpans)) return bySteps
+        try {
+          return Effect.succeed(f(syncMemory, Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()))
+        } catch (error) {
+          const failure = MemoryInternal.rejection(error)
+          if (failure === undefined) throw error
+          return Effect.fail(failure)
+        }
+      })
+
+    const seed = (prompt: string, context: RunContext.RunContext) =>
+      memoryNow(seedBySteps(prompt, context), (sync, now) =>
+        seedMessages(
+          prompt,
+          sync.working(context, now),
+          sync.recallFacts(context, now, prompt, factOptions),
+          sync.recall(context, now, prompt, recallOptions(context)),
+          sync.sessionMessages(context, now, context.sessionId, historyOptions)
+        ))
+
+    const remember = (context: RunContext.RunContext, episode: Memory.NewEpisode) =>
+      memoryNow(memory.remember(episode), (sync, now) => sync.remember(context, now, episode))
 
     // ---- model call -------------------------------------------------------
 
@@ -1111,7 +1160,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       }
       if (telemetryOn) yield* endTurnSpan(state, Exit.void)
 
-      if (memoryOn) yield* memory.remember({
+      if (memoryOn) yield* remember(context, {
         sessionId: context.sessionId,
         input: prompt,
         output: state.output,

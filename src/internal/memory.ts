@@ -142,7 +142,41 @@ export const makeInMemoryStore = (options?: Memory.InMemoryOptions) =>
     const using = <A>(user: string, f: (state: UserState) => A): Effect.Effect<A> =>
       Effect.clockWith((clock) => Effect.sync(() => f(touch(user, clock.unsafeCurrentTimeMillis()))))
 
+    // The operations the agent calls on every run, synchronous: the Memory service
+    // built over this store runs them inside the agent's own step (`store.SyncStore`).
+    const recallNow = (state: UserState, query: store.RecallQuery) => {
+      const since = query.since?.getTime() ?? -Infinity
+      const until = query.until?.getTime() ?? Infinity
+      const inRange = ({ episode }: StoredEpisode) =>
+        episode.occurredAt.getTime() >= since && episode.occurredAt.getTime() <= until &&
+        episode.sessionId !== query.excludeSessionId
+      return byRelevance(state.episodes, query.terms, (e) => e.words, (e) => e.episode.occurredAt, query.limit, inRange)
+        .map((e) => e.episode)
+    }
+    const recallFactsNow = (state: UserState, query: store.FactQuery) =>
+      byRelevance(
+        state.facts.filter((stored) => isValidAt(stored.fact, query.validAt)),
+        query.terms,
+        (f) => f.words,
+        (f) => f.fact.recordedAt,
+        query.limit
+      ).map((f) => f.fact)
+    const sessionEpisodesNow = (state: UserState, sessionId: string, count: number) =>
+      state.episodes.filter((e) => e.episode.sessionId === sessionId).sort(oldestFirst).slice(-count).map((e) => e.episode)
+    const insertEpisodeNow = (state: UserState, episode: Memory.Episode) => {
+      state.episodes.push({ seq: state.nextSeq++, episode, words: wordString(`${episode.input} ${episode.output}`) })
+    }
+
+    const sync: store.SyncStore = {
+      working: (user, now) => orderedBlocks(touch(user, now)),
+      recall: (user, query, now) => recallNow(touch(user, now), query),
+      recallFacts: (user, query, now) => recallFactsNow(touch(user, now), query),
+      sessionEpisodes: (user, sessionId, count, now) => sessionEpisodesNow(touch(user, now), sessionId, count),
+      insertEpisode: (user, episode, now) => insertEpisodeNow(touch(user, now), episode)
+    }
+
     const memoryStore: store.Store = {
+      sync,
       working: (user) => using(user, orderedBlocks),
       writeBlock: (user, block) =>
         using(user, (state) => {
@@ -159,20 +193,8 @@ export const makeInMemoryStore = (options?: Memory.InMemoryOptions) =>
             pinnedOrder
           })
         }),
-      insertEpisode: (user, episode) =>
-        using(user, (state) => {
-          state.episodes.push({ seq: state.nextSeq++, episode, words: wordString(`${episode.input} ${episode.output}`) })
-        }),
-      recall: (user, query) =>
-        using(user, (state) => {
-          const since = query.since?.getTime() ?? -Infinity
-          const until = query.until?.getTime() ?? Infinity
-          const inRange = ({ episode }: StoredEpisode) =>
-            episode.occurredAt.getTime() >= since && episode.occurredAt.getTime() <= until &&
-            episode.sessionId !== query.excludeSessionId
-          return byRelevance(state.episodes, query.terms, (e) => e.words, (e) => e.episode.occurredAt, query.limit, inRange)
-            .map((e) => e.episode)
-        }),
+      insertEpisode: (user, episode) => using(user, (state) => insertEpisodeNow(state, episode)),
+      recall: (user, query) => using(user, (state) => recallNow(state, query)),
       insertFact: (user, fact) =>
         using(user, (state) => {
           for (const stored of state.facts) {
@@ -190,20 +212,8 @@ export const makeInMemoryStore = (options?: Memory.InMemoryOptions) =>
             words: wordString(`${fact.subject} ${fact.predicate} ${fact.object}`)
           })
         }),
-      recallFacts: (user, query) =>
-        using(user, (state) =>
-          byRelevance(
-            state.facts.filter((stored) => isValidAt(stored.fact, query.validAt)),
-            query.terms,
-            (f) => f.words,
-            (f) => f.fact.recordedAt,
-            query.limit
-          ).map((f) => f.fact)),
-      sessionEpisodes: (user, sessionId, count) =>
-        using(user, (state) =>
-          state.episodes.filter((e) => e.episode.sessionId === sessionId).sort(oldestFirst).slice(-count).map((e) =>
-            e.episode
-          )),
+      recallFacts: (user, query) => using(user, (state) => recallFactsNow(state, query)),
+      sessionEpisodes: (user, sessionId, count) => using(user, (state) => sessionEpisodesNow(state, sessionId, count)),
       profile: (user) =>
         using(user, (state) => {
           const episodes = [...state.episodes].sort(oldestFirst)

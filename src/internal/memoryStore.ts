@@ -51,6 +51,8 @@ export type StoredProfile = Omit<Memory.MemoryProfile, "userId">
  * @internal
  */
 export interface Store {
+  /** The in-process store: the operations of every run, synchronous. */
+  readonly sync?: SyncStore | undefined
   readonly working: (user: string) => Effect.Effect<ReadonlyArray<Memory.MemoryBlock>, MemoryError>
   /** Inserts or replaces (`append`: concatenates) a block; a new block goes last in the pinned order. */
   readonly writeBlock: (user: string, block: BlockWrite) => Effect.Effect<void, MemoryError>
@@ -68,6 +70,21 @@ export interface Store {
   readonly profile: (user: string) => Effect.Effect<StoredProfile, MemoryError>
   readonly forget: (user: string, filter: ForgetFilter) => Effect.Effect<number, MemoryError>
   readonly export: (user: string) => Effect.Effect<Omit<Memory.MemoryExport, "userId">, MemoryError>
+}
+
+/**
+ * A store's per-run operations done synchronously, at `now` (epoch ms). The
+ * Memory service over such a store offers them to the agent
+ * ({@link syncMemoryOf}), which then seeds and records a run in its own steps.
+ *
+ * @internal
+ */
+export interface SyncStore {
+  readonly working: (user: string, now: number) => ReadonlyArray<Memory.MemoryBlock>
+  readonly recall: (user: string, query: RecallQuery, now: number) => ReadonlyArray<Memory.Episode>
+  readonly recallFacts: (user: string, query: FactQuery, now: number) => ReadonlyArray<Memory.Fact>
+  readonly sessionEpisodes: (user: string, sessionId: string, count: number, now: number) => ReadonlyArray<Memory.Episode>
+  readonly insertEpisode: (user: string, episode: Memory.Episode, now: number) => void
 }
 
 // ---- users -----------------------------------------------------------------
@@ -223,41 +240,46 @@ export const makeService = (store: Store): Memory.Service => {
         now
       }))
 
-  return {
+  const recallQuery = (query: string, options: Parameters<Memory.Service["recall"]>[1]): RecallQuery => ({
+    terms: searchTerms(text("recall", "query", query)),
+    limit: positiveInt("recall", "limit", options?.limit, DEFAULT_RECALL_LIMIT),
+    since: validDate("recall", "since", options?.since),
+    until: validDate("recall", "until", options?.until),
+    excludeSessionId: options?.excludeSessionId
+  })
+  const factQuery = (query: string, options: Parameters<Memory.Service["recallFacts"]>[1], now: Date): FactQuery => ({
+    terms: searchTerms(text("recallFacts", "query", query)),
+    limit: positiveInt("recallFacts", "limit", options?.limit, DEFAULT_RECALL_LIMIT),
+    validAt: validDate("recallFacts", "validAt", options?.validAt) ?? now
+  })
+  const sessionCount = (options: Parameters<Memory.Service["sessionMessages"]>[1]): number =>
+    Math.max(1, Math.floor(positiveInt("sessionMessages", "limit", options?.limit, DEFAULT_SESSION_LIMIT) / 2))
+  const episodeOf = (user: string, context: RunContext.RunContext, now: Date, episode: Memory.NewEpisode): Memory.Episode => {
+    const sessionId = episode.sessionId ?? context.sessionId
+    if (sessionId === "") reject("remember", "no session id: pass sessionId or run inside RunContext.withUser")
+    return {
+      id: newId("ep"),
+      sessionId,
+      userId: decodeUser(user),
+      occurredAt: validDate("remember", "occurredAt", episode.occurredAt) ?? now,
+      input: text("remember", "input", episode.input),
+      output: text("remember", "output", episode.output),
+      toolCalls: jsonToolCalls(episode.toolCalls ?? [])
+    }
+  }
+
+  const service: Memory.Service = {
     working: withUser("Memory.working", (user) => store.working(user)),
     updateBlock: (name, content) => writeBlock("updateBlock", name, content, false),
     appendBlock: (name, content) => writeBlock("appendBlock", name, content, true),
     remember: (episode) =>
       withUser("Memory.remember", (user, context, now) => {
-        const sessionId = episode.sessionId ?? context.sessionId
-        if (sessionId === "") reject("remember", "no session id: pass sessionId or run inside RunContext.withUser")
-        const stored: Memory.Episode = {
-          id: newId("ep"),
-          sessionId,
-          userId: decodeUser(user),
-          occurredAt: validDate("remember", "occurredAt", episode.occurredAt) ?? now,
-          input: text("remember", "input", episode.input),
-          output: text("remember", "output", episode.output),
-          toolCalls: jsonToolCalls(episode.toolCalls ?? [])
-        }
+        const stored = episodeOf(user, context, now, episode)
         return Effect.as(store.insertEpisode(user, stored), stored.id)
       }),
-    recall: (query, options) =>
-      withUser("Memory.recall", (user) =>
-        store.recall(user, {
-          terms: searchTerms(text("recall", "query", query)),
-          limit: positiveInt("recall", "limit", options?.limit, DEFAULT_RECALL_LIMIT),
-          since: validDate("recall", "since", options?.since),
-          until: validDate("recall", "until", options?.until),
-          excludeSessionId: options?.excludeSessionId
-        })),
+    recall: (query, options) => withUser("Memory.recall", (user) => store.recall(user, recallQuery(query, options))),
     recallFacts: (query, options) =>
-      withUser("Memory.recallFacts", (user, _context, now) =>
-        store.recallFacts(user, {
-          terms: searchTerms(text("recallFacts", "query", query)),
-          limit: positiveInt("recallFacts", "limit", options?.limit, DEFAULT_RECALL_LIMIT),
-          validAt: validDate("recallFacts", "validAt", options?.validAt) ?? now
-        })),
+      withUser("Memory.recallFacts", (user, _context, now) => store.recallFacts(user, factQuery(query, options, now))),
     appendFact: (fact) =>
       withUser("Memory.appendFact", (user, _context, recordedAt) => {
         const confidence = fact.confidence ?? 1
@@ -283,10 +305,7 @@ export const makeService = (store: Store): Memory.Service => {
         return Effect.as(store.insertFact(user, stored), stored)
       }),
     sessionMessages: (sessionId, options) =>
-      withUser("Memory.sessionMessages", (user) => {
-        const limit = positiveInt("sessionMessages", "limit", options?.limit, DEFAULT_SESSION_LIMIT)
-        return Effect.map(store.sessionEpisodes(user, sessionId, Math.max(1, Math.floor(limit / 2))), toMessages)
-      }),
+      withUser("Memory.sessionMessages", (user) => Effect.map(store.sessionEpisodes(user, sessionId, sessionCount(options)), toMessages)),
     profile: withUser("Memory.profile", (user) =>
       Effect.map(store.profile(user), (profile) => ({ userId: decodeUser(user), ...profile }))),
     forget: (options) =>
@@ -295,7 +314,89 @@ export const makeService = (store: Store): Memory.Service => {
     export: withUser("Memory.export", (user) =>
       Effect.map(store.export(user), (data) => ({ userId: decodeUser(user), ...data })))
   }
+  const sync = store.sync
+  if (sync === undefined) return service
+  const unsafe: SyncMemory["unsafe"] = {
+    working: (context, now) => sync.working(userKeyOf(context.userId), now),
+    recall: (context, now, query, options) => sync.recall(userKeyOf(context.userId), recallQuery(query, options), now),
+    recallFacts: (context, now, query, options) =>
+      sync.recallFacts(userKeyOf(context.userId), factQuery(query, options, new Date(now)), now),
+    sessionMessages: (context, now, sessionId, options) =>
+      toMessages(sync.sessionEpisodes(userKeyOf(context.userId), sessionId, sessionCount(options), now)),
+    remember: (context, now, episode) => {
+      const user = userKeyOf(context.userId)
+      const stored = episodeOf(user, context, new Date(now), episode)
+      sync.insertEpisode(user, stored, now)
+      return stored.id
+    }
+  }
+  const marker: SyncMemory = {
+    of: {
+      working: service.working,
+      recall: service.recall,
+      recallFacts: service.recallFacts,
+      sessionMessages: service.sessionMessages,
+      remember: service.remember
+    },
+    unsafe
+  }
+  return Object.assign(service, { [syncMemoryKey]: marker })
 }
+
+const syncMemoryKey = Symbol.for("jeevesagent/Memory/sync")
+
+type PerRun = Pick<Memory.Service, "working" | "recall" | "recallFacts" | "sessionMessages" | "remember">
+
+/**
+ * The per-run operations of a Memory service over a synchronous store, as
+ * plain functions of the run's context and the time (epoch ms). They throw
+ * on invalid input: {@link rejection} turns that into the service's typed
+ * failure. Not for use while service spans are on (the service's own
+ * methods record those).
+ *
+ * @internal
+ */
+export interface SyncMemory {
+  /** The service methods these stand for: a copy of the service with one replaced is not synchronous any more. */
+  readonly of: PerRun
+  readonly unsafe: {
+    readonly working: (context: RunContext.RunContext, now: number) => ReadonlyArray<Memory.MemoryBlock>
+    readonly recall: (
+      context: RunContext.RunContext,
+      now: number,
+      query: string,
+      options: Parameters<Memory.Service["recall"]>[1]
+    ) => ReadonlyArray<Memory.Episode>
+    readonly recallFacts: (
+      context: RunContext.RunContext,
+      now: number,
+      query: string,
+      options: Parameters<Memory.Service["recallFacts"]>[1]
+    ) => ReadonlyArray<Memory.Fact>
+    readonly sessionMessages: (
+      context: RunContext.RunContext,
+      now: number,
+      sessionId: string,
+      options: Parameters<Memory.Service["sessionMessages"]>[1]
+    ) => ReadonlyArray<Model.Message>
+    readonly remember: (context: RunContext.RunContext, now: number, episode: Memory.NewEpisode) => string
+  }
+}
+
+/** The synchronous per-run operations of `service`, if it has them and none was replaced. @internal */
+export const syncMemoryOf = (service: Memory.Service): SyncMemory["unsafe"] | undefined => {
+  const marker = (service as { readonly [syncMemoryKey]?: SyncMemory })[syncMemoryKey]
+  if (marker === undefined) return undefined
+  const { of } = marker
+  return of.working === service.working && of.recall === service.recall && of.recallFacts === service.recallFacts &&
+      of.sessionMessages === service.sessionMessages && of.remember === service.remember ?
+    marker.unsafe :
+    undefined
+}
+
+/** The typed failure a synchronous operation threw, or undefined for anything else (a defect). @internal */
+export const rejection = (error: unknown): MemoryError | RunContext.InvalidUserId | undefined =>
+  error instanceof Rejected ? error.error : undefined
 
 /**
  * A {@link MemoryError} of method `open` for a backend that could not be
