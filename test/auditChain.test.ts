@@ -7,7 +7,7 @@
  */
 import { createHash, createHmac } from "node:crypto"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Either, Exit, FastCheck, Fiber } from "effect"
+import { Effect, Either, Exit, FastCheck, Fiber, Scope } from "effect"
 import { AuditLog } from "jeevesagent"
 import { makeBatchWriter } from "../src/internal/audit.js"
 import { type Draft, hmacHex, isoTimestamp, sha256Hex, verifyKeys } from "../src/internal/auditChain.js"
@@ -105,6 +105,17 @@ describe("JCS", () => {
     canonicalize(value) === jcsReference(value), { fastCheck: { numRuns: 500 } })
 
   it.prop(
+    "member order is by UTF-16 code units, for few and many members with any names",
+    [FastCheck.uniqueArray(codeUnits(6), { minLength: 0, maxLength: 40 })],
+    ([names]) => {
+      const record: Record<string, number> = {}
+      names.forEach((name, i) => (record[name] = i))
+      return canonicalize(record) === jcsReference(record)
+    },
+    { fastCheck: { numRuns: 500 } }
+  )
+
+  it.prop(
     "toJson keeps JSON values as JSON.parse(JSON.stringify(..)) would, lone surrogates as U+FFFD",
     [FastCheck.jsonValue()],
     ([value]) => {
@@ -167,6 +178,31 @@ describe("makeBatchWriter", () => {
       for (const result of results) assert.isTrue(Either.isLeft(result) && result.left.description === "disk full")
       const later = yield* Effect.either(submit(draft("c")))
       assert.isTrue(Either.isLeft(later) && later.left.description === "disk full")
+    }))
+
+  it.effect("batches hold at most maxBatch entries, in order; closing writes every entry taken before it, then refuses", () =>
+    Effect.gen(function*() {
+      const batches: Array<Array<string>> = []
+      const outcomes: Array<string> = []
+      const scope = yield* Scope.make()
+      const writer = yield* makeBatchWriter({
+        maxBatch: 3,
+        poisonOnFailure: false,
+        name: "test writer",
+        commit: (drafts) =>
+          Effect.sync(() => {
+            batches.push(drafts.map((d) => d.action))
+            return drafts.map((d, i) => entryOf(d, i + 1))
+          })
+      }).pipe(Scope.extend(scope))
+      const report = (outcome: Exit.Exit<AuditLog.AuditEntry, AuditLog.AuditUnavailable>) =>
+        outcomes.push(Exit.isSuccess(outcome) ? outcome.value.action : `failed: ${outcome.cause}`)
+      for (let i = 0; i < 7; i++) writer.submit(draft(`e${i}`), () => 0, report)
+      yield* Scope.close(scope, Exit.void)
+      assert.deepStrictEqual(batches, [["e0", "e1", "e2"], ["e3", "e4", "e5"], ["e6"]])
+      assert.deepStrictEqual(outcomes, ["e0", "e1", "e2", "e3", "e4", "e5", "e6"])
+      const late = yield* Effect.either(writer.append(draft("late")))
+      assert.isTrue(Either.isLeft(late) && late.left.description === "test writer is closed")
     }))
 
   it.scoped("submit takes entries in order with appends and reports each outcome once its batch is committed", () =>

@@ -7,6 +7,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { InMemorySpanExporter, type ReadableSpan, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
 import { Effect, Layer, Redacted, Schema } from "effect"
 import { Agent, Approval, AuditLog, Model, Permissions, RunContext, Telemetry, Tool } from "jeevesagent"
+import { denial } from "../src/internal/denied.js"
 import { syncCheckOf } from "../src/internal/permissions.js"
 
 const call = (name: string, destructive = false): Tool.Call => ({ id: "call_1", name, args: {}, destructive })
@@ -39,6 +40,22 @@ describe("syncCheckOf", () => {
     assert.isUndefined(syncCheckOf(Permissions.makePerUser({ policies: {}, default: custom })))
     assert.isUndefined(syncCheckOf({ ...standard, check: () => Effect.succeed(Permissions.allow) }))
     assert.isUndefined(syncCheckOf(Permissions.allowAllService))
+  })
+})
+
+describe("denial", () => {
+  it("is a ToolDenied with the fields given, its message, and the stack trace limit left as it was", () => {
+    const limit = Error.stackTraceLimit
+    const plain = denial({ tool: "drop", reason: "approval declined", policyReason: "drop: destructive call requires approval" })
+    assert.instanceOf(plain, Approval.ToolDenied)
+    assert.strictEqual(plain._tag, "ToolDenied")
+    assert.strictEqual(plain.message, "approval declined (drop: destructive call requires approval)")
+    assert.deepStrictEqual(
+      plain,
+      new Approval.ToolDenied({ tool: "drop", reason: "approval declined", policyReason: "drop: destructive call requires approval" })
+    )
+    assert.strictEqual(denial({ tool: "t", reason: "r" }).message, "r")
+    assert.strictEqual(Error.stackTraceLimit, limit)
   })
 })
 

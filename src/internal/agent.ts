@@ -29,6 +29,7 @@ import * as Telemetry from "../Telemetry.js"
 import type * as Tool from "../Tool.js"
 import * as AuditInternal from "./audit.js"
 import * as BudgetInternal from "./budget.js"
+import { denial } from "./denied.js"
 import { describeFailure, stringifyOutput } from "./describe.js"
 import { forEachConcurrent } from "./forkAll.js"
 import { newId } from "./ids.js"
@@ -668,7 +669,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
 
     // ---- tools ------------------------------------------------------------
 
-    const deny = (call: Tool.Call, reason: string) => new Approval.ToolDenied({ tool: call.name, reason })
+    const deny = (call: Tool.Call, reason: string) => denial({ tool: call.name, reason })
 
     /** Audits (and counts) one permission decision. Returns whether the entry was written. */
     const decisionRecorded = (
@@ -746,7 +747,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
             return decided(
               failure._tag === "Some" && !Cause.isDie(cause) ?
                 failure.value :
-                new Approval.ToolDenied({ tool: call.name, reason: Approval.reasons.handlerFailed, policyReason })
+                denial({ tool: call.name, reason: Approval.reasons.handlerFailed, policyReason })
             )
           },
           onSuccess: () => decided(undefined)

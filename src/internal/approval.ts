@@ -5,6 +5,7 @@ import * as RunContext from "../RunContext.js"
 import * as Secrets from "../Secrets.js"
 import type * as Tool from "../Tool.js"
 import { describeCause, guard, safeJson } from "./approvalGuard.js"
+import { denial } from "./denied.js"
 
 /** Arguments longer than this are cut in warnings, after redaction. */
 const LOGGED_ARGS_CHARS = 1000
@@ -15,7 +16,7 @@ export const make = (handler: Approval.Handler, options?: Approval.Options): App
   const redact = options?.redact ?? Secrets.redactPatterns
 
   const denied = (call: Tool.Call, reason: string, policyReason: string) =>
-    Effect.fail(new Approval.ToolDenied({ tool: call.name, reason, policyReason }))
+    Effect.fail(denial({ tool: call.name, reason, policyReason }))
 
   const failed = (call: Tool.Call, policyReason: string, problem: string) =>
     Effect.zipRight(

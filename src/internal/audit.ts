@@ -10,7 +10,6 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
-import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import * as AuditLog from "../AuditLog.js"
 import * as RunContext from "../RunContext.js"
@@ -187,9 +186,27 @@ export const makeBatchWriter = (
   options: BatchWriterOptions
 ): Effect.Effect<Pick<Store, "append"> & Required<Pick<Store, "submit">>, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const queue = yield* Queue.unbounded<Pending | "close">()
+    // The hand-off is a plain array and the writer's resume callback: an effect
+    // `Queue` builds each batch as a persistent Chunk, one node per append.
+    let pending: Array<Pending> = []
+    let wake: (() => void) | undefined
     let closed = false
     let poisoned: AuditLog.AuditUnavailable | undefined
+
+    const wakeWriter = () => {
+      const resume = wake
+      wake = undefined
+      resume?.()
+    }
+
+    /** Waits until there is something to write, or the writer is closing. */
+    const work = Effect.async<void>((resume) => {
+      if (pending.length > 0 || closed) return resume(Effect.void)
+      wake = () => resume(Effect.void)
+      return Effect.sync(() => {
+        wake = undefined
+      })
+    })
 
     /** Completes every append of `batch`, in place: one effect for the batch, not one per append. */
     const settle = (batch: ReadonlyArray<Pending>, exitOf: (i: number) => Outcome) =>
@@ -216,15 +233,20 @@ export const makeBatchWriter = (
 
     const loop: Effect.Effect<void> = Effect.gen(function*() {
       while (true) {
-        const taken = yield* Queue.takeBetween(queue, 1, options.maxBatch)
-        const batch: Array<Pending> = []
-        let closing = false
-        for (const item of taken) {
-          if (item === "close") closing = true
-          else batch.push(item)
+        if (pending.length === 0) {
+          // Closed and drained: every append made before the close is settled.
+          if (closed) return
+          yield* work
+          continue
         }
-        if (batch.length > 0) yield* commitBatch(batch)
-        if (closing) return
+        let batch: Array<Pending>
+        if (pending.length <= options.maxBatch) {
+          batch = pending
+          pending = []
+        } else {
+          batch = pending.splice(0, options.maxBatch)
+        }
+        yield* commitBatch(batch)
       }
     })
     const fiber = yield* Effect.forkScoped(loop)
@@ -232,8 +254,9 @@ export const makeBatchWriter = (
     yield* Effect.addFinalizer(() =>
       Effect.suspend(() => {
         closed = true
-        return Queue.offer(queue, "close")
-      }).pipe(Effect.zipRight(Fiber.await(fiber)))
+        wakeWriter()
+        return Fiber.await(fiber)
+      })
     )
 
     // The hand-off in one step, with the fiber's own resume callback: the queue
@@ -242,7 +265,10 @@ export const makeBatchWriter = (
     const enqueue = (draft: Draft, resume: (outcome: Outcome) => void) => {
       if (closed) resume(Exit.fail(new AuditLog.AuditUnavailable({ description: `${options.name} is closed` })))
       else if (poisoned !== undefined) resume(Exit.fail(poisoned))
-      else queue.unsafeOffer({ draft, resume })
+      else {
+        pending.push({ draft, resume })
+        if (wake !== undefined) wakeWriter()
+      }
     }
     return {
       append: (draft: Draft) => Effect.async<AuditLog.AuditEntry, AuditLog.AuditUnavailable>((resume) => enqueue(draft, resume)),

@@ -24,6 +24,27 @@ const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/
 export const quote = (text: string): string => NEEDS_ESCAPE.test(text) ? JSON.stringify(text) : `"${text}"`
 
 /**
+ * Sorts names in place by UTF-16 code units, as the default `sort` does. A
+ * payload object has a handful of members: an insertion sort of those
+ * allocates nothing (the built-in sort copies the array first).
+ */
+const sortKeys = (keys: Array<string>): void => {
+  if (keys.length > 16) {
+    keys.sort()
+    return
+  }
+  for (let i = 1; i < keys.length; i++) {
+    const key = keys[i]!
+    let j = i - 1
+    while (j >= 0 && keys[j]! > key) {
+      keys[j + 1] = keys[j]!
+      j--
+    }
+    keys[j + 1] = key
+  }
+}
+
+/**
  * The canonical form of a JSON value. Throws on values JSON cannot hold
  * (non-finite numbers, `undefined`, functions, bigint): callers pass values
  * produced by {@link toJson} or by `JSON.parse`.
@@ -49,7 +70,7 @@ export const canonicalize = (value: unknown): string => {
       }
       const record = value as Record<string, unknown>
       const keys = Object.keys(record)
-      if (keys.length > 1) keys.sort()
+      sortKeys(keys)
       let out = "{"
       let first = true
       for (const key of keys) {

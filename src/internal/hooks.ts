@@ -6,6 +6,7 @@ import * as RunContext from "../RunContext.js"
 import * as Secrets from "../Secrets.js"
 import type * as Tool from "../Tool.js"
 import { describeCause, guard, type Guarded, safeJson } from "./approvalGuard.js"
+import { denial } from "./denied.js"
 
 /** @internal */
 export const make = (options: Hooks.Options): Hooks.Service => {
@@ -19,7 +20,7 @@ export const make = (options: Hooks.Options): Hooks.Service => {
     Effect.logWarning(redact(message)).pipe(Effect.annotateLogs({ tool: call.name, call_id: call.id }))
 
   const denyWith = (call: Tool.Call, reason: string, warning?: string): Effect.Effect<never, ToolDenied> => {
-    const denied = Effect.fail(new ToolDenied({ tool: call.name, reason }))
+    const denied = Effect.fail(denial({ tool: call.name, reason }))
     return warning === undefined ? denied : Effect.zipRight(warn(call, warning), denied)
   }
 
