@@ -195,6 +195,22 @@ describe("failing closed", () => {
       assert.deepStrictEqual([report.valid, report.validCount], [true, 1])
     }))
 
+  it.effect("once the file log has failed, a later run's entries fail at once and its destructive tool is denied", () =>
+    Effect.gen(function*() {
+      const path = freshPath()
+      const executed = yield* Ref.make<Array<string>>([])
+      const faulty = faultyFileSystem({ failWrite: (n) => n >= 2 })
+      const audit = AuditLog.layerFile({ path, secret: SECRET }).pipe(Layer.provide(faulty.layer))
+      const [, second] = yield* Effect.all([run("wipe it", { userId: "mallory" }), run("again", { userId: "mallory" })]).pipe(
+        Effect.provide(agentWith(destructiveAndSafe, [deleteFile(executed), echo], audit))
+      )
+      assert.deepStrictEqual(yield* Ref.get(executed), [], "the destructive handler never ran")
+      const byName = Object.fromEntries(second.toolCalls.map((call) => [call.name, call]))
+      assert.deepStrictEqual([byName.delete_file!.status, byName.delete_file!.reason], ["denied", "audit unavailable"])
+      assert.deepStrictEqual([byName.echo!.status, byName.echo!.output], ["ok", "still here"])
+      assert.strictEqual(second.auditFailures, 6, "run_started, two tool_calls, two tool_results, run_completed")
+    }))
+
   it.effect("an audit service that fails every append denies destructive tools in every run", () =>
     Effect.gen(function*() {
       const executed = yield* Ref.make<Array<string>>([])

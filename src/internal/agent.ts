@@ -932,15 +932,83 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       return noteNow(fiber, state, input) ? undefined : record(state, input)
     }
 
+    const toolCallEntry = (call: Tool.Call, turn: number): AuditLog.AppendInput => ({
+      actor: "model",
+      action: "tool_call",
+      payload: { tool: call.name, call_id: call.id, args: call.args, destructive: call.destructive, turn }
+    })
+
+    const toolResultEntry = (call: Tool.Call, turn: number, result: Tool.Result): AuditLog.AppendInput => ({
+      actor: "system",
+      action: "tool_result",
+      payload: {
+        tool: call.name,
+        call_id: call.id,
+        ok: result.status === "ok",
+        denied: result.status === "denied",
+        error: result.status === "error" ? result.reason : null,
+        reason: result.status === "denied" ? result.reason : null,
+        turn
+      }
+    })
+
+    /**
+     * A call's start with a log that takes entries without waiting: its
+     * start time (when `timed`) and its submitted `tool_call` entry, in one
+     * step. `written` as {@link guarding} reports it.
+     */
+    const callOpened = (
+      state: RunState,
+      call: Tool.Call,
+      turn: number,
+      timed: boolean
+    ): Effect.Effect<{ readonly startedNanos: bigint | undefined; readonly written: boolean }> =>
+      Effect.withFiberRuntime((fiber) => {
+        const startedNanos = timed ? Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeNanos() : undefined
+        const input = toolCallEntry(call, turn)
+        const failuresBefore = state.auditFailures
+        if (!noteNow(fiber, state, input)) {
+          return Effect.map(
+            call.destructive ? record(state, input) : Effect.as(record(state, input), true),
+            (written) => ({ startedNanos, written })
+          )
+        }
+        return Effect.succeed({ startedNanos, written: !call.destructive || state.auditFailures === failuresBefore })
+      })
+
+    /** A call's end with a log that takes entries without waiting: its duration metric and its `tool_result` entry, in one step. */
+    const callClosed = (
+      state: RunState,
+      call: Tool.Call,
+      turn: number,
+      result: Tool.Result,
+      timedTool: string | undefined,
+      startedNanos: bigint | undefined
+    ): Effect.Effect<void> =>
+      Effect.withFiberRuntime((fiber) => {
+        if (timedTool !== undefined && startedNanos !== undefined) recordToolDuration(fiber, timedTool, result, startedNanos)
+        const input = toolResultEntry(call, turn, result)
+        return noteNow(fiber, state, input) ? Effect.void : Effect.asVoid(record(state, input))
+      })
+
+    const recordToolDuration = (
+      fiber: Fiber.RuntimeFiber<unknown, unknown>,
+      tool: string,
+      result: Tool.Result,
+      startedNanos: bigint
+    ) => {
+      const now = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeNanos()
+      Metrics.unsafeRecord(Metrics.toolDuration, Number(now - startedNanos) / 1_000_000, {
+        tool,
+        ok: result.status === "ok",
+        denied: result.status === "denied"
+      }, fiber.getFiberRef(FiberRef.currentMetricLabels))
+    }
+
     /** Records `jeeves.tool.duration_ms` for a call that started at `startedNanos`. */
     const toolTimed = (tool: string, result: Tool.Result, startedNanos: bigint): Effect.Effect<void> =>
       Effect.withFiberRuntime((fiber) => {
-        const now = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeNanos()
-        Metrics.unsafeRecord(Metrics.toolDuration, Number(now - startedNanos) / 1_000_000, {
-          tool,
-          ok: result.status === "ok",
-          denied: result.status === "denied"
-        }, fiber.getFiberRef(FiberRef.currentMetricLabels))
+        recordToolDuration(fiber, tool, result, startedNanos)
         return Effect.void
       })
 
@@ -989,14 +1057,19 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       turn: number,
       attributes: CallAttributes | undefined
     ) {
-      const startedNanos = attributes === undefined ? undefined : yield* Clock.currentTimeNanos
-      if (state.emit !== undefined) yield* state.emit(AgentEvent.tool_call({ turn, call }))
       const failuresBefore = state.auditFailures
-      const auditWritten = !auditOn || (yield* guarding(state, call, {
-        actor: "model",
-        action: "tool_call",
-        payload: { tool: call.name, call_id: call.id, args: call.args, destructive: call.destructive, turn }
-      }))
+      let startedNanos: bigint | undefined
+      let auditWritten: boolean
+      if (submit !== undefined && state.emit === undefined) {
+        // The start time and the submitted `tool_call` entry in one step.
+        const opened = yield* callOpened(state, call, turn, attributes !== undefined)
+        startedNanos = opened.startedNanos
+        auditWritten = opened.written
+      } else {
+        startedNanos = attributes === undefined ? undefined : yield* Clock.currentTimeNanos
+        if (state.emit !== undefined) yield* state.emit(AgentEvent.tool_call({ turn, call }))
+        auditWritten = !auditOn || (yield* guarding(state, call, toolCallEntry(call, turn)))
+      }
       let result: Tool.Result
       if (tool === undefined) {
         const known = toolsByName.size === 0 ? "none" : [...toolsByName.keys()].join(", ")
@@ -1032,20 +1105,13 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           }
         }
       }
-      if (startedNanos !== undefined) yield* toolTimed(attributes!.tool, result, startedNanos)
-      if (auditOn) yield* note(state, {
-        actor: "system",
-        action: "tool_result",
-        payload: {
-          tool: call.name,
-          call_id: call.id,
-          ok: result.status === "ok",
-          denied: result.status === "denied",
-          error: result.status === "error" ? result.reason : null,
-          reason: result.status === "denied" ? result.reason : null,
-          turn
-        }
-      })
+      if (submit !== undefined) {
+        // The duration metric and the submitted `tool_result` entry in one step.
+        yield* callClosed(state, call, turn, result, startedNanos === undefined ? undefined : attributes!.tool, startedNanos)
+      } else {
+        if (startedNanos !== undefined) yield* toolTimed(attributes!.tool, result, startedNanos)
+        if (auditOn) yield* note(state, toolResultEntry(call, turn, result))
+      }
       if (state.emit !== undefined) yield* state.emit(AgentEvent.tool_result({ turn, result }))
       return toCallRecord(result, call, turn)
     })
