@@ -5,9 +5,46 @@
  * methods, which any other Memory service (or a wrapped one) goes through.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Layer, Schema } from "effect"
+import { Effect, Exit, FastCheck, Layer, Schema } from "effect"
 import { Agent, Memory, Model, RunContext, Telemetry, Tool } from "jeevesagent"
-import { syncMemoryOf } from "../src/internal/memoryStore.js"
+import { notPlain, plainJsonCopy, syncMemoryOf } from "../src/internal/memoryStore.js"
+
+describe("plainJsonCopy", () => {
+  it.prop(
+    "equals the JSON round trip wherever it copies",
+    [FastCheck.anything({ withNullPrototype: true, withSparseArray: true, withBigInt: true, withDate: true, withMap: true, withTypedArray: true })],
+    ([value]) => {
+      const copy = plainJsonCopy(value)
+      if (copy !== notPlain) assert.deepStrictEqual(copy, JSON.parse(JSON.stringify(value)))
+    },
+    { fastCheck: { numRuns: 1000 } }
+  )
+
+  /** -0 (JSON writes 0) and a `__proto__` member (a copy by assignment would set the prototype) go the round trip. */
+  const leftToRoundTrip = (value: unknown): boolean =>
+    Object.is(value, -0) ||
+    (typeof value === "object" && value !== null &&
+      (Object.keys(value).includes("__proto__") || Object.values(value).some(leftToRoundTrip)))
+
+  it.prop("copies every other JSON value", [FastCheck.jsonValue()], ([value]) => {
+    if (leftToRoundTrip(value)) return
+    assert.deepStrictEqual(plainJsonCopy(value), JSON.parse(JSON.stringify(value)))
+  }, { fastCheck: { numRuns: 1000 } })
+
+  it("leaves to the round trip what JSON would drop, replace or refuse", () => {
+    const cyclic: Record<string, unknown> = {}
+    cyclic.self = cyclic
+    // eslint-disable-next-line no-sparse-arrays
+    for (const value of [{ a: undefined }, [undefined], [1, , 2], { n: Number.NaN }, -0, { d: new Date(0) }, { b: BigInt(1) }, cyclic, JSON.parse('{"__proto__":1}'), { toJSON: () => 1 }]) {
+      assert.strictEqual(plainJsonCopy(value), notPlain, JSON.stringify(value, (_k, v) => typeof v === "bigint" ? "bigint" : v === cyclic ? "cycle" : v) ?? "undefined")
+    }
+    const args = { path: "/srv", n: [1, 2.5, true, null, { deep: "x" }] }
+    const copy = plainJsonCopy(args) as typeof args
+    assert.deepStrictEqual(copy, args)
+    assert.notStrictEqual(copy, args)
+    assert.notStrictEqual(copy.n, args.n)
+  })
+})
 
 describe("syncMemoryOf", () => {
   it.effect("is there for the in-memory service only, until one of its per-run methods is replaced", () =>

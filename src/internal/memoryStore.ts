@@ -180,9 +180,73 @@ const nonEmpty = (method: string, name: string, value: unknown): string =>
 const text = (method: string, name: string, value: unknown): string =>
   typeof value === "string" ? value : reject(method, `${name} must be a string, got ${typeof value}`)
 
-/** Tool calls as every backend returns them: a JSON round trip. */
+const NOT_PLAIN: unique symbol = Symbol("not plain JSON")
+const MAX_PLAIN_DEPTH = 64
+
+/**
+ * A copy of `value` equal to `JSON.parse(JSON.stringify(value))` when it is
+ * plain JSON data — strings, finite numbers other than -0, booleans, null,
+ * dense arrays and plain objects without `toJSON` or a `__proto__` member,
+ * at most 64 deep — and `NOT_PLAIN` otherwise (where JSON would drop,
+ * replace or throw, the caller takes the round trip itself). Model-given
+ * tool arguments are plain data, and the copy costs a fraction of the round
+ * trip.
+ *
+ * @internal
+ */
+export const plainJsonCopy = (value: unknown, depth = 0): unknown => {
+  switch (typeof value) {
+    case "string":
+    case "boolean":
+      return value
+    case "number":
+      return Number.isFinite(value) && !Object.is(value, -0) ? value : NOT_PLAIN
+    case "object": {
+      if (value === null) return null
+      if (depth >= MAX_PLAIN_DEPTH) return NOT_PLAIN
+      if (Array.isArray(value)) {
+        if (Object.getPrototypeOf(value) !== Array.prototype) return NOT_PLAIN
+        const out = new Array(value.length)
+        for (let i = 0; i < value.length; i++) {
+          if (!(i in value)) return NOT_PLAIN
+          const item = plainJsonCopy(value[i], depth + 1)
+          if (item === NOT_PLAIN) return NOT_PLAIN
+          out[i] = item
+        }
+        return out
+      }
+      const proto = Object.getPrototypeOf(value)
+      if ((proto !== Object.prototype && proto !== null) || "toJSON" in value) return NOT_PLAIN
+      const out: Record<string, unknown> = {}
+      for (const key of Object.keys(value)) {
+        if (key === "__proto__") return NOT_PLAIN
+        const member = plainJsonCopy((value as Record<string, unknown>)[key], depth + 1)
+        if (member === NOT_PLAIN) return NOT_PLAIN
+        out[key] = member
+      }
+      return out
+    }
+    default:
+      return NOT_PLAIN
+  }
+}
+
+/** `NOT_PLAIN`, for tests. @internal */
+export const notPlain = NOT_PLAIN
+
+/** Tool calls as every backend returns them: a JSON round trip (a plain copy when that gives the same). */
 const jsonToolCalls = (toolCalls: NonNullable<Memory.NewEpisode["toolCalls"]>): Memory.Episode["toolCalls"] => {
   if (toolCalls.length === 0) return []
+  const copied: Array<{ name: string; args: unknown }> = []
+  for (const call of toolCalls) {
+    const args = plainJsonCopy(call.args ?? null)
+    if (typeof call.name !== "string" || args === NOT_PLAIN) {
+      copied.length = 0
+      break
+    }
+    copied.push({ name: call.name, args })
+  }
+  if (copied.length === toolCalls.length) return copied as Memory.Episode["toolCalls"]
   try {
     const encoded = JSON.stringify(toolCalls.map((call) => ({ name: call.name, args: call.args ?? null })))
     return JSON.parse(encoded) as Memory.Episode["toolCalls"]
