@@ -29,7 +29,7 @@
  * shown for a user carries a marker unique to the user. Users run
  * concurrently; each user's turns run one after another in one session.
  *
- * It prints p50 / p99 turn latency, turns per second, RSS growth, heap
+ * It prints p50 / p99 turn latency (and each turn's p99), turns per second, RSS growth, heap
  * growth per user, and the framework's own memory per user (the heap grown
  * by up to 2 000 more users run after the checks, with memory content
  * erased and the bench's records dropped); with zero latency also the same

@@ -12,6 +12,7 @@ import {
   type Injection,
   runBench
 } from "../bench/multiTenant/bench.js"
+import { p99ByTurn } from "../bench/multiTenant/report.js"
 import type { Check } from "../bench/multiTenant/violations.js"
 import { adminUrl, createTestDatabase, postgresAvailable } from "./support/postgres.js"
 
@@ -26,6 +27,8 @@ const assertPass = (report: BenchReport) => {
   assert.strictEqual(report.figures.runs, 20)
   assert.isTrue(report.figures.audit.valid)
   assert.strictEqual(report.figures.audit.entries, SMOKE_AUDIT_ENTRIES)
+  assert.strictEqual(report.figures.p99ByTurn.length, 2)
+  for (const p99 of report.figures.p99ByTurn) assert.isAtLeast(p99, 10, "two model calls of 5 ms each")
 }
 
 /** The checks each injection must trip (others may trip too). */
@@ -44,6 +47,15 @@ const assertCaught = (report: BenchReport, injection: Injection) => {
     assert.isAbove(report.violations.counts[check] ?? 0, 0, `${injection} not caught by ${check}:\n${format(report)}`)
   }
 }
+
+describe("p99ByTurn", () => {
+  it("takes each turn's slots across users", () => {
+    // Three users, two turns: slot index * 2 + turn - 1. Turn 1 is slow for user 2 only.
+    const latencies = [10, 20, 11, 21, 900, 22]
+    assert.deepStrictEqual(p99ByTurn(latencies, 2), [900, 22])
+    assert.deepStrictEqual(p99ByTurn([5, Number.NaN, 7], 1), [7])
+  })
+})
 
 describe("bench/multi-tenant", () => {
   it("passes with every layer on, memory backend", async () => {

@@ -39,6 +39,8 @@ export interface Figures {
   readonly auditLog: string
   readonly telemetry: string
   readonly latency: { readonly p50: number; readonly p99: number; readonly min: number; readonly max: number }
+  /** p99 of each turn number across users (turn 1 is when every user starts at once). */
+  readonly p99ByTurn: ReadonlyArray<number>
   readonly wallMs: number
   readonly turnsPerSecond: number
   /** The bench's own per-run checks, inside the timed window, per turn (µs). */
@@ -97,6 +99,7 @@ export const makeReport = (options: BenchOptions, violations: Violations, measur
       auditLog: auditDescription(options),
       telemetry: telemetryDescription(options),
       latency: latencySummary(measured.latencies),
+      p99ByTurn: p99ByTurn(measured.latencies, options.turns),
       wallMs: measured.wallMs,
       turnsPerSecond: runs / (measured.wallMs / 1000),
       checkMicrosPerTurn: (measured.checkMillis * 1000) / runs,
@@ -107,6 +110,14 @@ export const makeReport = (options: BenchOptions, violations: Violations, measur
     }
   }
 }
+
+/** The p99 of each turn: slot `index * turns + turn - 1` holds a user's turn. */
+export const p99ByTurn = (latencies: ArrayLike<number>, turns: number): Array<number> =>
+  Array.from({ length: turns }, (_, turn) => {
+    const ofTurn: Array<number> = []
+    for (let slot = turn; slot < latencies.length; slot += turns) ofTurn.push(latencies[slot]!)
+    return latencySummary(ofTurn).p99
+  })
 
 /** p50 is the median; p99 the sorted value at index floor(0.99 n), as the original bench. */
 export const latencySummary = (latencies: ArrayLike<number>) => {
@@ -147,6 +158,7 @@ export const format = (report: BenchReport): string => {
     `  p50 turn latency : ${ms(f.latency.p50)}`,
     `  p99 turn latency : ${ms(f.latency.p99)}`,
     `  min / max        : ${ms(f.latency.min)} / ${ms(f.latency.max)}`,
+    ...(f.turns > 1 ? [`  p99 by turn      : ${f.p99ByTurn.map((p99, i) => `${i + 1}: ${p99.toFixed(0)}`).join(", ")} ms`] : []),
     `  turns per second : ${f.turnsPerSecond.toFixed(1)} (${f.runs} turns in ${(f.wallMs / 1000).toFixed(2)} s)`
   ]
   if (f.bare !== undefined) {
