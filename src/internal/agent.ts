@@ -671,6 +671,18 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
 
     const deny = (call: Tool.Call, reason: string) => denial({ tool: call.name, reason })
 
+    const decisionEntry = (
+      call: Tool.Call,
+      turn: number,
+      decision: "allow" | "deny" | "ask",
+      source: "hook" | "policy",
+      reason: string | null
+    ): AuditLog.AppendInput => ({
+      actor: "system",
+      action: "permission_decision",
+      payload: { tool: call.name, call_id: call.id, turn, destructive: call.destructive, decision, source, reason }
+    })
+
     /** Audits (and counts) one permission decision. Returns whether the entry was written. */
     const decisionRecorded = (
       state: RunState,
@@ -691,11 +703,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       if (!auditOn) return Effect.as(counted, true)
       return Effect.zipRight(
         counted,
-        guarding(state, call, {
-          actor: "system",
-          action: "permission_decision",
-          payload: { tool: call.name, call_id: call.id, turn, destructive: call.destructive, decision, source, reason }
-        })
+        guarding(state, call, decisionEntry(call, turn, decision, source, reason))
       )
     }
 
@@ -924,11 +932,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         }, fiber.getFiberRef(FiberRef.currentMetricLabels))
       }
       if (!auditOn) return undefined
-      const input: AuditLog.AppendInput = {
-        actor: "system",
-        action: "permission_decision",
-        payload: { tool: call.name, call_id: call.id, turn, destructive: call.destructive, decision, source: "policy", reason }
-      }
+      const input = decisionEntry(call, turn, decision, "policy", reason)
       return noteNow(fiber, state, input) ? undefined : record(state, input)
     }
 
