@@ -181,6 +181,99 @@ describe("internal/forkAll", () => {
       assert.strictEqual(yield* FiberRef.get(label), "outer")
     }))
 
+  describe("firstInCaller", () => {
+    const firstInCaller = { firstInCaller: true } as const
+
+    it.effect("runs the first item in the calling fiber and forks the others, starting them in input order", () =>
+      Effect.gen(function*() {
+        const caller = yield* Effect.fiberId
+        const counter = new ForkCounter()
+        const started: Array<number> = []
+        const results = yield* Effect.supervised(
+          forEachConcurrent([0, 1, 2], (index) =>
+            Effect.map(Effect.fiberId, (id) => {
+              started.push(index)
+              return FiberId.threadName(id) === FiberId.threadName(caller)
+            }), firstInCaller),
+          counter
+        )
+        assert.deepStrictEqual(results, [true, false, false])
+        assert.deepStrictEqual(started, [0, 1, 2])
+        assert.strictEqual(counter.forks, 2)
+      }))
+
+    it.effect("still runs the items concurrently, the first one included", () =>
+      Effect.gen(function*() {
+        const left = yield* Deferred.make<string>()
+        const right = yield* Deferred.make<string>()
+        const results = yield* forEachConcurrent([[left, right], [right, left]] as const, ([mine, theirs], index) =>
+          Effect.zipRight(Deferred.succeed(mine, `from ${index}`), Deferred.await(theirs)), firstInCaller)
+        assert.deepStrictEqual(results, ["from 1", "from 0"])
+      }))
+
+    it.effect("another item's failure interrupts the other children at once and reaches the caller once the first item is done", () =>
+      Effect.gen(function*() {
+        const thirdStarted = yield* Deferred.make<void>()
+        const thirdInterrupted = yield* Deferred.make<void>()
+        const events: Array<string> = []
+        const exit = yield* Effect.exit(forEachConcurrent([0, 1, 2], (index) => {
+          switch (index) {
+            case 0:
+              // Not interrupted: it finishes, after the third item was interrupted.
+              return Effect.zipRight(Deferred.await(thirdInterrupted), Effect.sync(() => void events.push("first done")))
+            case 1:
+              return Effect.zipRight(Deferred.await(thirdStarted), Effect.fail("boom" as const))
+            default:
+              return Effect.zipRight(Deferred.succeed(thirdStarted, undefined), Effect.never).pipe(
+                Effect.onInterrupt(() =>
+                  Effect.zipRight(Effect.sync(() => void events.push("third interrupted")), Deferred.succeed(thirdInterrupted, undefined))
+                )
+              )
+          }
+        }, firstInCaller))
+        assert.deepStrictEqual(events, ["third interrupted", "first done"])
+        assert.isTrue(Exit.isFailure(exit))
+        if (Exit.isFailure(exit)) assert.deepStrictEqual(Array.from(Cause.failures(exit.cause)), ["boom"])
+      }))
+
+    it.effect("the first item's failure interrupts the children, awaits them, and reaches the caller", () =>
+      Effect.gen(function*() {
+        const started = [yield* Deferred.make<void>(), yield* Deferred.make<void>()] as const
+        const interrupted: Array<number> = []
+        const defect = new Error("kaboom")
+        const exit = yield* Effect.exit(forEachConcurrent([0, 1, 2], (index) =>
+          index === 0 ?
+            Effect.zipRight(Effect.forEach(started, Deferred.await), Effect.die(defect)) :
+            runsUntilInterrupted(started[index - 1]!, interrupted, index), firstInCaller))
+        assert.deepStrictEqual(interrupted.sort(), [1, 2])
+        assert.isTrue(Exit.isFailure(exit))
+        if (Exit.isFailure(exit)) assert.strictEqual(Cause.squash(exit.cause), defect)
+      }))
+
+    it.effect("interrupting the caller interrupts the first item and the children, awaited before the caller goes on", () =>
+      Effect.gen(function*() {
+        const started = [yield* Deferred.make<void>(), yield* Deferred.make<void>()]
+        const interrupted: Array<number> = []
+        let interruptedWhenCallerExited: ReadonlyArray<number> = []
+        const caller = yield* Effect.fork(
+          forEachConcurrent([0, 1], (index) => runsUntilInterrupted(started[index]!, interrupted, index), firstInCaller)
+            .pipe(Effect.onExit(() => Effect.sync(() => interruptedWhenCallerExited = [...interrupted].sort())))
+        )
+        for (const deferred of started) yield* Deferred.await(deferred)
+        const exit = yield* Fiber.interrupt(caller)
+        assert.isTrue(Exit.isInterrupted(exit))
+        assert.deepStrictEqual(interruptedWhenCallerExited, [0, 1])
+      }))
+
+    it.effect("FiberRef changes: the first item's stay in the caller, the children's are joined on success", () =>
+      Effect.gen(function*() {
+        const other = FiberRef.unsafeMake("none")
+        yield* forEachConcurrent([0, 1], (index) => FiberRef.set(index === 0 ? label : other, `set by ${index}`), firstInCaller)
+        assert.strictEqual(yield* FiberRef.get(label), "set by 0")
+        assert.strictEqual(yield* FiberRef.get(other), "set by 1")
+      }))
+  })
+
   // Behaviours of effect's forEach that forEachConcurrent keeps: checked against both.
   for (const [name, run] of [["forEachConcurrent", forEachConcurrent], ["Effect.forEach", unbounded]] as const) {
     it.effect(`${name}: fibers an item forks outlive the item`, () =>

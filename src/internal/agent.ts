@@ -1168,7 +1168,8 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     const runTools = (state: RunState, calls: ReadonlyArray<Model.ToolCall>, turn: number) =>
       calls.length === 1 ?
         Effect.map(runTool(state, calls[0]!, turn), (result) => [result]) :
-        forEachConcurrent(calls, (call) => runTool(state, call, turn))
+        // runTool fails only when interrupted: the first call can run in this fiber.
+        forEachConcurrent(calls, (call) => runTool(state, call, turn), { firstInCaller: true })
 
     // ---- the loop ---------------------------------------------------------
 

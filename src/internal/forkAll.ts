@@ -23,12 +23,15 @@ import type * as Fiber from "effect/Fiber"
  *   effect's forEach gives.
  * - If the caller is interrupted, the children are interrupted and awaited
  *   before the interruption goes on.
+ * - With `firstInCaller` the first item runs in the calling fiber instead,
+ *   once the others are forked (see {@link ForEachOptions}).
  *
  * @internal
  */
 export const forEachConcurrent = <A, B, E, R>(
   items: ReadonlyArray<A>,
-  f: (item: A, index: number) => Effect.Effect<B, E, R>
+  f: (item: A, index: number) => Effect.Effect<B, E, R>,
+  options?: ForEachOptions
 ): Effect.Effect<Array<B>, E, R> =>
   Effect.suspend(() => {
     switch (items.length) {
@@ -39,13 +42,29 @@ export const forEachConcurrent = <A, B, E, R>(
         return Effect.map(Effect.suspend(() => f(item, 0)), (value) => [value])
       }
       default:
-        return forkAll(Array.from(items), f)
+        return forkAll(Array.from(items), f, options?.firstInCaller === true)
     }
   })
 
+/** @internal */
+export interface ForEachOptions {
+  /**
+   * Runs the first item in the calling fiber, once the others are forked:
+   * one fork fewer, and the items still run concurrently and start in input
+   * order. The price: nothing can interrupt that first item but the caller's
+   * own interruption, so when another item fails, the failure reaches the
+   * caller only once the first item has finished (the other children are
+   * interrupted at once, as usual). Meant for items that fail only in
+   * exceptional cases (the agent's tool calls turn every failure into a
+   * result).
+   */
+  readonly firstInCaller?: boolean
+}
+
 const forkAll = <A, B, E, R>(
   items: ReadonlyArray<A>,
-  f: (item: A, index: number) => Effect.Effect<B, E, R>
+  f: (item: A, index: number) => Effect.Effect<B, E, R>,
+  firstInCaller: boolean
 ): Effect.Effect<Array<B>, E, R> =>
   Effect.uninterruptibleMask((restore) =>
     Effect.transplant((graft) =>
@@ -107,21 +126,44 @@ const forkAll = <A, B, E, R>(
           return Effect.as(Effect.forEach(joinOrder, (fiber) => fiber.inheritAll, { discard: true }), results)
         })
 
+        const awaitAll = Effect.matchCauseEffect(restore(awaitChildren), {
+          // Only the caller's interruption gets here.
+          onFailure: (cause) =>
+            running === 0 ? Effect.failCause(cause) : Effect.zipRight(
+              Effect.suspend(() => {
+                interruptRunning()
+                return awaitChildren
+              }),
+              Effect.failCause(cause)
+            ),
+          onSuccess: () => done
+        })
+
+        // The first item in this fiber, after the others are forked (unless one failed already).
+        const runFirst = Effect.suspend(() =>
+          failures.length > 0 ? awaitAll : Effect.matchCauseEffect(restore(Effect.suspend(() => f(items[0]!, 0))), {
+            onFailure: (cause) => {
+              // Its failure, or the caller's interruption: stop the others, then report (the caller's cause first).
+              failures.push({ index: 0, cause })
+              interruptRunning()
+              return Effect.zipRight(awaitChildren, done)
+            },
+            onSuccess: (value) => {
+              results[0] = value
+              return awaitAll
+            }
+          })
+        )
+
+        const first = firstInCaller ? 1 : 0
         return Effect.zipRight(
           // A child may fail while we are still forking (the loop can yield): fork no more.
-          Effect.forEach(items, (item, index) => failures.length > 0 ? Effect.void : spawn(item, index), { discard: true }),
-          Effect.matchCauseEffect(restore(awaitChildren), {
-            // Only the caller's interruption gets here.
-            onFailure: (cause) =>
-              running === 0 ? Effect.failCause(cause) : Effect.zipRight(
-                Effect.suspend(() => {
-                  interruptRunning()
-                  return awaitChildren
-                }),
-                Effect.failCause(cause)
-              ),
-            onSuccess: () => done
-          })
+          Effect.forEach(
+            first === 0 ? items : items.slice(1),
+            (item, offset) => failures.length > 0 ? Effect.void : spawn(item, offset + first),
+            { discard: true }
+          ),
+          firstInCaller ? runFirst : awaitAll
         )
       })
     )
