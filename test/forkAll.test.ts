@@ -181,25 +181,45 @@ describe("internal/forkAll", () => {
       assert.strictEqual(yield* FiberRef.get(label), "outer")
     }))
 
-  describe("firstInCaller", () => {
-    const firstInCaller = { firstInCaller: true } as const
+  describe("startInCaller", () => {
+    const startInCaller = { startInCaller: true } as const
 
-    it.effect("runs the first item in the calling fiber and forks the others, starting them in input order", () =>
+    /** Runs `items` with a fork counter; each item reports whether it ran in the caller's fiber. */
+    const inCallerFlags = (items: ReadonlyArray<Effect.Effect<void>>) =>
       Effect.gen(function*() {
         const caller = yield* Effect.fiberId
         const counter = new ForkCounter()
-        const started: Array<number> = []
-        const results = yield* Effect.supervised(
-          forEachConcurrent([0, 1, 2], (index) =>
-            Effect.map(Effect.fiberId, (id) => {
-              started.push(index)
-              return FiberId.threadName(id) === FiberId.threadName(caller)
-            }), firstInCaller),
+        const flags = yield* Effect.supervised(
+          forEachConcurrent(items, (item) =>
+            Effect.flatMap(Effect.fiberId, (id) => Effect.as(item, FiberId.threadName(id) === FiberId.threadName(caller))), startInCaller),
           counter
         )
-        assert.deepStrictEqual(results, [true, false, false])
+        return { flags, forks: counter.forks }
+      })
+
+    it.effect("items that never suspend run one after another in the calling fiber, with no fork", () =>
+      Effect.gen(function*() {
+        const started: Array<number> = []
+        const item = (index: number) => Effect.sync(() => void started.push(index))
+        assert.deepStrictEqual(yield* inCallerFlags([item(0), item(1), item(2)]), { flags: [true, true, true], forks: 0 })
         assert.deepStrictEqual(started, [0, 1, 2])
-        assert.strictEqual(counter.forks, 2)
+      }))
+
+    it.effect("once an item suspends, the items not yet started are forked at once, in input order", () =>
+      Effect.gen(function*() {
+        const released = yield* Deferred.make<void>()
+        const started: Array<number> = []
+        const item = (index: number, body: Effect.Effect<void> = Effect.void) =>
+          Effect.zipRight(Effect.sync(() => void started.push(index)), body)
+        // The second item waits for the fourth: run one after another, this never ends.
+        const result = yield* inCallerFlags([
+          item(0),
+          item(1, Deferred.await(released)),
+          item(2),
+          item(3, Deferred.succeed(released, undefined))
+        ])
+        assert.deepStrictEqual(result, { flags: [true, true, false, false], forks: 2 })
+        assert.deepStrictEqual(started, [0, 1, 2, 3])
       }))
 
     it.effect("still runs the items concurrently, the first one included", () =>
@@ -207,7 +227,7 @@ describe("internal/forkAll", () => {
         const left = yield* Deferred.make<string>()
         const right = yield* Deferred.make<string>()
         const results = yield* forEachConcurrent([[left, right], [right, left]] as const, ([mine, theirs], index) =>
-          Effect.zipRight(Deferred.succeed(mine, `from ${index}`), Deferred.await(theirs)), firstInCaller)
+          Effect.zipRight(Deferred.succeed(mine, `from ${index}`), Deferred.await(theirs)), startInCaller)
         assert.deepStrictEqual(results, ["from 1", "from 0"])
       }))
 
@@ -230,7 +250,7 @@ describe("internal/forkAll", () => {
                 )
               )
           }
-        }, firstInCaller))
+        }, startInCaller))
         assert.deepStrictEqual(events, ["third interrupted", "first done"])
         assert.isTrue(Exit.isFailure(exit))
         if (Exit.isFailure(exit)) assert.deepStrictEqual(Array.from(Cause.failures(exit.cause)), ["boom"])
@@ -244,7 +264,7 @@ describe("internal/forkAll", () => {
         const exit = yield* Effect.exit(forEachConcurrent([0, 1, 2], (index) =>
           index === 0 ?
             Effect.zipRight(Effect.forEach(started, Deferred.await), Effect.die(defect)) :
-            runsUntilInterrupted(started[index - 1]!, interrupted, index), firstInCaller))
+            runsUntilInterrupted(started[index - 1]!, interrupted, index), startInCaller))
         assert.deepStrictEqual(interrupted.sort(), [1, 2])
         assert.isTrue(Exit.isFailure(exit))
         if (Exit.isFailure(exit)) assert.strictEqual(Cause.squash(exit.cause), defect)
@@ -256,7 +276,7 @@ describe("internal/forkAll", () => {
         const interrupted: Array<number> = []
         let interruptedWhenCallerExited: ReadonlyArray<number> = []
         const caller = yield* Effect.fork(
-          forEachConcurrent([0, 1], (index) => runsUntilInterrupted(started[index]!, interrupted, index), firstInCaller)
+          forEachConcurrent([0, 1], (index) => runsUntilInterrupted(started[index]!, interrupted, index), startInCaller)
             .pipe(Effect.onExit(() => Effect.sync(() => interruptedWhenCallerExited = [...interrupted].sort())))
         )
         for (const deferred of started) yield* Deferred.await(deferred)
@@ -265,17 +285,49 @@ describe("internal/forkAll", () => {
         assert.deepStrictEqual(interruptedWhenCallerExited, [0, 1])
       }))
 
-    it.effect("FiberRef changes: the first item's stay in the caller, the children's are joined on success", () =>
+    it.effect("a forked item sees the caller's FiberRefs as they were before the first item; every item's changes reach the caller", () =>
       Effect.gen(function*() {
         const other = FiberRef.unsafeMake("none")
-        yield* forEachConcurrent([0, 1], (index) => FiberRef.set(index === 0 ? label : other, `set by ${index}`), firstInCaller)
-        assert.strictEqual(yield* FiberRef.get(label), "set by 0")
+        const seen = yield* Effect.locally(
+          forEachConcurrent([0, 1], (index): Effect.Effect<string> =>
+            index === 0 ?
+              Effect.as(Effect.zipRight(FiberRef.set(label, "set by 0"), Effect.yieldNow()), "first") :
+              Effect.zipRight(FiberRef.set(other, "set by 1"), FiberRef.get(label)), startInCaller),
+          label,
+          "inner"
+        )
+        assert.strictEqual(seen[1], "inner")
         assert.strictEqual(yield* FiberRef.get(other), "set by 1")
+        // Outside the locally: the first item's change stays in the caller.
+        yield* forEachConcurrent([0, 1], (index) =>
+          index === 0 ? Effect.zipRight(FiberRef.set(label, "set by 0"), Effect.yieldNow()) : Effect.void, startInCaller)
+        assert.strictEqual(yield* FiberRef.get(label), "set by 0")
+      }))
+
+    it.effect("an item that fails in the caller before any suspension: the items after it never start", () =>
+      Effect.gen(function*() {
+        const started: Array<number> = []
+        const exit = yield* Effect.exit(forEachConcurrent([0, 1, 2], (index) =>
+          Effect.zipRight(Effect.sync(() => void started.push(index)), index === 1 ? Effect.fail("boom" as const) : Effect.void), startInCaller))
+        // Let a pending fork of the rest run, if one were (wrongly) left.
+        yield* Effect.yieldNow()
+        assert.deepStrictEqual(started, [0, 1])
+        assert.isTrue(Exit.isFailure(exit))
+        if (Exit.isFailure(exit)) assert.deepStrictEqual(Array.from(Cause.failures(exit.cause)), ["boom"])
       }))
   })
 
   // Behaviours of effect's forEach that forEachConcurrent keeps: checked against both.
-  for (const [name, run] of [["forEachConcurrent", forEachConcurrent], ["Effect.forEach", unbounded]] as const) {
+  // The items yield first, so that with startInCaller all but the first are forked.
+  const startingInCaller: ForEach = (items, f) =>
+    forEachConcurrent(items, (item, index) => Effect.zipRight(Effect.yieldNow(), f(item, index)), { startInCaller: true })
+  for (
+    const [name, run] of [
+      ["forEachConcurrent", forEachConcurrent],
+      ["forEachConcurrent startInCaller", startingInCaller],
+      ["Effect.forEach", unbounded]
+    ] as const
+  ) {
     it.effect(`${name}: fibers an item forks outlive the item`, () =>
       Effect.gen(function*() {
         const forked = yield* run([0, 1], () => Effect.fork(Effect.never))

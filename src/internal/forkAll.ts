@@ -1,7 +1,10 @@
 import * as Cause from "effect/Cause"
+import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import type * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
+import * as FiberRef from "effect/FiberRef"
+import * as Runtime from "effect/Runtime"
 
 /**
  * `Effect.forEach(items, f, { concurrency: "unbounded" })` with the same
@@ -23,8 +26,8 @@ import type * as Fiber from "effect/Fiber"
  *   effect's forEach gives.
  * - If the caller is interrupted, the children are interrupted and awaited
  *   before the interruption goes on.
- * - With `firstInCaller` the first item runs in the calling fiber instead,
- *   once the others are forked (see {@link ForEachOptions}).
+ * - With `startInCaller` the items run in the calling fiber until one
+ *   suspends, and only the rest are forked (see {@link ForEachOptions}).
  *
  * @internal
  */
@@ -42,33 +45,42 @@ export const forEachConcurrent = <A, B, E, R>(
         return Effect.map(Effect.suspend(() => f(item, 0)), (value) => [value])
       }
       default:
-        return forkAll(Array.from(items), f, options?.firstInCaller === true)
+        return forkAll(Array.from(items), f, options?.startInCaller === true)
     }
   })
 
 /** @internal */
 export interface ForEachOptions {
   /**
-   * Runs the first item in the calling fiber, once the others are forked:
-   * one fork fewer, and the items still run concurrently and start in input
-   * order. The price: nothing can interrupt that first item but the caller's
-   * own interruption, so when another item fails, the failure reaches the
-   * caller only once the first item has finished (the other children are
-   * interrupted at once, as usual). Meant for items that fail only in
-   * exceptional cases (the agent's tool calls turn every failure into a
-   * result).
+   * Runs the items in the calling fiber, one after another, for as long as
+   * each completes without suspending; as soon as one suspends (or the fiber
+   * yields), every item not yet started is forked at once. The items still
+   * run concurrently and start in input order, and a batch of items that
+   * never wait costs no fork at all.
+   *
+   * - The items forked this way start with the services and FiberRefs the
+   *   caller had before the first item ran (as if forked then), are
+   *   supervised by the caller's supervisor, and are interrupted and awaited
+   *   on every way out; but they are root fibers, not in the caller's
+   *   `children`.
+   * - The price: nothing can interrupt an item running in the caller but the
+   *   caller's own interruption, so when a forked item fails, the failure
+   *   reaches the caller only once that item has finished (the other forked
+   *   items are interrupted at once, as usual, and no further item starts).
+   *   Meant for items that fail only in exceptional cases: the agent's tool
+   *   calls turn every failure into a result.
    */
-  readonly firstInCaller?: boolean
+  readonly startInCaller?: boolean
 }
 
 const forkAll = <A, B, E, R>(
   items: ReadonlyArray<A>,
   f: (item: A, index: number) => Effect.Effect<B, E, R>,
-  firstInCaller: boolean
+  startInCaller: boolean
 ): Effect.Effect<Array<B>, E, R> =>
   Effect.uninterruptibleMask((restore) =>
     Effect.transplant((graft) =>
-      Effect.withFiberRuntime<Array<B>, E, R>((parent) => {
+      Effect.withFiberRuntime<Array<B>, E, R>((parent, status) => {
         const parentId = parent.id()
         const fibers: Array<Fiber.RuntimeFiber<B, E>> = []
         const joinOrder: Array<Fiber.RuntimeFiber<B, E>> = []
@@ -139,32 +151,55 @@ const forkAll = <A, B, E, R>(
           onSuccess: () => done
         })
 
-        // The first item in this fiber, after the others are forked (unless one failed already).
-        const runFirst = Effect.suspend(() =>
-          failures.length > 0 ? awaitAll : Effect.matchCauseEffect(restore(Effect.suspend(() => f(items[0]!, 0))), {
+        if (!startInCaller) {
+          return Effect.zipRight(
+            // A child may fail while we are still forking (the loop can yield): fork no more.
+            Effect.forEach(items, (item, index) => failures.length > 0 ? Effect.void : spawn(item, index), { discard: true }),
+            awaitAll
+          )
+        }
+
+        // ---- startInCaller ----
+        // The caller as it is now: what an item forked later starts with.
+        const runtime = Runtime.make<R>({
+          // The context the items would run in here: it holds their `R`.
+          context: parent.getFiberRef(FiberRef.currentContext) as Context.Context<R>,
+          fiberRefs: parent.getFiberRefs(),
+          runtimeFlags: status.runtimeFlags
+        })
+        let next = 0
+        // Runs once this fiber has stopped running synchronously: it has
+        // suspended (or yielded) inside an item, so the items not yet
+        // started are forked now. A no-op once every item has started.
+        const forkRest = () => {
+          while (next < items.length && failures.length === 0) {
+            const index = next++
+            const item = items[index]!
+            const fiber = Runtime.runFork(runtime, graft(restore(Effect.suspend(() => f(item, index)))))
+            fibers.push(fiber)
+            running++
+            fiber.addObserver(observe(fiber, index))
+          }
+        }
+        queueMicrotask(forkRest)
+
+        const inCaller: Effect.Effect<Array<B>, E, R> = Effect.suspend(() => {
+          if (next >= items.length || failures.length > 0) return awaitAll
+          const index = next++
+          return Effect.matchCauseEffect(restore(Effect.suspend(() => f(items[index]!, index))), {
             onFailure: (cause) => {
-              // Its failure, or the caller's interruption: stop the others, then report (the caller's cause first).
-              failures.push({ index: 0, cause })
+              // Its failure, or the caller's interruption: stop the others, then report.
+              failures.push({ index, cause })
               interruptRunning()
               return Effect.zipRight(awaitChildren, done)
             },
             onSuccess: (value) => {
-              results[0] = value
-              return awaitAll
+              results[index] = value
+              return inCaller
             }
           })
-        )
-
-        const first = firstInCaller ? 1 : 0
-        return Effect.zipRight(
-          // A child may fail while we are still forking (the loop can yield): fork no more.
-          Effect.forEach(
-            first === 0 ? items : items.slice(1),
-            (item, offset) => failures.length > 0 ? Effect.void : spawn(item, offset + first),
-            { discard: true }
-          ),
-          firstInCaller ? runFirst : awaitAll
-        )
+        })
+        return inCaller
       })
     )
   )
