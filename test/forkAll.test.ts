@@ -304,6 +304,63 @@ describe("internal/forkAll", () => {
         assert.strictEqual(yield* FiberRef.get(label), "set by 0")
       }))
 
+    it.effect("wherever the caller's op budget makes it yield, every item runs exactly once and results keep their order", () =>
+      Effect.gen(function*() {
+        // Each budget puts the caller's yield at a different point: before, inside or between items.
+        for (let budget = 16; budget <= 96; budget++) {
+          const started: Array<number> = []
+          const results = yield* Effect.withMaxOpsBeforeYield(
+            forEachConcurrent([0, 1, 2, 3], (index) =>
+              Effect.as(Effect.zipRight(Effect.sync(() => void started.push(index)), Effect.yieldNow()), index * 10), startInCaller),
+            budget
+          )
+          assert.deepStrictEqual(results, [0, 10, 20, 30], `budget ${budget}`)
+          assert.deepStrictEqual([...started].sort(), [0, 1, 2, 3], `budget ${budget}`)
+        }
+      }))
+
+    it("works under Effect.runSync when the items complete synchronously, and forks on its scheduler otherwise", () => {
+      assert.deepStrictEqual(
+        Effect.runSync(forEachConcurrent([1, 2, 3], (n) => Effect.succeed(n * 2), startInCaller)),
+        [2, 4, 6]
+      )
+      const waiting = Effect.flatMap(Deferred.make<number>(), (deferred) =>
+        forEachConcurrent([0, 1], (index) =>
+          index === 0 ? Deferred.await(deferred) : Effect.as(Deferred.succeed(deferred, 42), -1), startInCaller))
+      assert.deepStrictEqual(Effect.runSync(waiting), [42, -1])
+    })
+
+    it.effect("interrupting the caller while an item runs in it fails with that interruption only", () =>
+      Effect.gen(function*() {
+        const started = yield* Deferred.make<void>()
+        const caller = yield* Effect.fork(forEachConcurrent([0, 1], (index) =>
+          index === 0 ? Effect.zipRight(Deferred.succeed(started, undefined), Effect.never) : Effect.never, startInCaller))
+        yield* Deferred.await(started)
+        const exit = yield* Fiber.interrupt(caller)
+        const me = yield* Effect.fiberId
+        assert.isTrue(Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause))
+        if (Exit.isFailure(exit)) {
+          assert.deepStrictEqual(Array.from(Cause.interruptors(exit.cause)).map(FiberId.threadName), [FiberId.threadName(me)])
+        }
+      }))
+
+    it.effect("a fork that throws (a supervisor failing on start) fails the call with that defect, every item accounted for", () =>
+      Effect.gen(function*() {
+        const boom = new Error("supervisor refused")
+        class Refusing extends Supervisor.AbstractSupervisor<void> {
+          readonly value = Effect.void
+          override onStart(): void {
+            throw boom
+          }
+        }
+        const exit = yield* Effect.exit(Effect.supervised(
+          forEachConcurrent([0, 1, 2], (index) => index === 0 ? Effect.yieldNow() : Effect.void, startInCaller),
+          new Refusing()
+        ))
+        assert.isTrue(Exit.isFailure(exit))
+        if (Exit.isFailure(exit)) assert.strictEqual(Cause.squash(exit.cause), boom)
+      }))
+
     it.effect("an item that fails in the caller before any suspension: the items after it never start", () =>
       Effect.gen(function*() {
         const started: Array<number> = []

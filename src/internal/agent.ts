@@ -1168,7 +1168,8 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     const runTools = (state: RunState, calls: ReadonlyArray<Model.ToolCall>, turn: number) =>
       calls.length === 1 ?
         Effect.map(runTool(state, calls[0]!, turn), (result) => [result]) :
-        // runTool fails only when interrupted: the calls can start in this fiber.
+        // runTool turns every failure into a result except an interruption (the run's, or a
+        // handler's own), so the calls can start in this fiber (see ForEachOptions).
         forEachConcurrent(calls, (call) => runTool(state, call, turn), { startInCaller: true })
 
     // ---- the loop ---------------------------------------------------------

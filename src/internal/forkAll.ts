@@ -4,6 +4,7 @@ import * as Effect from "effect/Effect"
 import type * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
+import * as HashSet from "effect/HashSet"
 import * as Runtime from "effect/Runtime"
 
 /**
@@ -54,21 +55,26 @@ export interface ForEachOptions {
   /**
    * Runs the items in the calling fiber, one after another, for as long as
    * each completes without suspending; as soon as one suspends (or the fiber
-   * yields), every item not yet started is forked at once. The items still
-   * run concurrently and start in input order, and a batch of items that
-   * never wait costs no fork at all.
+   * yields), every item not yet started is forked. The items still run
+   * concurrently, each exactly once, with results in input order; a batch of
+   * items that never wait costs no fork at all.
    *
-   * - The items forked this way start with the services and FiberRefs the
-   *   caller had before the first item ran (as if forked then), are
-   *   supervised by the caller's supervisor, and are interrupted and awaited
-   *   on every way out; but they are root fibers, not in the caller's
-   *   `children`.
-   * - The price: nothing can interrupt an item running in the caller but the
-   *   caller's own interruption, so when a forked item fails, the failure
-   *   reaches the caller only once that item has finished (the other forked
-   *   items are interrupted at once, as usual, and no further item starts).
-   *   Meant for items that fail only in exceptional cases: the agent's tool
-   *   calls turn every failure into a result.
+   * - Items start in input order, except when the caller yields on its op
+   *   budget right after taking an item: the items forked then may start
+   *   before it.
+   * - Forked items start with the services and FiberRefs the caller had
+   *   before the first item ran (as if forked then), are supervised by the
+   *   caller's supervisor, and are interrupted and awaited on every way out;
+   *   but they are root fibers, not in the caller's `children`.
+   * - Items run in the caller share its FiberRefs, as sequential code does:
+   *   a later item sees what an earlier one set, and a change stays in the
+   *   caller even when the whole fails.
+   * - Nothing can interrupt an item running in the caller but the caller's
+   *   own interruption: when a forked item fails, the failure reaches the
+   *   caller only once that item has finished (the other forked items are
+   *   interrupted at once, as usual, and no further item starts). Meant for
+   *   items that fail only in exceptional cases: the agent's tool calls turn
+   *   every failure into a result except an interruption.
    */
   readonly startInCaller?: boolean
 }
@@ -168,29 +174,55 @@ const forkAll = <A, B, E, R>(
           runtimeFlags: status.runtimeFlags
         })
         let next = 0
-        // Runs once this fiber has stopped running synchronously: it has
-        // suspended (or yielded) inside an item, so the items not yet
-        // started are forked now. A no-op once every item has started.
+        // Set once the call is failing: no item starts after that.
+        let stopped = false
+        const stop = () => {
+          stopped = true
+          interruptRunning()
+        }
+        const priority = parent.getFiberRef(FiberRef.currentSchedulingPriority)
+        // A task on this fiber's own scheduler, so it runs once the fiber
+        // has stopped running synchronously: it has suspended inside an item,
+        // or yielded, so the items not yet started are forked now. They are
+        // scheduled rather than started here, so the caller's item usually
+        // goes first. A no-op once every item has started.
         const forkRest = () => {
-          while (next < items.length && failures.length === 0) {
+          while (next < items.length && !stopped && failures.length === 0) {
             const index = next++
             const item = items[index]!
-            const fiber = Runtime.runFork(runtime, graft(restore(Effect.suspend(() => f(item, index)))))
+            let fiber: Fiber.RuntimeFiber<B, E>
+            try {
+              fiber = Runtime.runFork(runtime, graft(restore(Effect.suspend(() => f(item, index)))), { immediate: false })
+            } catch (defect) {
+              // A supervisor that throws on start, say: the call fails with it, as a failed fork would.
+              failures.push({ index, cause: Cause.die(defect) })
+              stop()
+              if (running === 0 && wake !== undefined) {
+                const resume = wake
+                wake = undefined
+                resume()
+              }
+              return
+            }
             fibers.push(fiber)
             running++
             fiber.addObserver(observe(fiber, index))
           }
         }
-        queueMicrotask(forkRest)
+        parent.currentScheduler.scheduleTask(forkRest, priority, parent)
 
         const inCaller: Effect.Effect<Array<B>, E, R> = Effect.suspend(() => {
-          if (next >= items.length || failures.length > 0) return awaitAll
+          if (next >= items.length || stopped || failures.length > 0) return awaitAll
           const index = next++
           return Effect.matchCauseEffect(restore(Effect.suspend(() => f(items[index]!, index))), {
             onFailure: (cause) => {
-              // Its failure, or the caller's interruption: stop the others, then report.
+              stop()
+              // The caller interrupted by someone else: that interruption alone, once the others are done
+              // (as when it is interrupted while awaiting them). Else the item's own failure, with the others'.
+              if (Cause.isInterruptedOnly(cause) && !HashSet.has(Cause.interruptors(cause), parentId)) {
+                return Effect.zipRight(awaitChildren, Effect.failCause(cause))
+              }
               failures.push({ index, cause })
-              interruptRunning()
               return Effect.zipRight(awaitChildren, done)
             },
             onSuccess: (value) => {
