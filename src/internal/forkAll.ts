@@ -101,6 +101,15 @@ const forkAll = <A, B, E, R>(
           }
         }
 
+        /** Resumes the caller waiting for the children once none is running. */
+        const wakeIfIdle = () => {
+          if (running === 0 && wake !== undefined) {
+            const resume = wake
+            wake = undefined
+            resume()
+          }
+        }
+
         const observe = (fiber: Fiber.RuntimeFiber<B, E>, index: number) => (exit: Exit.Exit<B, E>) => {
           running--
           if (exit._tag === "Success") {
@@ -110,11 +119,7 @@ const forkAll = <A, B, E, R>(
             failures.push({ index, cause: exit.cause })
             if (failures.length === 1) interruptRunning()
           }
-          if (running === 0 && wake !== undefined) {
-            const resume = wake
-            wake = undefined
-            resume()
-          }
+          wakeIfIdle()
         }
 
         // Forked while we are uninterruptible, so nothing can interrupt us
@@ -180,7 +185,6 @@ const forkAll = <A, B, E, R>(
           stopped = true
           interruptRunning()
         }
-        const priority = parent.getFiberRef(FiberRef.currentSchedulingPriority)
         // A task on this fiber's own scheduler, so it runs once the fiber
         // has stopped running synchronously: it has suspended inside an item,
         // or yielded, so the items not yet started are forked now. They are
@@ -197,11 +201,7 @@ const forkAll = <A, B, E, R>(
               // A supervisor that throws on start, say: the call fails with it, as a failed fork would.
               failures.push({ index, cause: Cause.die(defect) })
               stop()
-              if (running === 0 && wake !== undefined) {
-                const resume = wake
-                wake = undefined
-                resume()
-              }
+              wakeIfIdle()
               return
             }
             fibers.push(fiber)
@@ -209,7 +209,7 @@ const forkAll = <A, B, E, R>(
             fiber.addObserver(observe(fiber, index))
           }
         }
-        parent.currentScheduler.scheduleTask(forkRest, priority, parent)
+        parent.currentScheduler.scheduleTask(forkRest, parent.getFiberRef(FiberRef.currentSchedulingPriority), parent)
 
         const inCaller: Effect.Effect<Array<B>, E, R> = Effect.suspend(() => {
           if (next >= items.length || stopped || failures.length > 0) return awaitAll
