@@ -200,6 +200,26 @@ describe("failing closed", () => {
       assert.include(lines[0]!, `"action":"run_started"`)
     }))
 
+  it.effect("when the write holding the destructive call's own tool_call fails, the call is denied and never runs", () =>
+    Effect.gen(function*() {
+      const path = freshPath()
+      const executed = yield* Ref.make<Array<string>>([])
+      // Whatever shares that group-commit write fails with it; everything before it was written.
+      const faulty = faultyFileSystem({ failWrite: (_, text) => text.includes(`"tool":"delete_file"`) })
+      const audit = AuditLog.layerFile({ path, secret: SECRET }).pipe(Layer.provide(faulty.layer))
+      const result = yield* run("wipe it", { userId: "mallory" }).pipe(
+        Effect.provide(agentWith(destructiveAndSafe, [deleteFile(executed), echo], audit))
+      )
+      assert.deepStrictEqual(yield* Ref.get(executed), [], "the destructive handler never ran")
+      const deleteCall = result.toolCalls.find((call) => call.name === "delete_file")!
+      assert.deepStrictEqual([deleteCall.status, deleteCall.reason], ["denied", "audit unavailable"])
+      assert.isAbove(result.auditFailures, 0)
+      const lines = nodeFs.readFileSync(path, "utf8").split("\n").filter((line) => line.length > 0)
+      assert.isFalse(lines.some((line) => line.includes(`"tool":"delete_file"`)), "its tool_call entry was never acknowledged")
+      const report = yield* AuditLog.verifyFile(path, SECRET).pipe(Effect.provide(NodeFileSystem.layer))
+      assert.deepStrictEqual([report.valid, report.validCount], [true, lines.length])
+    }))
+
   it.effect("once the file log has failed, a later run's entries fail at once and its destructive tool is denied", () =>
     Effect.gen(function*() {
       const path = freshPath()

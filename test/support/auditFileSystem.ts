@@ -14,8 +14,8 @@ import { Effect, Layer } from "effect"
 export interface Faults {
   /** Called with the 1-based number of the sync (across all files); true makes it fail with EIO. */
   readonly failSync?: (n: number) => boolean
-  /** Called with the 1-based number of the writeAll; true makes it fail with ENOSPC. */
-  readonly failWrite?: (n: number) => boolean
+  /** Called with the 1-based number of the writeAll and the text written; true makes it fail with ENOSPC. */
+  readonly failWrite?: (n: number, text: string) => boolean
 }
 
 export interface Counters {
@@ -48,7 +48,7 @@ export const faultyFileSystem = (faults: Faults): { readonly layer: Layer.Layer<
     writeAll: (buffer) =>
       Effect.suspend(() => {
         const n = ++counters.writes
-        return faults.failWrite?.(n)
+        return faults.failWrite?.(n, new TextDecoder().decode(buffer))
           ? Effect.fail(ioError("writeAll", "ENOSPC: injected disk full", file.fd))
           : file.writeAll(buffer)
       })
