@@ -1169,8 +1169,8 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       calls.length === 1 ?
         Effect.map(runTool(state, calls[0]!, turn), (result) => [result]) :
         // runTool turns every failure into a result except an interruption (the run's, or a
-        // handler's own), so the calls can start in this fiber (see ForEachOptions).
-        forEachConcurrent(calls, (call) => runTool(state, call, turn), { startInCaller: true })
+        // handler's own), so the calls can start in this fiber (see forEachConcurrent).
+        forEachConcurrent(calls, (call) => runTool(state, call, turn))
 
     // ---- the loop ---------------------------------------------------------
 

@@ -8,34 +8,47 @@ import * as HashSet from "effect/HashSet"
 import * as Runtime from "effect/Runtime"
 
 /**
- * `Effect.forEach(items, f, { concurrency: "unbounded" })` with the same
- * observable behaviour at well under its cost: effect's version starts an
- * extra coordinating fiber per call and pays for its request-batching
- * machinery even when batching is off. Here each item is one `Effect.fork`,
- * and completion is seen through fiber observers, with no polling.
+ * `Effect.forEach(items, f, { concurrency: "unbounded" })` for items that
+ * usually complete at once (the agent's tool calls), at well under its
+ * cost: effect's version starts a coordinating fiber and a fiber per item,
+ * and pays for its request-batching machinery even when batching is off.
  *
- * - Results come back in input order. No input succeeds with `[]`; a single
- *   item runs in the calling fiber, without a fork.
- * - Otherwise each item runs in a child fiber forked with `Effect.fork`
- *   (FiberRefs inherited, supervised by the caller). As in effect's forEach,
- *   fibers an item forks are grafted onto the caller's fork scope, so they
- *   outlive the item, and on success the children's FiberRefs are joined
- *   into the caller in completion order.
- * - The first child to fail (error, defect or its own interruption) gets the
- *   others interrupted; once all are done the whole fails with every failed
- *   child's cause, in input order, combined with `Cause.parallel`: the cause
- *   effect's forEach gives.
- * - If the caller is interrupted, the children are interrupted and awaited
- *   before the interruption goes on.
- * - With `startInCaller` the items run in the calling fiber until one
- *   suspends, and only the rest are forked (see {@link ForEachOptions}).
+ * - The items run in the calling fiber, one after another, for as long as
+ *   each completes without suspending; as soon as one suspends (or the
+ *   fiber yields), every item not yet started is forked. The items still
+ *   run concurrently, each exactly once, with results in input order; items
+ *   that never wait cost no fork at all. No input succeeds with `[]`.
+ * - Items start in input order, except when the caller yields on its op
+ *   budget right after taking an item: the items forked then may start
+ *   before it.
+ * - Forked items start with the services and FiberRefs the caller had
+ *   before the first item ran (as if forked then), are supervised by the
+ *   caller's supervisor, and are interrupted and awaited on every way out;
+ *   but they are root fibers, not in the caller's `children`. As in
+ *   effect's forEach, fibers an item forks are grafted onto the caller's
+ *   fork scope, so they outlive the item, and on success the forked items'
+ *   FiberRefs are joined into the caller in completion order.
+ * - Items run in the caller share its FiberRefs, as sequential code does:
+ *   a later item sees what an earlier one set, and a change stays in the
+ *   caller even when the whole fails.
+ * - The first forked item to fail (error, defect or its own interruption)
+ *   gets the other forked items interrupted and no further item started;
+ *   once all are done the whole fails with every failed item's cause, in
+ *   input order, combined with `Cause.parallel`: the cause effect's forEach
+ *   gives.
+ * - Nothing can interrupt an item running in the caller but the caller's
+ *   own interruption: when a forked item fails, the failure reaches the
+ *   caller only once that item has finished. Hence items that fail only in
+ *   exceptional cases: the agent's tool calls turn every failure into a
+ *   result except an interruption.
+ * - If the caller is interrupted, the forked items are interrupted and
+ *   awaited before the interruption goes on, alone.
  *
  * @internal
  */
 export const forEachConcurrent = <A, B, E, R>(
   items: ReadonlyArray<A>,
-  f: (item: A, index: number) => Effect.Effect<B, E, R>,
-  options?: ForEachOptions
+  f: (item: A, index: number) => Effect.Effect<B, E, R>
 ): Effect.Effect<Array<B>, E, R> =>
   Effect.suspend(() => {
     switch (items.length) {
@@ -46,43 +59,13 @@ export const forEachConcurrent = <A, B, E, R>(
         return Effect.map(Effect.suspend(() => f(item, 0)), (value) => [value])
       }
       default:
-        return forkAll(Array.from(items), f, options?.startInCaller === true)
+        return forkAll(Array.from(items), f)
     }
   })
 
-/** @internal */
-export interface ForEachOptions {
-  /**
-   * Runs the items in the calling fiber, one after another, for as long as
-   * each completes without suspending; as soon as one suspends (or the fiber
-   * yields), every item not yet started is forked. The items still run
-   * concurrently, each exactly once, with results in input order; a batch of
-   * items that never wait costs no fork at all.
-   *
-   * - Items start in input order, except when the caller yields on its op
-   *   budget right after taking an item: the items forked then may start
-   *   before it.
-   * - Forked items start with the services and FiberRefs the caller had
-   *   before the first item ran (as if forked then), are supervised by the
-   *   caller's supervisor, and are interrupted and awaited on every way out;
-   *   but they are root fibers, not in the caller's `children`.
-   * - Items run in the caller share its FiberRefs, as sequential code does:
-   *   a later item sees what an earlier one set, and a change stays in the
-   *   caller even when the whole fails.
-   * - Nothing can interrupt an item running in the caller but the caller's
-   *   own interruption: when a forked item fails, the failure reaches the
-   *   caller only once that item has finished (the other forked items are
-   *   interrupted at once, as usual, and no further item starts). Meant for
-   *   items that fail only in exceptional cases: the agent's tool calls turn
-   *   every failure into a result except an interruption.
-   */
-  readonly startInCaller?: boolean
-}
-
 const forkAll = <A, B, E, R>(
   items: ReadonlyArray<A>,
-  f: (item: A, index: number) => Effect.Effect<B, E, R>,
-  startInCaller: boolean
+  f: (item: A, index: number) => Effect.Effect<B, E, R>
 ): Effect.Effect<Array<B>, E, R> =>
   Effect.uninterruptibleMask((restore) =>
     Effect.transplant((graft) =>
@@ -122,18 +105,6 @@ const forkAll = <A, B, E, R>(
           wakeIfIdle()
         }
 
-        // Forked while we are uninterruptible, so nothing can interrupt us
-        // between a fork and the handler below that interrupts and awaits the
-        // children; each child restores the caller's interruptibility for `f`.
-        const spawn = (item: A, index: number) =>
-          Effect.map(Effect.fork(graft(restore(Effect.suspend(() => f(item, index))))), (fiber) => {
-            fibers.push(fiber)
-            running++
-            fiber.addObserver(observe(fiber, index))
-            // A sibling may have failed while we yielded between the fork and here.
-            if (failures.length > 0 && fiber.unsafePoll() === null) fiber.unsafeInterruptAsFork(parentId)
-          })
-
         const awaitChildren = Effect.async<void>((resume) => {
           if (running === 0) resume(Effect.void)
           else wake = () => resume(Effect.void)
@@ -162,15 +133,6 @@ const forkAll = <A, B, E, R>(
           onSuccess: () => done
         })
 
-        if (!startInCaller) {
-          return Effect.zipRight(
-            // A child may fail while we are still forking (the loop can yield): fork no more.
-            Effect.forEach(items, (item, index) => failures.length > 0 ? Effect.void : spawn(item, index), { discard: true }),
-            awaitAll
-          )
-        }
-
-        // ---- startInCaller ----
         // The caller as it is now: what an item forked later starts with.
         const runtime = Runtime.make<R>({
           // The context the items would run in here: it holds their `R`.
