@@ -6,7 +6,7 @@
  * Run:
  *   npm run bench:multi-tenant -- --users 500 --turns 5 [--latency-ms 1000]
  *     [--backend memory|sqlite|postgres] [--processes N]
- *     [--audit-durability fsync|none] [--telemetry otel|effect]
+ *     [--audit-durability fsync|none] [--audit-signing worker|inline] [--telemetry otel|effect]
  *     [--trace-sample-ratio R] [--user-id-attribute hashed|omit|raw] [--no-bare] [--inject NAME] [--verbose]
  *     [--worker-cpu-prof DIR]
  *   (that is: node --expose-gc --import tsx bench/multi-tenant.ts ...; without

@@ -212,6 +212,18 @@ export type FileOptions = KeyOptions & {
   readonly durability?: "fsync" | "none" | undefined
   /** The log's id: taken from the file when it has entries (they must match), else a new `log_...` id. */
   readonly logId?: string | undefined
+  /**
+   * Where entries are signed. `"worker"` (default): on one worker thread the
+   * process shares among its audit files, so the HMAC, the chain hash and
+   * the canonical JSON of each entry cost the event loop nothing; the main
+   * thread still writes and syncs every batch, and an entry is acknowledged
+   * only then, as with `"inline"`. Whenever that worker cannot sign a batch
+   * (it cannot start, in a bundle without the library's
+   * `internal/auditSignWorker.js` say, or it died), the batch is signed on
+   * the main thread and a warning logged; the worker is tried again 30
+   * seconds later. `"inline"`: always on the main thread.
+   */
+  readonly signing?: "worker" | "inline" | undefined
 }
 
 /**

@@ -254,7 +254,9 @@ export const servicesLayer = (options: BenchOptions, mode: Mode, bench: plan.Pla
   const approval = Approval.layer((call, caller) => Effect.succeed(plan.approves(call.name, call.args, caller)))
   const audit = pg !== undefined ?
     PgAuditLog.layer({ secret: resources.auditSecret }).pipe(Layer.provide(pg)) :
-    AuditLog.layerFile({ path: resources.auditPath, secret: resources.auditSecret, durability: options.auditDurability })
+    AuditLog.layerFile({ path: resources.auditPath, secret: resources.auditSecret, durability: options.auditDurability,
+      signing: options.auditSigning
+    })
       .pipe(Layer.provide(NodeFileSystem.layer))
   const memory = pg !== undefined ? PgMemory.layer().pipe(Layer.provide(pg)) : memoryLayer(options.backend, bench, resources)
   const model = Model.layerScripted(makeScript(bench, probe), { name: "bench-scripted" })

@@ -6,6 +6,9 @@ export type Backend = "memory" | "sqlite" | "postgres"
 
 export type AuditDurability = "fsync" | "none"
 
+/** Where the file audit log signs its entries (`AuditLog.FileOptions.signing`). */
+export type AuditSigning = "worker" | "inline"
+
 /** `otel`: `Telemetry.layerOtel` through the OpenTelemetry SDK (spans batched to an exporter that discards them); `effect`: `Telemetry.layer()` (effect's own tracer and metrics). */
 export type TelemetryKind = "otel" | "effect"
 
@@ -38,6 +41,7 @@ export interface BenchOptions {
   /** More than 1: worker processes sharing one Postgres database (backend postgres only). */
   readonly processes: number
   readonly auditDurability: AuditDurability
+  readonly auditSigning: AuditSigning
   readonly telemetry: TelemetryKind
   /**
    * The share of runs traced (otel only): below 1, a parent-based sampler
@@ -72,6 +76,7 @@ export const defaults = (overrides: Partial<BenchOptions> = {}): BenchOptions =>
   backend: "memory",
   processes: 1,
   auditDurability: "fsync",
+  auditSigning: "worker",
   telemetry: "otel",
   traceSampleRatio: 1,
   userIdAttribute: "hashed",
@@ -120,6 +125,9 @@ export const parseArgs = (argv: ReadonlyArray<string>): BenchOptions => {
         break
       case "--audit-durability":
         options.auditDurability = oneOf("audit-durability", value(), ["fsync", "none"] as const)
+        break
+      case "--audit-signing":
+        options.auditSigning = oneOf("audit-signing", value(), ["worker", "inline"] as const)
         break
       case "--telemetry":
         options.telemetry = oneOf("telemetry", value(), ["otel", "effect"] as const)

@@ -50,8 +50,11 @@ const SHA256_BLOCK = 64
 const SHA256_BYTES = 32
 
 // An empty key is well defined for HMAC (verifiers must be able to check such a log).
-const hmacKey = (secret: string): HmacKey => {
-  const bytes = Buffer.from(secret, "utf8")
+const hmacKey = (secret: string): HmacKey => hmacKeyOfBytes(Buffer.from(secret, "utf8"))
+
+/** The key of these bytes (a copy is kept). @internal */
+export const hmacKeyOfBytes = (keyBytes: Uint8Array): HmacKey => {
+  const bytes = Buffer.from(keyBytes)
   // RFC 2104: a key longer than the block is hashed first; a shorter one is padded with zeros.
   const block = Buffer.alloc(SHA256_BLOCK)
   ;(bytes.length > SHA256_BLOCK ? crypto.createHash("sha256").update(bytes).digest() : bytes).copy(block)
@@ -244,6 +247,87 @@ export const buildEntry = (head: Head, logId: string, signing: SigningKey, draft
     signature
   }
   return { entry, line, head: { seq, hash: sha256Hex(line), timestampMillis } }
+}
+
+/** What signing a batch of drafts after a head gives (see {@link signBatch}). @internal */
+export interface SignedBatch {
+  /** The entries' lines, each followed by a newline. */
+  readonly text: string
+  /** Per entry, in order: its signature then its hash, 64 hex characters each. */
+  readonly chain: string
+  /** The chain's head after the last entry. */
+  readonly head: Head
+}
+
+/** Hex characters per digest. */
+const HEX_DIGEST = 2 * SHA256_BYTES
+
+/**
+ * Signs `drafts` one after the other after `head`, as {@link buildEntry}
+ * does, keeping only what the entries cannot be rebuilt from without the
+ * key: the text to append and each entry's signature and hash. The audit
+ * file's signing worker runs this; {@link entriesOfBatch} rebuilds the
+ * entries from it.
+ *
+ * @internal
+ */
+export const signBatch = (
+  head: Head,
+  logId: string,
+  signing: Pick<SigningKey, "keyId" | "key">,
+  drafts: ReadonlyArray<Draft>,
+  nowMillis: number
+): SignedBatch => {
+  let next = head
+  let text = ""
+  let chain = ""
+  for (const draft of drafts) {
+    const built = buildEntry(next, logId, signing as SigningKey, draft, nowMillis)
+    text += `${built.line}\n`
+    chain += built.entry.signature + built.head.hash
+    next = built.head
+  }
+  return { text, chain, head: next }
+}
+
+/**
+ * The entries of a batch signed by {@link signBatch} from the same `head`,
+ * `logId`, key id and `drafts`: the same objects {@link buildEntry} makes.
+ * Every entry of a batch has the batch's timestamp (the later of its clock
+ * reading and the previous head's).
+ *
+ * @internal
+ */
+export const entriesOfBatch = (
+  head: Head,
+  logId: string,
+  keyId: string,
+  drafts: ReadonlyArray<Draft>,
+  signed: Pick<SignedBatch, "chain" | "head">
+): Array<AuditLog.AuditEntry> => {
+  const timestamp = isoTimestamp(signed.head.timestampMillis)
+  const entries: Array<AuditLog.AuditEntry> = new Array(drafts.length)
+  let prevHash = head.hash
+  for (let i = 0; i < drafts.length; i++) {
+    const draft = drafts[i]!
+    const at = 2 * HEX_DIGEST * i
+    entries[i] = {
+      seq: head.seq + 1 + i,
+      timestamp,
+      logId,
+      keyId,
+      sessionId: draft.sessionId,
+      userId: draft.userId,
+      runId: draft.runId,
+      actor: draft.actor,
+      action: draft.action,
+      payload: draft.payload,
+      prevHash,
+      signature: signed.chain.slice(at, at + HEX_DIGEST)
+    }
+    prevHash = signed.chain.slice(at + HEX_DIGEST, at + 2 * HEX_DIGEST)
+  }
+  return entries
 }
 
 /**
