@@ -324,7 +324,8 @@ describe("Telemetry.layerOtel spans", () => {
 
       const dropCheck = checkOf("drop_table", true, { allowed: true })
       const approval = oneSpan(finished, "jeeves.approval")
-      assert.deepStrictEqual(approval.attributes, { tool: "drop_table", call_id: callId("drop_table"), turn: 1 })
+      assert.deepStrictEqual(approval.attributes, { tool: "drop_table", call_id: callId("drop_table"), turn: 1, outcome: "approved" })
+      assert.strictEqual(approval.status.code, SpanStatusCode.OK)
       assert.isTrue(isChildOf(approval, dropCheck), "approval is part of the permission check")
 
       const denied = checkOf("forbidden", false, { allowed: false, reason: "forbidden: denied by policy" })
@@ -336,6 +337,33 @@ describe("Telemetry.layerOtel spans", () => {
 })
 
 describe("spans of the services the agent calls", () => {
+  it.effect("a declined approval ends its span OK, the outcome on it (a denial is not a tracing error)", () => {
+    const { layer, spans } = otel()
+    const script = callThenSummarize([{ name: "drop_table", args: {} }])
+    return Effect.gen(function*() {
+      const result = yield* run("clean up", { userId: "carol", sessionId: "sess-declined" })
+      assert.strictEqual(result.toolCalls[0]!.status, "denied")
+      const finished = spans.getFinishedSpans()
+      const approval = oneSpan(finished, "jeeves.approval")
+      assert.strictEqual(approval.attributes.outcome, "declined")
+      assert.strictEqual(approval.status.code, SpanStatusCode.OK)
+      assert.strictEqual(approval.events.length, 0, "no exception recorded")
+      const check = toolSpan(finished, "jeeves.permission.check", "drop_table")
+      assert.strictEqual(check.attributes.allowed, false)
+      assert.isTrue(isChildOf(approval, check))
+    }).pipe(
+      Effect.provide(
+        agentWith(
+          script,
+          layer,
+          Budget.layer({ maxTokens: 1_000_000 }),
+          Permissions.standard({ deniedTools: ["forbidden"] }),
+          Approval.layer(() => Effect.succeed(false))
+        )
+      )
+    )
+  })
+
   it.effect("nest under the agent's span that called them: model, tool, approval, a budget backend's reserve and settle", () => {
     const { layer, spans } = otel()
     const traced = (name: string) => Effect.withSpan(Effect.void, name)

@@ -707,7 +707,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       )
     }
 
-    /** Asks the approval gate; audits, counts and times the outcome. */
+    /** Asks the approval gate; audits, counts and times the outcome, the denial as a value. */
     const askApproval = (
       state: RunState,
       call: Tool.Call,
@@ -715,7 +715,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       policyReason: string,
       attributes: CallAttributes | undefined,
       parent?: Tracer.AnySpan
-    ): Effect.Effect<void, Approval.ToolDenied> => {
+    ): Effect.Effect<Either.Either<void, Approval.ToolDenied>> => {
       // Timed by the fiber's clock and recorded in the answer's own steps.
       const answered = Effect.withFiberRuntime<void, Approval.ToolDenied>((fiber) => {
         const clock = Context.get(fiber.currentDefaultServices, Clock.Clock)
@@ -761,8 +761,30 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           onSuccess: () => decided(undefined)
         })
       })
-      return attributes !== undefined ? traced("jeeves.approval", attributes, answered, undefined, parent) : answered
+      // A denial is an outcome, not a tracing error: the span ends OK and says which.
+      return attributes === undefined ?
+        Effect.either(answered) :
+        traced("jeeves.approval", attributes, Effect.either(answered), approvalOutcome, parent)
     }
+
+    /** {@link askApproval} failing with the denial. */
+    const askApprovalOrFail = (
+      state: RunState,
+      call: Tool.Call,
+      turn: number,
+      policyReason: string,
+      attributes: CallAttributes | undefined
+    ): Effect.Effect<void, Approval.ToolDenied> =>
+      Effect.flatMap(
+        askApproval(state, call, turn, policyReason, attributes),
+        (outcome) => (outcome._tag === "Left" ? Effect.fail(outcome.left) : Effect.void)
+      )
+
+    /** The outcome attribute of a `jeeves.approval` span. */
+    const approvalOutcome = (exit: Exit.Exit<Either.Either<void, Approval.ToolDenied>>) =>
+      exit._tag === "Failure" ?
+        undefined :
+        { outcome: exit.value._tag === "Left" ? Approval.outcomeOf(exit.value.left) : "approved" }
 
     /** Hooks, then the policy, then the approval gate. Fails with the denial. */
     const authorize = (
@@ -787,7 +809,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
             case "Ask":
               return Effect.zipRight(
                 decisionRecorded(state, call, turn, "ask", "policy", decision.reason),
-                askApproval(state, call, turn, decision.reason, attributes)
+                askApprovalOrFail(state, call, turn, decision.reason, attributes)
               )
           }
         })
@@ -904,7 +926,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         }
         case "Ask": {
           const entry = decisionNow(fiber, state, call, turn, "ask", decision.reason)
-          const asked = Effect.either(askApproval(state, call, turn, decision.reason, attributes, span))
+          const asked = askApproval(state, call, turn, decision.reason, attributes, span)
           return entry === undefined ? asked : Effect.zipRight(entry, asked)
         }
       }
