@@ -213,15 +213,17 @@ export type FileOptions = KeyOptions & {
   /** The log's id: taken from the file when it has entries (they must match), else a new `log_...` id. */
   readonly logId?: string | undefined
   /**
-   * Where entries are signed. `"worker"` (default): on one worker thread the
-   * process shares among its audit files, so the HMAC, the chain hash and
-   * the canonical JSON of each entry cost the event loop nothing; the main
-   * thread still writes and syncs every batch, and an entry is acknowledged
-   * only then, as with `"inline"`. Whenever that worker cannot sign a batch
-   * (it cannot start, in a bundle without the library's
-   * `internal/auditSignWorker.js` say, or it died), the batch is signed on
-   * the main thread and a warning logged; the worker is tried again 30
-   * seconds later. `"inline"`: always on the main thread.
+   * Where entries are signed (canonical JSON, HMAC, chain hash: about 4 µs
+   * each). `"worker"` (default): batches of 8 entries or more are signed on
+   * one worker thread the process shares among its audit files, which moves
+   * most of that cost off the event loop; smaller batches, and every batch
+   * while the worker is starting or cannot sign (it cannot start, died, did
+   * not answer within 10 s), are signed on the main thread, with a warning
+   * logged once per failure; the worker is tried again 30 seconds later. An
+   * append is acknowledged only once the main thread has written (and
+   * synced) its batch, either way; no append waits for the worker to start
+   * or fails because of it, and the worker never keeps the process alive
+   * when it has no batch to sign. `"inline"`: always on the main thread.
    */
   readonly signing?: "worker" | "inline" | undefined
 }

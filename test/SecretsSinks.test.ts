@@ -24,6 +24,12 @@ class VaultError extends Schema.TaggedError<VaultError>()("VaultError", { detail
 }
 
 describe("redactDeep", () => {
+  it("keeps a member named __proto__ a member, never the prototype", () => {
+    const out = Secrets.redactDeep(JSON.parse(`{"__proto__":{"isAdmin":true},"a":"x"}`) as Record<string, unknown>, (text) => text)
+    assert.deepStrictEqual(Object.keys(out), ["__proto__", "a"])
+    assert.strictEqual(Object.getPrototypeOf(out), Object.prototype)
+    assert.isUndefined((out as { isAdmin?: unknown }).isAdmin)
+  })
   it("redacts every string and key, keeps shape and other values", () => {
     const input = {
       [SECRET]: [SECRET, { deep: `dsn=${TOKEN}` }],

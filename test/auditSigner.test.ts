@@ -1,14 +1,16 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as nodeFs from "node:fs"
+import { execFile } from "node:child_process"
 import { join } from "node:path"
+import { fileURLToPath } from "node:url"
 import { Worker } from "node:worker_threads"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import { Effect, Layer, Logger, Redacted } from "effect"
 import { AuditLog, RunContext } from "jeevesagent"
 import { afterAll } from "vitest"
-import { READY } from "../src/internal/auditSignProtocol.js"
-import { terminateSharedWorker, testing, workerStats } from "../src/internal/auditSigner.js"
-import { auditConformance } from "./support/auditConformance.js"
+import { READY, READY_PREFIX } from "../src/internal/auditSignProtocol.js"
+import { crashWorker, resetWorker, startWorker, testing, workerStats } from "../src/internal/auditSigner.js"
+import { auditConformance, jcs } from "./support/auditConformance.js"
 import { scratchDirectories } from "./support/auditFileSystem.js"
 
 const SECRET = "signer-test-secret-0123456789"
@@ -58,8 +60,41 @@ describe("the audit file's signing worker", () => {
     persistent: true
   })
 
-  it.effect("signs in the worker, byte for byte what signing on the main thread writes", () =>
+  const ready = Effect.promise(startWorker)
+
+  /** Runs `self` with workers made by `make` in place of the real one, then puts the real one back. */
+  const withWorker = <A, E, R>(make: () => Worker, self: Effect.Effect<A, E, R>, limits: Partial<typeof testing> = {}) =>
+    Effect.acquireUseRelease(
+      Effect.promise(async () => {
+        await resetWorker()
+        Object.assign(testing, { makeWorker: make, ...limits })
+      }),
+      () => self,
+      () =>
+        Effect.promise(async () => {
+          Object.assign(testing, { makeWorker: undefined, startupTimeoutMillis: 10_000, answerTimeoutMillis: 10_000 })
+          await resetWorker()
+        })
+    )
+
+  /** A worker running `code` (CommonJS, `parentPort` in scope). */
+  const fake = (code: string) => () =>
+    new Worker(`const { parentPort } = require("node:worker_threads");\n${code}`, { eval: true })
+
+  /** Every entry acknowledged once, in order, and the file verifies. */
+  const intact = (path: string, entries: ReadonlyArray<AuditLog.AuditEntry>) =>
     Effect.gen(function*() {
+      assert.deepStrictEqual(entries.map((entry) => entry.seq), Array.from({ length: entries.length }, (_, i) => i + 1))
+      const report = yield* verifyFile(path)
+      assert.isTrue(report.valid, report.detail)
+      assert.strictEqual(report.validCount, entries.length)
+    })
+
+  const warnings = (messages: ReadonlyArray<string>) => messages.filter((message) => message.includes("the signing worker:"))
+
+  it.live("signs in the worker, byte for byte what signing on the main thread writes", () =>
+    Effect.gen(function*() {
+      yield* ready
       const before = workerStats.batches
       const inWorker = freshPath()
       const inline = freshPath()
@@ -69,16 +104,37 @@ describe("the audit file's signing worker", () => {
       )
       assert.isAbove(workerStats.batches, before, "the worker signed the batches")
       assert.deepStrictEqual(signed.messages, [], "no fallback warning")
-      // The same entries handed back to the callers, and the same bytes on disk.
-      assert.deepStrictEqual(signed.value, expected)
-      assert.strictEqual(nodeFs.readFileSync(inWorker, "utf8"), nodeFs.readFileSync(inline, "utf8"))
-      const report = yield* verifyFile(inWorker)
-      assert.isTrue(report.valid)
-      assert.strictEqual(report.validCount, 42)
+      // The same entries handed back to the callers (timestamps aside: the clock is live), and the same lines.
+      const withoutTime = (entries: ReadonlyArray<AuditLog.AuditEntry>) =>
+        entries.map(({ payload, seq, action }) => ({ payload, seq, action }))
+      assert.deepStrictEqual(withoutTime(signed.value), withoutTime(expected))
+      yield* intact(inWorker, signed.value)
+      const stored = yield* AuditLog.AuditLog.pipe(
+        Effect.flatMap((audit) => audit.query()),
+        Effect.provide(fileLayer({ path: inWorker, secret: SECRET }))
+      )
+      // Compared canonically: a -0 in a payload reads back as 0, and members come back in canonical order.
+      assert.deepStrictEqual(stored.map(jcs), signed.value.map(jcs), "what append returned is what was written")
     }))
 
-  it.effect("signs with a keyring's current key id", () =>
+  it.effect("the worker's file is the inline file, byte for byte (same clock)", () =>
     Effect.gen(function*() {
+      yield* ready
+      const before = workerStats.batches
+      const inWorker = freshPath()
+      const inline = freshPath()
+      const signed = yield* workload.pipe(Effect.provide(fileLayer({ path: inWorker, secret: SECRET, logId: "log_same" })))
+      const expected = yield* workload.pipe(
+        Effect.provide(fileLayer({ path: inline, secret: SECRET, logId: "log_same", signing: "inline" }))
+      )
+      assert.isAbove(workerStats.batches, before, "the worker signed the batches")
+      assert.deepStrictEqual(signed, expected)
+      assert.strictEqual(nodeFs.readFileSync(inWorker, "utf8"), nodeFs.readFileSync(inline, "utf8"))
+    }))
+
+  it.live("signs with a keyring's current key id", () =>
+    Effect.gen(function*() {
+      yield* ready
       const path = freshPath()
       const keyring: AuditLog.Keyring = { current: "k2", keys: { k1: Redacted.make("first-key-0123456789"), k2: "second-key-0123456789" } }
       const before = workerStats.batches
@@ -89,80 +145,143 @@ describe("the audit file's signing worker", () => {
       assert.isFalse((yield* verifyFile(path, { current: "k2", keys: { k2: "another-key-0123456789" } })).valid)
     }))
 
-  it.live("a worker that died while idle is replaced by a new one", () =>
+  it.live("a worker that crashes while idle: the next batches are signed on the main thread, with one warning; nothing is lost", () =>
     Effect.gen(function*() {
+      yield* ready
       const path = freshPath()
       const outcome = yield* withLogs(
         Effect.gen(function*() {
           const first = yield* workload
-          yield* Effect.promise(terminateSharedWorker)
+          yield* Effect.promise(crashWorker)
           const before = workerStats.batches
           const second = yield* workload
-          assert.isAbove(workerStats.batches, before, "a new worker signed")
+          assert.strictEqual(workerStats.batches, before, "signed on the main thread")
           return [...first, ...second]
         }).pipe(Effect.provide(fileLayer({ path, secret: SECRET })))
       )
-      assert.deepStrictEqual(outcome.value.map((entry) => entry.seq), Array.from({ length: 84 }, (_, i) => i + 1))
-      assert.deepStrictEqual(outcome.messages, [])
-      const report = yield* verifyFile(path)
-      assert.isTrue(report.valid)
-      assert.strictEqual(report.validCount, 84)
+      yield* intact(path, outcome.value)
+      assert.strictEqual(warnings(outcome.messages).length, 1, JSON.stringify(outcome.messages))
+      assert.include(warnings(outcome.messages)[0]!, "exited")
+      yield* Effect.promise(resetWorker)
     }))
 
-  /** Runs `self` with the given worker in place of the real one, then puts the real one back. */
-  const withBrokenWorker = <A, E, R>(code: string, self: Effect.Effect<A, E, R>) =>
-    Effect.acquireUseRelease(
-      Effect.promise(async () => {
-        await terminateSharedWorker()
-        testing.makeWorker = () => new Worker(code, { eval: true })
-      }),
-      () => self,
-      () =>
-        Effect.promise(async () => {
-          testing.makeWorker = undefined
-          await terminateSharedWorker()
-        })
-    )
-
-  it.live("when the worker dies with a batch, that batch and the next are signed on the main thread, with a warning; nothing is lost", () =>
+  it.live("a worker that dies with a batch: that batch is signed on the main thread, with one warning; nothing is lost", () =>
     Effect.gen(function*() {
       const path = freshPath()
-      // Listens, then exits on the first batch it is given.
-      const dying = `const { parentPort } = require("node:worker_threads")
-parentPort.on("message", () => process.exit(3))
+      const outcome = yield* withWorker(
+        fake(`parentPort.on("message", () => process.exit(3))\nparentPort.postMessage(${JSON.stringify(READY)})`),
+        Effect.zipRight(ready, withLogs(Effect.zip(workload, workload).pipe(Effect.provide(fileLayer({ path, secret: SECRET })))))
+      )
+      yield* intact(path, [...outcome.value[0], ...outcome.value[1]])
+      assert.strictEqual(warnings(outcome.messages).length, 1, JSON.stringify(outcome.messages))
+      assert.include(warnings(outcome.messages)[0]!, "exited (code 3)")
+    }))
+
+  it.live("a worker that does not answer in time: the batch is signed on the main thread, with one warning", () =>
+    Effect.gen(function*() {
+      const path = freshPath()
+      const outcome = yield* withWorker(
+        fake(`parentPort.on("message", () => {})\nparentPort.postMessage(${JSON.stringify(READY)})`),
+        Effect.zipRight(ready, withLogs(workload.pipe(Effect.provide(fileLayer({ path, secret: SECRET }))))),
+        { answerTimeoutMillis: 50 }
+      )
+      yield* intact(path, outcome.value)
+      assert.strictEqual(warnings(outcome.messages).length, 1, JSON.stringify(outcome.messages))
+      assert.include(warnings(outcome.messages)[0]!, "did not answer a batch")
+    }))
+
+  it.live("a worker whose answer does not fit the batch is not trusted", () =>
+    Effect.gen(function*() {
+      const path = freshPath()
+      const wrong = `parentPort.on("message", (m) => parentPort.postMessage({ id: m.id, ok: true, bytes: new Uint8Array(1), chain: "", head: m.head }))
 parentPort.postMessage(${JSON.stringify(READY)})`
-      const outcome = yield* withBrokenWorker(
-        dying,
-        withLogs(Effect.zip(workload, workload).pipe(Effect.provide(fileLayer({ path, secret: SECRET }))))
+      const outcome = yield* withWorker(
+        fake(wrong),
+        Effect.zipRight(ready, withLogs(workload.pipe(Effect.provide(fileLayer({ path, secret: SECRET })))))
       )
-      const entries = [...outcome.value[0], ...outcome.value[1]]
-      assert.deepStrictEqual(entries.map((entry) => entry.seq), Array.from({ length: 84 }, (_, i) => i + 1))
-      const report = yield* verifyFile(path)
-      assert.isTrue(report.valid)
-      assert.strictEqual(report.validCount, 84)
-      assert.deepStrictEqual(
-        outcome.messages.filter((message) => message.includes("the signing worker cannot sign")).length,
-        1,
-        `one warning, saying why: ${JSON.stringify(outcome.messages)}`
-      )
-      assert.include(outcome.messages[0]!, "exited (code 3)")
+      yield* intact(path, outcome.value)
+      assert.include(warnings(outcome.messages)[0]!, "does not fit")
     }))
 
-  it.live("when the worker cannot start, the log signs on the main thread, with a warning", () =>
+  it.live("a log does not wait for a worker that is still starting: it signs on the main thread meanwhile, without warning", () =>
     Effect.gen(function*() {
       const path = freshPath()
-      const outcome = yield* withBrokenWorker(
-        `throw new Error("no worker here")`,
-        withLogs(workload.pipe(Effect.provide(fileLayer({ path, secret: SECRET }))))
+      const before = workerStats.batches
+      // Never says it is ready.
+      const outcome = yield* withWorker(
+        fake(`parentPort.on("message", () => {})`),
+        withLogs(workload.pipe(Effect.provide(fileLayer({ path, secret: SECRET })))),
+        { startupTimeoutMillis: 1_000 }
+      )
+      yield* intact(path, outcome.value)
+      assert.strictEqual(workerStats.batches, before)
+      assert.deepStrictEqual(outcome.messages, [])
+    }))
+
+  it.live("a worker that cannot start: the log signs on the main thread, with one warning", () =>
+    Effect.gen(function*() {
+      const path = freshPath()
+      const outcome = yield* withWorker(
+        fake(`throw new Error("no worker here")`),
+        Effect.zipRight(ready, withLogs(workload.pipe(Effect.provide(fileLayer({ path, secret: SECRET })))))
+      )
+      yield* intact(path, outcome.value)
+      assert.strictEqual(warnings(outcome.messages).length, 1, JSON.stringify(outcome.messages))
+      assert.include(warnings(outcome.messages)[0]!, "no worker here")
+    }))
+
+  it.live("a worker of another protocol version is never used, nor started again", () =>
+    Effect.gen(function*() {
+      let made = 0
+      const other = fake(`parentPort.postMessage(${JSON.stringify(`${READY_PREFIX}0`)})`)
+      const outcome = yield* withWorker(
+        () => {
+          made++
+          return other()
+        },
+        Effect.zipRight(
+          ready,
+          withLogs(
+            Effect.gen(function*() {
+              const entries = yield* workload.pipe(Effect.provide(fileLayer({ path: freshPath(), secret: SECRET })))
+              yield* ready
+              yield* workload.pipe(Effect.provide(fileLayer({ path: freshPath(), secret: SECRET })))
+              return entries
+            })
+          )
+        )
       )
       assert.strictEqual(outcome.value.length, 42)
-      assert.isTrue((yield* verifyFile(path)).valid)
-      assert.strictEqual(outcome.messages.length, 1, JSON.stringify(outcome.messages))
-      assert.include(outcome.messages[0]!, "no worker here")
-
-      // The real worker again for the next log.
-      const before = workerStats.batches
-      yield* workload.pipe(Effect.provide(fileLayer({ path: freshPath(), secret: SECRET })))
-      assert.isAbove(workerStats.batches, before)
+      assert.strictEqual(made, 1)
+      assert.include(warnings(outcome.messages)[0]!, "protocol")
     }))
+
+  const child = fileURLToPath(new URL("./support/auditExitChild.ts", import.meta.url))
+
+  /** Runs the child in `mode`; resolves with its exit code and output, or "hung" if it is still alive after 30 s. */
+  const runChild = (mode: string) =>
+    Effect.async<{ readonly code: number | "hung"; readonly stdout: string; readonly stderr: string }>((resume) => {
+      const process_ = execFile(
+        process.execPath,
+        ["--import", "tsx", child, freshPath(), mode],
+        { timeout: 30_000, killSignal: "SIGKILL" },
+        (error, stdout, stderr) => {
+          const killed = error !== null && (error as { killed?: boolean }).killed === true
+          resume(Effect.succeed({ code: killed ? "hung" : (error as { code?: number } | null)?.code ?? 0, stdout, stderr }))
+        }
+      )
+      return Effect.sync(() => process_.kill("SIGKILL"))
+    })
+
+  for (const [mode, batches] of [["idle", 0], ["append", 1], ["unclosed", 1]] as const) {
+    it.live(`the worker never keeps a process alive: ${mode}`, () =>
+      Effect.gen(function*() {
+        const outcome = yield* runChild(mode)
+        assert.strictEqual(outcome.code, 0, outcome.stderr)
+        const reported = /ready=(\w+) batches=(\d+)/.exec(outcome.stdout)
+        assert.isNotNull(reported, outcome.stdout)
+        assert.strictEqual(reported![1], "true", "the worker had started")
+        assert.isAtLeast(Number(reported![2]), batches)
+      }), 60_000)
+  }
 })

@@ -262,10 +262,10 @@ export interface FileStoreOptions {
 const makeSigner = (options: FileStoreOptions, signing: SigningKey, path: string): Effect.Effect<Signer> =>
   options.signing === "inline" ?
     Effect.succeed(inlineSigner(signing)) :
-    workerSigner(signing, (reason) =>
-      Effect.logWarning(
-        `audit log ${path}: the signing worker cannot sign (${reason}); entries are signed on the main thread for now`
-      ))
+    Effect.sync(() =>
+      workerSigner(signing, (reason) =>
+        Effect.logWarning(`audit log ${path}: entries are signed on the main thread for now; the signing worker: ${reason}`))
+    )
 
 /**
  * Opens (or creates) the file, recovers its head, moves a torn tail aside and

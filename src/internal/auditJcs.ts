@@ -157,7 +157,11 @@ const convert = (
     const out: Record<string, Json> = {}
     for (const key of Object.keys(object)) {
       const member = convert((object as Record<string, unknown>)[key], depth + 1, redact, ancestors)
-      if (member !== undefined) out[redact(wellFormed(key))] = member
+      if (member === undefined) continue
+      const name = redact(wellFormed(key))
+      // An own "__proto__" member (JSON.parse makes one) stays a member, never the prototype.
+      if (name === "__proto__") Object.defineProperty(out, name, { value: member, enumerable: true, writable: true, configurable: true })
+      else out[name] = member
     }
     return out
   } finally {

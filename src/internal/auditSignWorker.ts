@@ -9,7 +9,7 @@
  * @internal
  */
 import { isMainThread, parentPort, workerData } from "node:worker_threads"
-import { type HmacKey, hmacKeyOfBytes, signBatch } from "./auditChain.js"
+import { type Draft, type HmacKey, hmacKeyOfBytes, signBatch } from "./auditChain.js"
 import { READY, type SignReply, type SignRequest } from "./auditSignProtocol.js"
 
 /** Prepared keys by their bytes: a handful of logs (and rotations) per process. */
@@ -31,7 +31,7 @@ const encoder = new TextEncoder()
 
 const answer = (request: SignRequest): SignReply => {
   try {
-    const signed = signBatch(request.head, request.logId, { keyId: request.keyId, key: keyOf(request.key) }, request.drafts, request.now)
+    const signed = signBatch(request.head, request.logId, { keyId: request.keyId, key: keyOf(request.key) }, JSON.parse(request.drafts) as ReadonlyArray<Draft>, request.now)
     return { id: request.id, ok: true, bytes: encoder.encode(signed.text), chain: signed.chain, head: signed.head }
   } catch (error) {
     return { id: request.id, ok: false, error: error instanceof Error ? error.message : String(error) }

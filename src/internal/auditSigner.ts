@@ -1,16 +1,21 @@
 /**
  * Who signs the audit file's batches: the main thread itself, or the
- * process's signing worker (`auditSignWorker.ts`), which takes the HMAC, the
- * chain hash and the canonical JSON of every entry off the main thread.
+ * process's signing worker (`auditSignWorker.ts`), which takes the canonical
+ * JSON, the HMAC and the chain hash of every entry off the main thread.
+ *
+ * The worker is an optimization only. It is started in the background;
+ * until it is ready, for small batches, and whenever it cannot sign a batch
+ * (it could not start, died, did not answer in time, answered something
+ * that does not fit), the batch is signed on the main thread. No append
+ * waits for the worker to start, and none fails because of it.
  *
  * @internal
  */
 import { Worker } from "node:worker_threads"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as AuditLog from "../AuditLog.js"
 import { buildEntry, type Draft, entriesOfBatch, type Head, type SigningKey } from "./auditChain.js"
-import { READY, type SignReply, type SignRequest, WORKER_DATA } from "./auditSignProtocol.js"
+import { READY, READY_PREFIX, type SignReply, type SignRequest, WORKER_DATA } from "./auditSignProtocol.js"
 
 /** A signed batch: its entries, the bytes to append, the chain's new head. @internal */
 export interface Signed {
@@ -27,28 +32,58 @@ export interface Signer {
 
 const encoder = new TextEncoder()
 
+const signInline = (signing: SigningKey, head: Head, logId: string, drafts: ReadonlyArray<Draft>, now: number): Signed => {
+  let next = head
+  const entries: Array<AuditLog.AuditEntry> = []
+  let text = ""
+  for (const draft of drafts) {
+    const built = buildEntry(next, logId, signing, draft, now)
+    entries.push(built.entry)
+    text += `${built.line}\n`
+    next = built.head
+  }
+  return { entries, bytes: encoder.encode(text), head: next }
+}
+
 /** Signs on the calling thread. @internal */
 export const inlineSigner = (signing: SigningKey): Signer => ({
-  sign: (head, logId, drafts, now) =>
-    Effect.sync(() => {
-      let next = head
-      const entries: Array<AuditLog.AuditEntry> = []
-      let text = ""
-      for (const draft of drafts) {
-        const built = buildEntry(next, logId, signing, draft, now)
-        entries.push(built.entry)
-        text += `${built.line}\n`
-        next = built.head
-      }
-      return { entries, bytes: encoder.encode(text), head: next }
-    })
+  sign: (head, logId, drafts, now) => Effect.sync(() => signInline(signing, head, logId, drafts, now))
 })
+
+// ---- the worker ----------------------------------------------------------------------
+
+/**
+ * Batches smaller than this are signed on the main thread: a round trip to
+ * the worker costs the main thread about as much as signing a few entries
+ * (about 4 µs each) there.
+ */
+const MIN_WORKER_BATCH = 8
+
+/**
+ * Tests only: `makeWorker` makes the next workers (a broken one, say)
+ * instead of the real one; the time limits can be shortened.
+ *
+ * @internal
+ */
+export const testing: {
+  makeWorker: (() => Worker) | undefined
+  /** How long a starting worker may take to listen. */
+  startupTimeoutMillis: number
+  /** How long the worker may take to answer a batch (it signs one in milliseconds). */
+  answerTimeoutMillis: number
+} = { makeWorker: undefined, startupTimeoutMillis: 10_000, answerTimeoutMillis: 10_000 }
+
+/** After the worker fails, batches are signed on the main thread for this long before it is tried again. */
+const COOL_DOWN_MILLIS = 30_000
+
+/** Batches the signing worker has signed in this process (tests check it did the work). @internal */
+export const workerStats = { batches: 0 }
 
 type Ok = Extract<SignReply, { readonly ok: true }>
 
 /**
- * One worker thread per process, shared by every audit file. It keeps the
- * process alive only while a batch is being signed.
+ * The ready worker. It keeps the process alive only while it has a batch to
+ * answer.
  */
 class SignWorker {
   private readonly pending = new Map<number, (reply: Ok | string) => void>()
@@ -56,17 +91,18 @@ class SignWorker {
   /** Why the worker can sign no more, once it cannot. */
   private gone: string | undefined
 
-  constructor(private readonly worker: Worker, private readonly onGone: (self: SignWorker) => void) {
-    worker.unref()
-    worker.on("message", (reply: SignReply | typeof READY) => {
-      if (reply === READY) return
+  constructor(private readonly worker: Worker, private readonly onGone: (self: SignWorker, reason: string) => void) {
+    worker.on("message", (reply: SignReply) => {
       const settle = this.pending.get(reply.id)
       if (settle === undefined) return
       this.forget(reply.id)
-      settle(reply.ok ? reply : `the signing worker failed: ${reply.error}`)
+      settle(reply.ok ? reply : `it failed: ${reply.error}`)
     })
-    worker.on("error", (error) => this.fail(`the signing worker failed: ${error.message}`))
-    worker.on("exit", (code) => this.fail(`the signing worker exited (code ${code})`))
+    worker.on("messageerror", (error) => this.fail(`an answer could not be read: ${error.message}`))
+    worker.on("error", (error) => this.fail(`it failed: ${error.message}`))
+    worker.on("exit", (code) => this.fail(`it exited (code ${code})`))
+    // After the listeners: adding a "message" listener makes the port keep the process alive again.
+    worker.unref()
   }
 
   get alive(): boolean {
@@ -78,168 +114,228 @@ class SignWorker {
     if (this.pending.size === 0) this.worker.unref()
   }
 
-  private fail(reason: string): void {
+  /** Fails every batch it has and ends it. */
+  fail(reason: string): void {
     if (this.gone !== undefined) return
     this.gone = reason
-    this.onGone(this)
     const settles = [...this.pending.values()]
     this.pending.clear()
     this.worker.unref()
     for (const settle of settles) settle(reason)
     void this.worker.terminate()
+    this.onGone(this, reason)
   }
 
   request(request: Omit<SignRequest, "id">): Effect.Effect<Ok, string> {
     return Effect.async<Ok, string>((resume) => {
       if (this.gone !== undefined) return resume(Effect.fail(this.gone))
       const id = this.nextId++
-      this.pending.set(id, (reply) => resume(typeof reply === "string" ? Effect.fail(reply) : Effect.succeed(reply)))
+      const limit = testing.answerTimeoutMillis
+      const deadline = setTimeout(() => this.fail(`it did not answer a batch within ${limit / 1000} s`), limit)
+      deadline.unref()
+      this.pending.set(id, (reply) => {
+        clearTimeout(deadline)
+        resume(typeof reply === "string" ? Effect.fail(reply) : Effect.succeed(reply))
+      })
       if (this.pending.size === 1) this.worker.ref()
       try {
         this.worker.postMessage({ ...request, id } satisfies SignRequest)
       } catch (error) {
+        clearTimeout(deadline)
         this.forget(id)
-        return resume(Effect.fail(`the batch could not be sent to the signing worker: ${String(error)}`))
+        return resume(Effect.fail(`the batch could not be sent to it: ${String(error)}`))
       }
-      return Effect.sync(() => this.forget(id))
+      return Effect.sync(() => {
+        clearTimeout(deadline)
+        this.forget(id)
+      })
     })
   }
 
-  /** Ends the worker (tests: a worker that dies mid-run). */
   terminate(): Promise<number> {
     return this.worker.terminate()
   }
 }
 
 /**
- * The worker: the module next to this one. Run from the TypeScript sources
- * (the tests), a bootstrap registers `tsx` in the worker first.
+ * A new worker on the module next to this one; the literal
+ * `new Worker(new URL(..., import.meta.url))` lets bundlers that support it
+ * emit the worker too. Run from the TypeScript sources (the tests), a
+ * bootstrap registers `tsx` in the worker first.
  */
 const newWorker = (): Worker => {
-  const here = import.meta.url
-  if (!here.endsWith(".ts")) return new Worker(new URL("./auditSignWorker.js", here), { workerData: WORKER_DATA })
-  const module = JSON.stringify(new URL("./auditSignWorker.ts", here).href)
+  if (!import.meta.url.endsWith(".ts")) {
+    return new Worker(new URL("./auditSignWorker.js", import.meta.url), { workerData: WORKER_DATA })
+  }
+  const module = JSON.stringify(new URL("./auditSignWorker.ts", import.meta.url).href)
   return new Worker(`import("tsx/esm/api").then((tsx) => { tsx.register(); return import(${module}) })`, {
     eval: true,
     workerData: WORKER_DATA
   })
 }
 
-/** How long a starting worker may take to listen before the log signs inline instead. */
-const STARTUP_TIMEOUT = Duration.seconds(10)
 
-let shared: SignWorker | undefined
-let starting: Promise<SignWorker> | undefined
+/** Why the worker last failed: `permanent` when trying again cannot help. */
+interface Failure {
+  readonly reason: string
+  readonly permanent: boolean
+  readonly retryAt: number
+  /** Counts failures, so each log warns once per failure. */
+  readonly generation: number
+}
 
-/** Tests only: makes the next workers (a broken one, say) instead of the real one. @internal */
-export const testing: { makeWorker: (() => Worker) | undefined } = { makeWorker: undefined }
+let ready: SignWorker | undefined
+let starting: Promise<void> | undefined
+let failure: Failure | undefined
+let generation = 0
 
+const failed = (reason: string, permanent: boolean): void => {
+  failure = { reason, permanent, retryAt: Date.now() + COOL_DOWN_MILLIS, generation: ++generation }
+}
+
+/** Starts a worker; resolves once it listens, rejects with a reason (and whether it is permanent). */
 const start = (): Promise<SignWorker> =>
   new Promise<SignWorker>((resolve, reject) => {
-    const worker = (testing.makeWorker ?? newWorker)()
-    const onGone = (self: SignWorker) => {
-      if (shared === self) shared = undefined
+    let worker: Worker
+    try {
+      worker = (testing.makeWorker ?? newWorker)()
+    } catch (error) {
+      return reject({ reason: `it could not be created: ${String(error)}`, permanent: true })
     }
+    // A starting worker never keeps the process alive.
+    worker.unref()
+    const limit = testing.startupTimeoutMillis
+    const timer = setTimeout(() => {
+      cleanup()
+      void worker.terminate()
+      reject({ reason: `it did not start within ${limit / 1000} s`, permanent: false })
+    }, limit)
+    timer.unref()
     const cleanup = () => {
+      clearTimeout(timer)
       worker.off("message", onMessage)
       worker.off("error", onError)
       worker.off("exit", onExit)
     }
     const onMessage = (message: unknown) => {
-      if (message !== READY) return
+      if (typeof message !== "string" || !message.startsWith(READY_PREFIX)) return
       cleanup()
-      resolve(new SignWorker(worker, onGone))
+      if (message !== READY) {
+        void worker.terminate()
+        return reject({ reason: `its protocol (${message}) is not this library's (${READY})`, permanent: true })
+      }
+      resolve(
+        new SignWorker(worker, (self, reason) => {
+          if (ready !== self) return
+          ready = undefined
+          failed(reason, false)
+        })
+      )
     }
-    const onError = (error: Error) => {
+    const onError = (error: Error & { readonly code?: unknown }) => {
       cleanup()
       void worker.terminate()
-      reject(error)
+      // The worker's module missing (a bundle that left it out): trying again cannot help.
+      reject({ reason: error.message, permanent: error.code === "MODULE_NOT_FOUND" || error.code === "ERR_MODULE_NOT_FOUND" || error.code === "ERR_WORKER_PATH" })
     }
     const onExit = (code: number) => {
       cleanup()
-      reject(new Error(`it exited (code ${code}) before listening`))
+      reject({ reason: `it exited (code ${code}) before listening`, permanent: false })
     }
     worker.on("message", onMessage)
     worker.on("error", onError)
     worker.on("exit", onExit)
+    // Listening for its first message references the worker again.
+    worker.unref()
   })
 
-/** The process's signing worker, started on first use (and again after one has died). */
-const sharedWorker: Effect.Effect<SignWorker, string> = Effect.suspend(() => {
-  if (shared !== undefined && shared.alive) return Effect.succeed(shared)
-  if (starting === undefined) {
-    starting = start().then(
-      (worker) => {
-        shared = worker
-        starting = undefined
-        return worker
-      },
-      (error: unknown) => {
-        starting = undefined
-        throw error
-      }
-    )
-    // Marked handled: a caller that timed out no longer waits for it.
-    starting.catch(() => undefined)
-  }
-  const pending = starting
-  return Effect.tryPromise({
-    try: () => pending,
-    catch: (error) => (error instanceof Error ? error.message : String(error))
-  }).pipe(
-    Effect.timeoutFail({ duration: STARTUP_TIMEOUT, onTimeout: () => `it did not start within ${Duration.format(STARTUP_TIMEOUT)}` })
-  )
-})
+/** Starts a worker in the background, unless one is ready or starting, or the last failure says to wait. */
+const kick = (): void => {
+  if ((ready !== undefined && ready.alive) || starting !== undefined) return
+  if (failure !== undefined && (failure.permanent || Date.now() < failure.retryAt)) return
+  starting = start().then(
+    (worker) => {
+      ready = worker
+      failure = undefined
+    },
+    (why: { readonly reason: string; readonly permanent: boolean }) => failed(why.reason, why.permanent)
+  ).finally(() => {
+    starting = undefined
+  })
+}
 
-/** After the worker fails, batches are signed inline for this long before it is tried again. */
-const COOL_DOWN_MILLIS = 30_000
-
-/** Batches the signing worker has signed in this process (tests check the worker did the work). @internal */
-export const workerStats = { batches: 0 }
+/** The answer fits the batch: one signature and one hash per draft, the head that many entries on. */
+const fits = (reply: Ok, head: Head, drafts: ReadonlyArray<Draft>): boolean =>
+  reply.bytes instanceof Uint8Array && typeof reply.chain === "string" && reply.chain.length === 128 * drafts.length &&
+  reply.head.seq === head.seq + drafts.length && typeof reply.head.hash === "string" && reply.head.hash.length === 64
 
 /**
- * A signer on the process's signing worker, started here. Signing has no
- * side effect, so whenever the worker cannot sign a batch (it could not
- * start, died, or the batch could not be sent) that batch is signed inline
- * and `warn` is told why; the worker is tried again (a new one started if
- * needed) after a cool-down. No batch fails because of the worker.
+ * A signer on the process's signing worker (see the module comment). `warn`
+ * is told, once per failure, why the worker cannot sign.
  *
  * @internal
  */
-export const workerSigner = (signing: SigningKey, warn: (reason: string) => Effect.Effect<void>): Effect.Effect<Signer> =>
-  Effect.suspend(() => {
-    const inline = inlineSigner(signing)
-    // A compact copy: a Buffer may be a view of a larger pool, all of which a message would copy.
-    const key = new Uint8Array(signing.key.bytes)
-    const keyId = signing.keyId
-    let retryAt = 0
-    const fellBack = (reason: string) =>
+export const workerSigner = (signing: SigningKey, warn: (reason: string) => Effect.Effect<void>): Signer => {
+  // A compact copy: a Buffer may be a view of a larger pool, all of which a message would copy.
+  const key = new Uint8Array(signing.key.bytes)
+  const keyId = signing.keyId
+  let warned = 0
+  const inline = (head: Head, logId: string, drafts: ReadonlyArray<Draft>, now: number) =>
+    Effect.suspend(() => {
+      const signed = signInline(signing, head, logId, drafts, now)
+      if (failure === undefined || failure.generation <= warned) return Effect.succeed(signed)
+      warned = failure.generation
+      return Effect.as(warn(failure.reason), signed)
+    })
+  kick()
+  return {
+    sign: (head, logId, drafts, now) =>
       Effect.suspend(() => {
-        retryAt = Date.now() + COOL_DOWN_MILLIS
-        return warn(reason)
-      })
-    const signer: Signer = {
-      sign: (head, logId, drafts, now) => {
-        if (retryAt > Date.now()) return inline.sign(head, logId, drafts, now)
-        return Effect.flatMap(sharedWorker, (worker) => worker.request({ keyId, key, logId, head, now, drafts })).pipe(
-          Effect.matchEffect({
-            onFailure: (reason) => Effect.zipRight(fellBack(reason), inline.sign(head, logId, drafts, now)),
-            onSuccess: (reply) => {
-              workerStats.batches++
-              return Effect.succeed({
-                entries: entriesOfBatch(head, logId, keyId, drafts, reply),
-                bytes: reply.bytes,
-                head: reply.head
-              })
+        if (drafts.length < MIN_WORKER_BATCH) return inline(head, logId, drafts, now)
+        kick()
+        const worker = ready
+        if (worker === undefined || !worker.alive) return inline(head, logId, drafts, now)
+        return Effect.matchEffect(worker.request({ keyId, key, logId, head, now, drafts: JSON.stringify(drafts) }), {
+          onFailure: () => inline(head, logId, drafts, now),
+          onSuccess: (reply) => {
+            if (!fits(reply, head, drafts)) {
+              worker.fail("its answer does not fit the batch")
+              return inline(head, logId, drafts, now)
             }
-          })
-        )
-      }
-    }
-    // Started now, so the first batch does not wait for it.
-    return Effect.as(Effect.catchAll(sharedWorker, fellBack), signer)
-  })
+            workerStats.batches++
+            return Effect.succeed({
+              entries: entriesOfBatch(head, logId, keyId, drafts, reply),
+              bytes: reply.bytes,
+              head: reply.head
+            })
+          }
+        })
+      })
+  }
+}
 
-/** Ends the process's signing worker, if one runs (tests). @internal */
-export const terminateSharedWorker = (): Promise<void> =>
-  shared === undefined ? Promise.resolve() : shared.terminate().then(() => undefined)
+/** Tests only: starts the worker (if it can) and waits until it is ready or has failed. @internal */
+export const startWorker = async (): Promise<void> => {
+  kick()
+  await starting
+}
+
+/** Tests only: ends the ready worker as a crash would (its failure is recorded). @internal */
+export const crashWorker = async (): Promise<void> => {
+  await ready?.terminate()
+}
+
+/** Tests only: ends the worker, if one is ready, and forgets past failures. @internal */
+export const resetWorker = async (): Promise<void> => {
+  const worker = ready
+  ready = undefined
+  failure = undefined
+  await starting
+  await (ready as SignWorker | undefined)?.terminate()
+  ready = undefined
+  failure = undefined
+  await worker?.terminate()
+}
+
+/** Tests only: whether a worker is ready. @internal */
+export const workerReady = (): boolean => ready !== undefined && ready.alive

@@ -60,7 +60,11 @@ const walk = (value: unknown, redact: Redact, ancestors: Set<object>): unknown =
     }
     const out: Record<string, unknown> = {}
     for (const key of Object.keys(value)) {
-      out[redact(key)] = walk((value as Record<string, unknown>)[key], redact, ancestors)
+      const name = redact(key)
+      const member = walk((value as Record<string, unknown>)[key], redact, ancestors)
+      // An own "__proto__" member (JSON.parse makes one) stays a member, never the prototype.
+      if (name === "__proto__") Object.defineProperty(out, name, { value: member, enumerable: true, writable: true, configurable: true })
+      else out[name] = member
     }
     return out
   } finally {

@@ -205,6 +205,21 @@ export const auditConformance = (options: ConformanceOptions) => {
       })
     ))
 
+  it.effect("a payload member named __proto__ is signed as a member, never made the prototype", () =>
+    withLog(
+      options.fresh(),
+      Effect.gen(function*() {
+        const payload = JSON.parse(`{"__proto__":{"isAdmin":true},"a":1}`) as Record<string, unknown>
+        const entry = yield* append("odd", payload)
+        assert.deepStrictEqual(Object.keys(entry.payload as object), ["__proto__", "a"])
+        assert.strictEqual(Object.getPrototypeOf(entry.payload), Object.prototype)
+        assert.isUndefined((entry.payload as { isAdmin?: unknown }).isAdmin)
+        assert.include(jcs(entry), `"payload":{"__proto__":{"isAdmin":true},"a":1}`)
+        assert.deepStrictEqual((yield* query()).map(jcs), [jcs(entry)])
+        assert.isTrue((yield* verify).valid)
+      })
+    ))
+
   it.effect("an empty key or a keyring without its current key is refused", () =>
     Effect.gen(function*() {
       const backend = options.fresh()
