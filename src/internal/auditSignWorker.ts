@@ -28,10 +28,11 @@ const keyOf = (bytes: Uint8Array): HmacKey => {
 }
 
 const encoder = new TextEncoder()
+const decoder = new TextDecoder()
 
 const answer = (request: SignRequest): SignReply => {
   try {
-    const signed = signBatch(request.head, request.logId, { keyId: request.keyId, key: keyOf(request.key) }, JSON.parse(request.drafts) as ReadonlyArray<Draft>, request.now)
+    const signed = signBatch(request.head, request.logId, { keyId: request.keyId, key: keyOf(request.key) }, JSON.parse(decoder.decode(request.drafts)) as ReadonlyArray<Draft>, request.now)
     return { id: request.id, ok: true, bytes: encoder.encode(signed.text), chain: signed.chain, head: signed.head }
   } catch (error) {
     return { id: request.id, ok: false, error: error instanceof Error ? error.message : String(error) }

@@ -139,7 +139,7 @@ class SignWorker {
       })
       if (this.pending.size === 1) this.worker.ref()
       try {
-        this.worker.postMessage({ ...request, id } satisfies SignRequest)
+        this.worker.postMessage({ ...request, id } satisfies SignRequest, [request.drafts.buffer as ArrayBuffer])
       } catch (error) {
         clearTimeout(deadline)
         this.forget(id)
@@ -295,7 +295,7 @@ export const workerSigner = (signing: SigningKey, warn: (reason: string) => Effe
         kick()
         const worker = ready
         if (worker === undefined || !worker.alive) return inline(head, logId, drafts, now)
-        return Effect.matchEffect(worker.request({ keyId, key, logId, head, now, drafts: JSON.stringify(drafts) }), {
+        return Effect.matchEffect(worker.request({ keyId, key, logId, head, now, drafts: encoder.encode(JSON.stringify(drafts)) }), {
           onFailure: () => inline(head, logId, drafts, now),
           onSuccess: (reply) => {
             if (!fits(reply, head, drafts)) {
