@@ -232,22 +232,33 @@ export const buildEntry = (head: Head, logId: string, signing: SigningKey, draft
   const after = `"timestamp":"${timestamp}","userId":${draft.userId === null ? "null" : quote(draft.userId)}}`
   const signature = hmacHex(signing.key, `${before},${after}`)
   const line = `${before},"signature":"${signature}",${after}`
-  const entry: AuditLog.AuditEntry = {
-    seq,
-    timestamp,
-    logId,
-    keyId: signing.keyId,
-    sessionId: draft.sessionId,
-    userId: draft.userId,
-    runId: draft.runId,
-    actor: draft.actor,
-    action: draft.action,
-    payload: draft.payload,
-    prevHash: head.hash,
-    signature
-  }
+  const entry = entryOf(draft, seq, timestamp, logId, signing.keyId, head.hash, signature)
   return { entry, line, head: { seq, hash: sha256Hex(line), timestampMillis } }
 }
+
+/** The entry of a draft, once its place in the chain and its signature are known. */
+const entryOf = (
+  draft: Draft,
+  seq: number,
+  timestamp: string,
+  logId: string,
+  keyId: string,
+  prevHash: string,
+  signature: string
+): AuditLog.AuditEntry => ({
+  seq,
+  timestamp,
+  logId,
+  keyId,
+  sessionId: draft.sessionId,
+  userId: draft.userId,
+  runId: draft.runId,
+  actor: draft.actor,
+  action: draft.action,
+  payload: draft.payload,
+  prevHash,
+  signature
+})
 
 /** What signing a batch of drafts after a head gives (see {@link signBatch}). @internal */
 export interface SignedBatch {
@@ -309,22 +320,8 @@ export const entriesOfBatch = (
   const entries: Array<AuditLog.AuditEntry> = new Array(drafts.length)
   let prevHash = head.hash
   for (let i = 0; i < drafts.length; i++) {
-    const draft = drafts[i]!
     const at = 2 * HEX_DIGEST * i
-    entries[i] = {
-      seq: head.seq + 1 + i,
-      timestamp,
-      logId,
-      keyId,
-      sessionId: draft.sessionId,
-      userId: draft.userId,
-      runId: draft.runId,
-      actor: draft.actor,
-      action: draft.action,
-      payload: draft.payload,
-      prevHash,
-      signature: signed.chain.slice(at, at + HEX_DIGEST)
-    }
+    entries[i] = entryOf(drafts[i]!, head.seq + 1 + i, timestamp, logId, keyId, prevHash, signed.chain.slice(at, at + HEX_DIGEST))
     prevHash = signed.chain.slice(at + HEX_DIGEST, at + 2 * HEX_DIGEST)
   }
   return entries
