@@ -217,9 +217,10 @@ export type FileOptions = KeyOptions & {
    * each). `"worker"` (default): batches of 8 entries or more are signed on
    * one worker thread the process shares among its audit files, which moves
    * most of that cost off the event loop; smaller batches, and every batch
-   * while the worker is starting or cannot sign (it cannot start, died, did
-   * not answer within 10 s), are signed on the main thread, with a warning
-   * logged once per failure; the worker is tried again 30 seconds later. An
+   * while the worker is starting or cannot sign (it cannot start, died,
+   * failed the batch or did not answer within 10 s), are signed on the main
+   * thread, with a warning logged once per failure; the worker is ended and
+   * tried again 30 seconds later. An
    * append is acknowledged only once the main thread has written (and
    * synced) its batch, either way; no append waits for the worker to start
    * or fails because of it, and the worker never keeps the process alive

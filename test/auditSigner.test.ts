@@ -173,6 +173,20 @@ describe("the audit file's signing worker", () => {
       assert.include(warnings(outcome.messages)[0]!, "did not answer a batch")
     }))
 
+  it.live("a worker that answers a batch with an error: the batch is signed on the main thread, with one warning", () =>
+    Effect.gen(function*() {
+      const path = freshPath()
+      const erring = `parentPort.on("message", (m) => parentPort.postMessage({ id: m.id, ok: false, error: "out of sorts" }))
+parentPort.postMessage(${JSON.stringify(READY)})`
+      const outcome = yield* withWorker(
+        fake(erring),
+        Effect.zipRight(ready, withLogs(workload.pipe(Effect.provide(fileLayer({ path, secret: SECRET })))))
+      )
+      yield* intact(path, outcome.value)
+      assert.strictEqual(warnings(outcome.messages).length, 1, JSON.stringify(outcome.messages))
+      assert.include(warnings(outcome.messages)[0]!, "out of sorts")
+    }))
+
   it.live("a worker whose answer does not fit the batch is not trusted", () =>
     Effect.gen(function*() {
       const path = freshPath()

@@ -219,7 +219,13 @@ export interface Built {
  *
  * @internal
  */
-export const buildEntry = (head: Head, logId: string, signing: SigningKey, draft: Draft, nowMillis: number): Built => {
+export const buildEntry = (
+  head: Head,
+  logId: string,
+  signing: Pick<SigningKey, "keyId" | "key">,
+  draft: Draft,
+  nowMillis: number
+): Built => {
   const timestampMillis = Math.max(nowMillis, head.timestampMillis)
   const seq = head.seq + 1
   const timestamp = isoTimestamp(timestampMillis)
@@ -293,7 +299,7 @@ export const signBatch = (
   let text = ""
   let chain = ""
   for (const draft of drafts) {
-    const built = buildEntry(next, logId, signing as SigningKey, draft, nowMillis)
+    const built = buildEntry(next, logId, signing, draft, nowMillis)
     text += `${built.line}\n`
     chain += built.entry.signature + built.head.hash
     next = built.head

@@ -296,7 +296,11 @@ export const workerSigner = (signing: SigningKey, warn: (reason: string) => Effe
         const worker = ready
         if (worker === undefined || !worker.alive) return inline(head, logId, drafts, now)
         return Effect.matchEffect(worker.request({ keyId, key, logId, head, now, drafts: encoder.encode(JSON.stringify(drafts)) }), {
-          onFailure: () => inline(head, logId, drafts, now),
+          onFailure: (reason) => {
+            // A worker that failed a batch is not trusted with the next: it is ended (a no-op if it is gone already).
+            worker.fail(reason)
+            return inline(head, logId, drafts, now)
+          },
           onSuccess: (reply) => {
             if (!fits(reply, head, drafts)) {
               worker.fail("its answer does not fit the batch")
@@ -325,13 +329,11 @@ export const crashWorker = async (): Promise<void> => {
   await ready?.terminate()
 }
 
-/** Tests only: ends the worker, if one is ready, and forgets past failures. @internal */
+/** Tests only: ends the worker (once any start under way has settled) and forgets past failures. @internal */
 export const resetWorker = async (): Promise<void> => {
-  const worker = ready
-  ready = undefined
-  failure = undefined
   await starting
-  await (ready as SignWorker | undefined)?.terminate()
+  const worker = ready
+  // Cleared first, so ending it records no failure.
   ready = undefined
   failure = undefined
   await worker?.terminate()
