@@ -148,57 +148,56 @@ describe("the audit file's signing worker", () => {
       yield* Effect.promise(resetWorker)
     }))
 
-  it.live("a worker that dies with a batch: that batch is signed on the main thread, with one warning; nothing is lost", () =>
-    Effect.gen(function*() {
-      const path = freshPath()
-      const outcome = yield* withWorker(
-        fake(`parentPort.on("message", () => process.exit(3))\nparentPort.postMessage(${JSON.stringify(READY)})`),
-        Effect.zipRight(ready, withLogs(Effect.zip(workload, workload).pipe(Effect.provide(fileLayer({ path, secret: SECRET })))))
-      )
-      yield* intact(path, [...outcome.value[0], ...outcome.value[1]])
-      assert.strictEqual(warnings(outcome.messages).length, 1, JSON.stringify(outcome.messages))
-      assert.include(warnings(outcome.messages)[0]!, "exited (code 3)")
-    }))
+  const listening = `parentPort.postMessage(${JSON.stringify(READY)})`
+  const failures: ReadonlyArray<{
+    readonly title: string
+    readonly code: string
+    readonly limits?: Partial<typeof testing>
+    readonly warning: string
+  }> = [
+    {
+      title: "dies with a batch",
+      code: `parentPort.on("message", () => process.exit(3))\n${listening}`,
+      warning: "exited (code 3)"
+    },
+    {
+      title: "does not answer in time",
+      code: `parentPort.on("message", () => {})\n${listening}`,
+      limits: { answerTimeoutMillis: 50 },
+      warning: "did not answer a batch"
+    },
+    {
+      title: "answers a batch with an error",
+      code: `parentPort.on("message", (m) => parentPort.postMessage({ id: m.id, ok: false, error: "out of sorts" }))\n${listening}`,
+      warning: "out of sorts"
+    },
+    {
+      title: "answers something that does not fit the batch",
+      code:
+        `parentPort.on("message", (m) => parentPort.postMessage({ id: m.id, ok: true, bytes: new Uint8Array(1), chain: "", head: m.head }))\n${listening}`,
+      warning: "does not fit"
+    },
+    {
+      title: "cannot start",
+      code: `throw new Error("no worker here")`,
+      warning: "no worker here"
+    }
+  ]
 
-  it.live("a worker that does not answer in time: the batch is signed on the main thread, with one warning", () =>
-    Effect.gen(function*() {
-      const path = freshPath()
-      const outcome = yield* withWorker(
-        fake(`parentPort.on("message", () => {})\nparentPort.postMessage(${JSON.stringify(READY)})`),
-        Effect.zipRight(ready, withLogs(workload.pipe(Effect.provide(fileLayer({ path, secret: SECRET }))))),
-        { answerTimeoutMillis: 50 }
-      )
-      yield* intact(path, outcome.value)
-      assert.strictEqual(warnings(outcome.messages).length, 1, JSON.stringify(outcome.messages))
-      assert.include(warnings(outcome.messages)[0]!, "did not answer a batch")
-    }))
-
-  it.live("a worker that answers a batch with an error: the batch is signed on the main thread, with one warning", () =>
-    Effect.gen(function*() {
-      const path = freshPath()
-      const erring = `parentPort.on("message", (m) => parentPort.postMessage({ id: m.id, ok: false, error: "out of sorts" }))
-parentPort.postMessage(${JSON.stringify(READY)})`
-      const outcome = yield* withWorker(
-        fake(erring),
-        Effect.zipRight(ready, withLogs(workload.pipe(Effect.provide(fileLayer({ path, secret: SECRET })))))
-      )
-      yield* intact(path, outcome.value)
-      assert.strictEqual(warnings(outcome.messages).length, 1, JSON.stringify(outcome.messages))
-      assert.include(warnings(outcome.messages)[0]!, "out of sorts")
-    }))
-
-  it.live("a worker whose answer does not fit the batch is not trusted", () =>
-    Effect.gen(function*() {
-      const path = freshPath()
-      const wrong = `parentPort.on("message", (m) => parentPort.postMessage({ id: m.id, ok: true, bytes: new Uint8Array(1), chain: "", head: m.head }))
-parentPort.postMessage(${JSON.stringify(READY)})`
-      const outcome = yield* withWorker(
-        fake(wrong),
-        Effect.zipRight(ready, withLogs(workload.pipe(Effect.provide(fileLayer({ path, secret: SECRET })))))
-      )
-      yield* intact(path, outcome.value)
-      assert.include(warnings(outcome.messages)[0]!, "does not fit")
-    }))
+  for (const failure of failures) {
+    it.live(`a worker that ${failure.title}: the batch is signed on the main thread, with one warning; nothing is lost`, () =>
+      Effect.gen(function*() {
+        const path = freshPath()
+        const outcome = yield* withWorker(
+          fake(failure.code),
+          Effect.zipRight(ready, withLogs(workload.pipe(Effect.provide(fileLayer({ path, secret: SECRET }))))),
+          failure.limits
+        )
+        yield* intact(path, outcome.value)
+        assert.strictEqual(warnings(outcome.messages).length, 1, JSON.stringify(outcome.messages))
+        assert.include(warnings(outcome.messages)[0]!, failure.warning)
+      }))
+  }
 
   it.live("a log does not wait for a worker that is still starting: it signs on the main thread meanwhile, without warning", () =>
     Effect.gen(function*() {
@@ -213,18 +212,6 @@ parentPort.postMessage(${JSON.stringify(READY)})`
       yield* intact(path, outcome.value)
       assert.strictEqual(workerStats.batches, before)
       assert.deepStrictEqual(outcome.messages, [])
-    }))
-
-  it.live("a worker that cannot start: the log signs on the main thread, with one warning", () =>
-    Effect.gen(function*() {
-      const path = freshPath()
-      const outcome = yield* withWorker(
-        fake(`throw new Error("no worker here")`),
-        Effect.zipRight(ready, withLogs(workload.pipe(Effect.provide(fileLayer({ path, secret: SECRET })))))
-      )
-      yield* intact(path, outcome.value)
-      assert.strictEqual(warnings(outcome.messages).length, 1, JSON.stringify(outcome.messages))
-      assert.include(warnings(outcome.messages)[0]!, "no worker here")
     }))
 
   it.live("a worker of another protocol version is never used, nor started again", () =>
