@@ -180,6 +180,26 @@ describe("makeBatchWriter", () => {
       assert.isTrue(Either.isLeft(later) && later.left.description === "disk full")
     }))
 
+  it.scoped("a batch whose commit dies (a bug) fails its appenders and the later ones with a typed error, instead of leaving them waiting", () =>
+    Effect.gen(function*() {
+      const { append: submit } = yield* makeBatchWriter({
+        maxBatch: 8,
+        poisonOnFailure: true,
+        name: "test writer",
+        commit: () => Effect.die(new Error("index out of range"))
+      })
+      const results = yield* Effect.all([submit(draft("a")), submit(draft("b"))], { concurrency: "unbounded", mode: "either" })
+      for (const result of results) {
+        assert.isTrue(Either.isLeft(result), "failed")
+        if (Either.isLeft(result)) {
+          assert.strictEqual(result.left._tag, "AuditUnavailable")
+          assert.include(result.left.description, "could not be committed (a bug): index out of range")
+        }
+      }
+      const later = yield* Effect.either(submit(draft("c")))
+      assert.isTrue(Either.isLeft(later) && later.left.description.includes("index out of range"))
+    }))
+
   it.effect("batches hold at most maxBatch entries, in order; closing writes every entry taken before it, then refuses", () =>
     Effect.gen(function*() {
       const batches: Array<Array<string>> = []

@@ -172,6 +172,15 @@ describe("the audit file's signing worker", () => {
       warning: "out of sorts"
     },
     {
+      title: "answers without a head",
+      // The right number of signatures and hashes, but no head.
+      code: `parentPort.on("message", (m) => {
+  const count = JSON.parse(new TextDecoder().decode(m.drafts)).length
+  parentPort.postMessage({ id: m.id, ok: true, bytes: new Uint8Array(1), chain: "0".repeat(128 * count) })
+})\n${listening}`,
+      warning: "does not fit"
+    },
+    {
       title: "answers something that does not fit the batch",
       code:
         `parentPort.on("message", (m) => parentPort.postMessage({ id: m.id, ok: true, bytes: new Uint8Array(1), chain: "", head: m.head }))\n${listening}`,

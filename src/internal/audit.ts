@@ -16,6 +16,7 @@ import * as RunContext from "../RunContext.js"
 import * as Secrets from "../Secrets.js"
 import { buildEntry, type Draft, emptyHead, matches, type SigningKey, signingKey, verifyAll } from "./auditChain.js"
 import { toJson } from "./auditJcs.js"
+import { describeFailure } from "./describe.js"
 import { newId } from "./ids.js"
 import { serviceSpans, withServiceSpan } from "./spans.js"
 
@@ -220,6 +221,15 @@ export const makeBatchWriter = (
         return settle(batch, () => failed)
       }
       return options.commit(batch.map((pending) => pending.draft)).pipe(
+        // A defect (a bug) fails the batch like a failed write, rather than killing the writer with every append waiting.
+        Effect.catchAllDefect((defect) =>
+          Effect.fail(
+            new AuditLog.AuditUnavailable({
+              description: `${options.name}: a batch could not be committed (a bug): ${describeFailure(defect)}`,
+              cause: defect
+            })
+          )
+        ),
         Effect.matchEffect({
           onFailure: (error) => {
             if (options.poisonOnFailure) poisoned = error

@@ -174,7 +174,6 @@ const newWorker = (): Worker => {
   })
 }
 
-
 /** Why the worker last failed: `permanent` when trying again cannot help. */
 interface Failure {
   readonly reason: string
@@ -192,6 +191,9 @@ let generation = 0
 const failed = (reason: string, permanent: boolean): void => {
   failure = { reason, permanent, retryAt: Date.now() + COOL_DOWN_MILLIS, generation: ++generation }
 }
+
+/** The error codes of a worker whose module cannot be found. */
+const MODULE_MISSING = new Set<unknown>(["MODULE_NOT_FOUND", "ERR_MODULE_NOT_FOUND", "ERR_WORKER_PATH"])
 
 /** Starts a worker; resolves once it listens, rejects with a reason (and whether it is permanent). */
 const start = (): Promise<SignWorker> =>
@@ -236,7 +238,7 @@ const start = (): Promise<SignWorker> =>
       cleanup()
       void worker.terminate()
       // The worker's module missing (a bundle that left it out): trying again cannot help.
-      reject({ reason: error.message, permanent: error.code === "MODULE_NOT_FOUND" || error.code === "ERR_MODULE_NOT_FOUND" || error.code === "ERR_WORKER_PATH" })
+      reject({ reason: error.message, permanent: MODULE_MISSING.has(error.code) })
     }
     const onExit = (code: number) => {
       cleanup()
@@ -267,7 +269,8 @@ const kick = (): void => {
 /** The answer fits the batch: one signature and one hash per draft, the head that many entries on. */
 const fits = (reply: Ok, head: Head, drafts: ReadonlyArray<Draft>): boolean =>
   reply.bytes instanceof Uint8Array && typeof reply.chain === "string" && reply.chain.length === 128 * drafts.length &&
-  reply.head.seq === head.seq + drafts.length && typeof reply.head.hash === "string" && reply.head.hash.length === 64
+  typeof reply.head === "object" && reply.head !== null && reply.head.seq === head.seq + drafts.length &&
+  typeof reply.head.hash === "string" && reply.head.hash.length === 64 && typeof reply.head.timestampMillis === "number"
 
 /**
  * A signer on the process's signing worker (see the module comment). `warn`
