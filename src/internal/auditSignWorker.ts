@@ -1,7 +1,8 @@
 /**
  * The audit file's signing worker: a worker thread that signs batches of
- * entries ({@link signBatch}) so the HMAC, the chain hash and the canonical
- * JSON of every entry cost the main thread nothing. It holds no chain state:
+ * entries ({@link signBatch}), taking the HMAC, the chain hash and the
+ * canonical JSON of every entry off the main thread (which still encodes
+ * and hands over the drafts, about 1 µs each). It holds no chain state:
  * each request carries the head, the key and the drafts, and the answer the
  * text to append, each entry's signature and hash, and the new head. The
  * main thread writes and syncs the bytes itself.
