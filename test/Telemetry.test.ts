@@ -282,6 +282,36 @@ describe("Telemetry.layerOtel spans", () => {
     }).pipe(Effect.provide(agentWith(callThenSummarize([{ name: "whoami", args: {} }]), layer)))
   })
 
+  it.effect("a run stopped by its budget: the run span says so and still ends OK", () => {
+    const { layer, spans } = otel()
+    return Effect.gen(function*() {
+      const result = yield* run("who am i?", { userId: "dave", sessionId: "sess-blocked" })
+      assert.strictEqual(result.interruptionReason, "budget:per_user_max_tokens")
+      const runSpan = oneSpan(spans.getFinishedSpans(), "jeeves.run")
+      assert.deepInclude(runSpan.attributes, {
+        turns: result.turns,
+        interrupted: true,
+        interruption_reason: "budget:per_user_max_tokens"
+      })
+      assert.strictEqual(runSpan.status.code, SpanStatusCode.OK)
+      assert.strictEqual(spansNamed(spans.getFinishedSpans(), "jeeves.turn").length, result.turns + 1, "the blocked turn's span ended too")
+    }).pipe(
+      Effect.provide(agentWith(callThenSummarize([{ name: "whoami", args: {} }]), layer, Budget.layer({ perUserMaxTokens: 10 })))
+    )
+  })
+
+  it.effect("with the tracer off the run goes through the composed wrappers: same result, no spans, context restored", () => {
+    const { layer, spans } = otel()
+    return Effect.gen(function*() {
+      const result = yield* run("who am i?", { userId: "erin", sessionId: "sess-untraced" }).pipe(Effect.withTracerEnabled(false))
+      assert.strictEqual(result.userId, "erin")
+      assert.strictEqual(result.turns, 2)
+      assert.strictEqual(result.toolCalls[0]!.output, "erin")
+      assert.strictEqual(spans.getFinishedSpans().length, 0)
+      assert.isNull((yield* RunContext.current).userId, "the run's context is gone once it returned")
+    }).pipe(Effect.provide(agentWith(callThenSummarize([{ name: "whoami", args: {} }]), layer)))
+  })
+
   it.effect("Agent.stream traces the model call as jeeves.model.stream", () => {
     const { layer, spans } = otel()
     return Effect.gen(function*() {

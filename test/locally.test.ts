@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Deferred, Effect, Exit, Fiber, FiberRef, Option, Tracer } from "effect"
-import { locally, makeSpan, withParentSpan, withSpan } from "../src/internal/locally.js"
+import { canSetRefs, locally, makeSpan, setRefs, withParentSpan, withSpan } from "../src/internal/locally.js"
 
 const ref = FiberRef.unsafeMake("outer")
 
@@ -42,6 +42,35 @@ describe("internal/locally", () => {
       assert.deepStrictEqual(seen, ["outer"])
       const child = yield* Effect.fork(FiberRef.get(ref)).pipe((self) => locally(self, ref, "inner"))
       assert.strictEqual(yield* Fiber.join(child), "inner")
+    }))
+
+  it.effect("setRefs writes one or two FiberRefs as setFiberRef does, for this fiber, its children and joins", () =>
+    Effect.gen(function*() {
+      const other = FiberRef.unsafeMake(0)
+      const set = <X, Y = never>(a: FiberRef.FiberRef<X>, x: X, b?: FiberRef.FiberRef<Y>, y?: Y) =>
+        Effect.withFiberRuntime<void>((fiber) => {
+          assert.isTrue(canSetRefs(fiber))
+          setRefs(fiber, a, x, b, y)
+          return Effect.void
+        })
+      yield* set(ref, "one", other, 1)
+      assert.strictEqual(yield* FiberRef.get(ref), "one")
+      assert.strictEqual(yield* FiberRef.get(other), 1)
+      // The same value again changes nothing.
+      yield* set(ref, "one")
+      assert.strictEqual(yield* FiberRef.get(ref), "one")
+      // A child starts with the parent's values, and what it sets comes back when it is joined.
+      const child = yield* Effect.fork(
+        Effect.zipRight(set(other, 2), Effect.zip(FiberRef.get(ref), FiberRef.get(other)))
+      )
+      assert.deepStrictEqual(yield* Fiber.join(child), ["one", 2])
+      assert.strictEqual(yield* FiberRef.get(other), 2)
+      // The child's value is stacked over the parent's: a later write here replaces it, as setFiberRef's does.
+      yield* set(other, 3)
+      assert.strictEqual(yield* FiberRef.get(other), 3)
+      yield* set(ref, "outer", other, 0)
+      assert.strictEqual(yield* FiberRef.get(ref), "outer")
+      assert.strictEqual(yield* FiberRef.get(other), 0)
     }))
 
   for (const fast of [false, true]) {

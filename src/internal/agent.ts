@@ -13,7 +13,7 @@ import * as Queue from "effect/Queue"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import * as Take from "effect/Take"
-import type * as Tracer from "effect/Tracer"
+import * as Tracer from "effect/Tracer"
 import type * as Agent from "../Agent.js"
 import { AgentEvent } from "../AgentEvent.js"
 import * as Approval from "../Approval.js"
@@ -33,7 +33,7 @@ import { denial } from "./denied.js"
 import { describeFailure, stringifyOutput } from "./describe.js"
 import { forEachConcurrent } from "./forkAll.js"
 import { newId } from "./ids.js"
-import { endSpan, makeSpan, spanNow, withParentSpan, withSpan } from "./locally.js"
+import { canSetRefs, endSpan, makeSpan, setRefs, spanNow, withParentSpan, withSpan } from "./locally.js"
 import * as Metrics from "./metrics.js"
 import * as MemoryInternal from "./memoryStore.js"
 import * as PermissionsInternal from "./permissions.js"
@@ -77,6 +77,12 @@ type CallAttributes = {
 type Metered =
   | { readonly _tag: "Blocked"; readonly reason: string }
   | { readonly _tag: "Answered"; readonly response: Model.ModelResponse }
+
+/** The attributes a `jeeves.run` span ends with: how the run went. */
+const runOutcome = (exit: Exit.Exit<Agent.RunResult, unknown>) =>
+  exit._tag === "Failure" ? undefined : exit.value.interruptionReason === undefined ?
+  { turns: exit.value.turns, interrupted: exit.value.interrupted } :
+  { turns: exit.value.turns, interrupted: exit.value.interrupted, interruption_reason: exit.value.interruptionReason }
 
 const DEFAULT_MAX_TURNS = 50
 const DEFAULT_MAX_TOKENS = 4096
@@ -1269,11 +1275,6 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           turns: state.turns,
           user_id: metricUserAttribute(state)
         })
-        yield* Effect.annotateCurrentSpan({
-          turns: state.turns,
-          interrupted,
-          ...(interruptionReason === undefined ? {} : { interruption_reason: interruptionReason })
-        })
       }
       if (auditOn) yield* record(state, {
         actor: "system",
@@ -1314,43 +1315,104 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       prompt: string,
       options: Agent.RunOptions | undefined,
       emitEvent: Emit
-    ): Effect.Effect<Agent.RunResult, Agent.AgentError> =>
-    {
+    ): Effect.Effect<Agent.RunResult, Agent.AgentError> => {
       const requested = options?.userId ?? null
       const rule = requested === null ? undefined : RunContext.checkUserId(requested)
       if (rule !== undefined) return Effect.fail(new RunContext.InvalidUserId({ rule, userId: requested! }))
-      const userId = requested
-        const context: RunContext.RunContext = {
-          userId,
-          sessionId: options?.sessionId ?? newId("sess"),
-          runId: newId("run"),
-          metadata: options?.metadata ?? {}
-        }
-        const state: RunState = {
-          context,
-          emit: emitEvent,
-          turns: 0,
-          usage: Model.zeroUsage,
-          output: "",
-          auditFailures: 0,
-          auditPending: 0,
-          toolCalls: [],
-          estimatedBytes: 0,
-          estimatedMessages: 0
-        }
-        const looped = loop(prompt, state)
-        // A failed run still has its submitted entries settled before the failure is reported.
-        const settled = !auditOn ? looped : Effect.onExit(looped, (exit) =>
-          Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause) ? settleAudit(state) : Effect.void)
-        const body = RunContext.locally(context)(settled)
-        if (!telemetryOn) return body
-        return traced("jeeves.run", {
-          session_id: sessionAttribute(state),
-          run_id: context.runId,
-          max_turns: maxTurns,
-          model: modelTag,
-          user_id: userAttribute(state)
-        }, Effect.onExit(body, (exit) => endTurnSpan(state, exit)))
+      const context: RunContext.RunContext = {
+        userId: requested,
+        sessionId: options?.sessionId ?? newId("sess"),
+        runId: newId("run"),
+        metadata: options?.metadata ?? {}
+      }
+      const state: RunState = {
+        context,
+        emit: emitEvent,
+        turns: 0,
+        usage: Model.zeroUsage,
+        output: "",
+        auditFailures: 0,
+        auditPending: 0,
+        toolCalls: [],
+        estimatedBytes: 0,
+        estimatedMessages: 0
+      }
+      return runScoped(state, loop(prompt, state))
+    }
+
+    const runAttributes = (state: RunState) => ({
+      session_id: sessionAttribute(state),
+      run_id: state.context.runId,
+      max_turns: maxTurns,
+      model: modelTag,
+      user_id: userAttribute(state)
+    })
+
+    /** Ends the open turn span, if any, with `exit`, inside the caller's step. */
+    const endTurnSpanNow = (state: RunState, exit: Exit.Exit<unknown, unknown>, fiber: Fiber.RuntimeFiber<unknown, unknown>) => {
+      const turnSpan = state.turnSpan
+      state.turnSpan = undefined
+      if (turnSpan !== undefined) endSpan(turnSpan, exit, fiber)
+    }
+
+    /**
+     * The run under its RunContext and `jeeves.run` span: both installed in
+     * one step and one FiberRef write, taken down in one on every exit, the
+     * open turn span ended before the run span, and on a failure (not an
+     * interruption) the run's submitted entries settled first. One masked
+     * step instead of four nested wrappers; {@link runComposed} where the
+     * one-step span does not apply.
+     */
+    const runScoped = (state: RunState, looped: Effect.Effect<Agent.RunResult, Agent.AgentError>) =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.withFiberRuntime<Agent.RunResult, Agent.AgentError>((fiber) => {
+          if (!canSetRefs(fiber)) return restore(runComposed(state, looped))
+          let span: Tracer.Span | undefined
+          if (telemetryOn) {
+            const made = spanNow(fiber, "jeeves.run", spanOptions(runAttributes(state)))
+            if (made === undefined) return restore(runComposed(state, looped))
+            if (made !== "unsampled") span = made
+          }
+          const previousRun = fiber.getFiberRef(RunContext.ref)
+          const previousContext = fiber.getFiberRef(FiberRef.currentContext)
+          if (span === undefined) setRefs(fiber, RunContext.ref, state.context)
+          else {
+            setRefs(fiber, RunContext.ref, state.context, FiberRef.currentContext, Context.add(previousContext, Tracer.ParentSpan, span))
+          }
+          const finish = (exit: Exit.Exit<Agent.RunResult, Agent.AgentError>) => {
+            if (span === undefined) setRefs(fiber, RunContext.ref, previousRun)
+            else setRefs(fiber, RunContext.ref, previousRun, FiberRef.currentContext, previousContext)
+            if (telemetryOn) endTurnSpanNow(state, exit, fiber)
+            if (span !== undefined && span.status._tag !== "Ended") {
+              const outcome = runOutcome(exit)
+              if (outcome !== undefined) for (const key in outcome) span.attribute(key, outcome[key as keyof typeof outcome])
+              endSpan(span, exit, fiber)
+            }
+          }
+          return Effect.matchCauseEffect(restore(looped), {
+            onFailure: (cause) => {
+              const failed = () => {
+                finish(Exit.failCause(cause))
+                return Effect.failCause(cause)
+              }
+              return auditOn && !Cause.isInterruptedOnly(cause) ? Effect.flatMap(settleAudit(state), failed) : failed()
+            },
+            onSuccess: (result) => {
+              finish(Exit.succeed(result))
+              return Effect.succeed(result)
+            }
+          })
+        })
+      )
+
+    /** {@link runScoped} as nested wrappers, for a fiber or tracer the one-step path does not apply to. */
+    const runComposed = (state: RunState, looped: Effect.Effect<Agent.RunResult, Agent.AgentError>) => {
+      // A failed run still has its submitted entries settled before the failure is reported.
+      const settled = !auditOn ? looped : Effect.onExit(looped, (exit) =>
+        Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause) ? settleAudit(state) : Effect.void)
+      const body = RunContext.locally(state.context)(settled)
+      if (!telemetryOn) return body
+      return traced("jeeves.run", runAttributes(state), Effect.onExit(body, (exit) => endTurnSpan(state, exit)), runOutcome)
     }
 
     const service: Agent.Service = {
