@@ -87,11 +87,11 @@ describe("pipelined audit entries", () => {
       const layer = agentOver(makeService(store, (s) => s), [echo(ran)], [{ name: "echo", args: { text: "hi" } }])
       const fiber = yield* Effect.fork(Effect.provide(run("go"), layer))
       yield* Deferred.await(ran)
-      // Every entry is in the log, in order, the awaited run_completed included; the run still waits.
+      // Every entry is in the log, in order, run_completed included, all five submitted and held; the run still waits.
       while (!log.includes("run_completed")) yield* Effect.yieldNow()
       for (let i = 0; i < 20; i++) yield* Effect.yieldNow()
       assert.deepStrictEqual(log, ["run_started", "tool_call", "permission_decision", "tool_result", "run_completed"])
-      assert.strictEqual(held(), 4)
+      assert.strictEqual(held(), 5)
       assert.isTrue(Option.isNone(yield* Fiber.poll(fiber)), "the run has not returned before its entries are durable")
       release()
       const result = yield* Fiber.join(fiber)
@@ -148,6 +148,36 @@ describe("pipelined audit entries", () => {
       assert.isAbove(log.length, 0)
       assert.isAtLeast(removeAt, 0)
       assert.strictEqual(log.at(-1), "run_completed")
+    }))
+
+  it.scoped("a run interrupted while its destructive call waits for its entries: the call never runs, and the entries settling later wake nothing", () =>
+    Effect.gen(function*() {
+      const { log, store, release, held } = heldStore()
+      const removed = yield* Ref.make(false)
+      const ran = yield* Deferred.make<void>()
+      const layer = agentOver(makeService(store, (s) => s), [echo(ran), remove(removed)], [
+        { name: "remove", args: { path: "/srv" } }
+      ])
+      const agentContext = yield* Layer.build(layer)
+      const fiber = yield* Effect.fork(Effect.provide(run("go"), agentContext))
+      while (!log.includes("approval_decision")) yield* Effect.yieldNow()
+      for (let i = 0; i < 20; i++) yield* Effect.yieldNow()
+      assert.isNull(yield* Fiber.poll(fiber).pipe(Effect.map(Option.getOrNull)), "the run waits for its entries")
+      const exit = yield* Fiber.interrupt(fiber)
+      assert.isTrue(Exit.isInterrupted(exit))
+      assert.isAbove(held(), 0)
+      release()
+      for (let i = 0; i < 20; i++) yield* Effect.yieldNow()
+      assert.isFalse(yield* Ref.get(removed), "the destructive call never ran")
+      // The same agent serves the next run.
+      const next = yield* Effect.fork(Effect.provide(run("again"), agentContext))
+      while (Option.isNone(yield* Fiber.poll(next))) {
+        release()
+        yield* Effect.yieldNow()
+      }
+      const result = yield* Fiber.join(next)
+      assert.isTrue(yield* Ref.get(removed))
+      assert.strictEqual(result.toolCalls[0]!.status, "ok")
     }))
 
   it.effect("a destructive call whose approval entry fails once submitted is denied and does not run", () =>

@@ -255,15 +255,34 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     const inTurn = <A, E, R>(state: RunState, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
       telemetryOn && state.turnSpan !== undefined ? withParentSpan(effect, state.turnSpan) : effect
 
+    /** Ends the open turn span, if any, with `exit`, inside the caller's step. */
+    const endTurnSpanNow = (state: RunState, exit: Exit.Exit<unknown, unknown>, fiber: Fiber.RuntimeFiber<unknown, unknown>) => {
+      const turnSpan = state.turnSpan
+      state.turnSpan = undefined
+      if (turnSpan !== undefined) endSpan(turnSpan, exit, fiber)
+    }
+
     /** Ends the open turn span, if any, with `exit`. */
     const endTurnSpan = (state: RunState, exit: Exit.Exit<unknown, unknown>): Effect.Effect<void> =>
-      state.turnSpan === undefined ? Effect.void : Effect.clockWith((clock) =>
-        Effect.sync(() => {
-          const turnSpan = state.turnSpan
-          state.turnSpan = undefined
-          if (turnSpan !== undefined && turnSpan.status._tag !== "Ended") turnSpan.end(clock.unsafeCurrentTimeNanos(), exit)
-        })
-      )
+      state.turnSpan === undefined ? Effect.void : Effect.withFiberRuntime((fiber) => {
+        endTurnSpanNow(state, exit, fiber)
+        return Effect.void
+      })
+
+    /** Ends the previous turn's span and opens the span of `turn`, in one step. Call only when telemetry is on. */
+    const openTurn = (state: RunState, turn: number): Effect.Effect<void> =>
+      Effect.withFiberRuntime((fiber) => {
+        endTurnSpanNow(state, Exit.void, fiber)
+        const options = spanOptions({ turn, session_id: sessionAttribute(state) })
+        const made = spanNow(fiber, "jeeves.turn", options)
+        if (made === undefined) {
+          return Effect.map(makeSpan("jeeves.turn", options), (span) => {
+            state.turnSpan = span
+          })
+        }
+        if (made !== "unsampled") state.turnSpan = made
+        return Effect.void
+      })
 
     /** The `user_id` attribute under `telemetry.userIdAttribute` (undefined = omitted). */
     const userAttribute = (state: RunState): string | undefined => {
@@ -362,18 +381,18 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       return false
     }
 
-    /** Waits until every entry the run submitted so far is durable (or failed). */
+    /**
+     * Waits until every entry the run submitted so far is durable (or
+     * failed). No canceler: an interrupted wait leaves its waiter in the
+     * run's own list, where waking it is a no-op (effect ignores a resume
+     * after an interruption), and a canceler would cost every wait an
+     * interruption handler.
+     */
     const auditDurable = (state: RunState): Effect.Effect<void> =>
       Effect.suspend(() =>
         state.auditPending === 0 ? Effect.void : Effect.async<void>((resume) => {
           if (state.auditPending === 0) return resume(Effect.void)
-          const waiter = () => resume(Effect.void)
-          ;(state.auditWaiters ??= []).push(waiter)
-          return Effect.sync(() => {
-            const waiters = state.auditWaiters
-            const at = waiters === undefined ? -1 : waiters.indexOf(waiter)
-            if (at >= 0) waiters!.splice(at, 1)
-          })
+          ;(state.auditWaiters ??= []).push(() => resume(Effect.void))
         })
       )
 
@@ -1202,6 +1221,38 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
 
     // ---- the loop ---------------------------------------------------------
 
+    /**
+     * The run's end in one step: its `jeeves.session.duration_ms` and its
+     * submitted `run_completed` entry (awaited where the log does not take
+     * entries without waiting).
+     */
+    const closeRun = (state: RunState, elapsedMillis: number, interruptionReason: string | undefined): Effect.Effect<void> =>
+      Effect.withFiberRuntime((fiber) => {
+        const interrupted = interruptionReason !== undefined
+        if (telemetryOn) {
+          Metrics.unsafeRecord(Metrics.sessionDuration, elapsedMillis, {
+            interrupted,
+            turns: state.turns,
+            user_id: metricUserAttribute(state)
+          }, fiber.getFiberRef(FiberRef.currentMetricLabels))
+        }
+        if (!auditOn) return Effect.void
+        const input: AuditLog.AppendInput = {
+          actor: "system",
+          action: "run_completed",
+          payload: {
+            turns: state.turns,
+            interrupted,
+            interruption_reason: interruptionReason ?? null,
+            tokens_in: state.usage.inputTokens,
+            tokens_out: state.usage.outputTokens,
+            cost_usd: state.usage.costUsd,
+            elapsed_ms: elapsedMillis
+          }
+        }
+        return submit !== undefined && noteNow(fiber, state, input) ? Effect.void : Effect.asVoid(record(state, input))
+      })
+
     const loop = Effect.fnUntraced(function*(prompt: string, state: RunState) {
       const context = state.context
       const clock = yield* Effect.clock
@@ -1216,15 +1267,12 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
 
       let interruptionReason: string | undefined
       while (true) {
-        if (telemetryOn) yield* endTurnSpan(state, Exit.void)
         if (state.turns >= maxTurns) {
           interruptionReason = "max_turns_exceeded"
           break
         }
         const turn = state.turns + 1
-        if (telemetryOn) {
-          state.turnSpan = yield* makeSpan("jeeves.turn", spanOptions({ turn, session_id: sessionAttribute(state) }))
-        }
+        if (telemetryOn) yield* openTurn(state, turn)
         const request: Model.ModelRequest = { messages: [...messages], tools: toolDefinitions, maxTokens }
         const answer = yield* meteredCall(state, request, turn)
         if (answer._tag === "Blocked") {
@@ -1269,26 +1317,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       })
       const finishedMillis = clock.unsafeCurrentTimeMillis()
       const interrupted = interruptionReason !== undefined
-      if (telemetryOn) {
-        yield* Metrics.record(Metrics.sessionDuration, finishedMillis - startedMillis, {
-          interrupted,
-          turns: state.turns,
-          user_id: metricUserAttribute(state)
-        })
-      }
-      if (auditOn) yield* record(state, {
-        actor: "system",
-        action: "run_completed",
-        payload: {
-          turns: state.turns,
-          interrupted,
-          interruption_reason: interruptionReason ?? null,
-          tokens_in: state.usage.inputTokens,
-          tokens_out: state.usage.outputTokens,
-          cost_usd: state.usage.costUsd,
-          elapsed_ms: finishedMillis - startedMillis
-        }
-      })
+      if (telemetryOn || auditOn) yield* closeRun(state, finishedMillis - startedMillis, interruptionReason)
       // The result reports audit failures and is an acknowledgement: every entry of the run is durable first.
       if (auditOn) yield* settleAudit(state)
       const result: Agent.RunResult = {
@@ -1347,13 +1376,6 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       model: modelTag,
       user_id: userAttribute(state)
     })
-
-    /** Ends the open turn span, if any, with `exit`, inside the caller's step. */
-    const endTurnSpanNow = (state: RunState, exit: Exit.Exit<unknown, unknown>, fiber: Fiber.RuntimeFiber<unknown, unknown>) => {
-      const turnSpan = state.turnSpan
-      state.turnSpan = undefined
-      if (turnSpan !== undefined) endSpan(turnSpan, exit, fiber)
-    }
 
     /**
      * The run under its RunContext and `jeeves.run` span: both installed in
