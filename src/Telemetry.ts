@@ -197,7 +197,9 @@ export interface OtelOptions {
  * every span under them (tool handlers, stores), with the agent's `Secrets`
  * service; spans outside any run with the `Secrets` service this layer is
  * given (`Layer.provide(secretsLayer)`), or `Secrets.redactPatterns` when it
- * has none. An exporter or processor that fails or throws never
+ * has none. (The agent's own span attributes are redacted by the agent
+ * with that same service, once per run or tool call, and not scanned a
+ * second time.) An exporter or processor that fails or throws never
  * fails a run: the failure goes to OpenTelemetry's `diag` logger.
  *
  * Needs `@effect/opentelemetry`, `@opentelemetry/api`,

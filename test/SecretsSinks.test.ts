@@ -2,6 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Cause, Effect, Exit, HashMap, Layer, Logger, Option, Redacted, Schema, Tracer } from "effect"
 import type { Context, Logger as LoggerNs } from "effect"
 import { Secrets, Telemetry } from "jeevesagent"
+import { preRedacted, type PreRedactedOptions, setRedactedAttribute } from "../src/internal/secretsSinks.js"
 
 const SECRET = "vault-value with spaces & \"quotes\""
 const TOKEN = "ghp_" + "Zx9".repeat(12)
@@ -239,6 +240,23 @@ describe("layerRedactingTracer", () => {
         assert.strictEqual((error as VaultError).detail, "[REDACTED]")
       }
     }).pipe(Effect.provide(layer)))
+
+  it("options marked preRedacted: the name and setRedactedAttribute values pass as they are, span.attribute still redacts", () => {
+    const wrapped = Secrets.redactingTracer(recordingTracer, redact)
+    const options: PreRedactedOptions = { captureStackTrace: false, [preRedacted]: true }
+    const trusted = wrapped.span(`agent ${TOKEN}`, Option.none(), {} as Context.Context<never>, [], 0n, "internal", options)
+    assert.strictEqual(recorded.at(-1)!.name, `agent ${TOKEN}`, "the caller vouches for the name")
+    setRedactedAttribute(trusted, "done", "already [REDACTED]")
+    assert.strictEqual(recorded.at(-1)!.attributes.get("done"), "already [REDACTED]")
+    trusted.attribute("later", TOKEN)
+    assert.strictEqual(recorded.at(-1)!.attributes.get("later"), "[REDACTED]")
+    // Without the mark, the name is redacted; setRedactedAttribute on a span no redacting tracer made is span.attribute.
+    wrapped.span(`user ${TOKEN}`, Option.none(), {} as Context.Context<never>, [], 0n, "internal")
+    assert.strictEqual(recorded.at(-1)!.name, "user [REDACTED]")
+    const plain = recordingTracer.span("plain", Option.none(), {} as Context.Context<never>, [], 0n, "internal")
+    setRedactedAttribute(plain, "k", "v")
+    assert.strictEqual(recorded.at(-1)!.attributes.get("k"), "v")
+  })
 
   it("wraps a tracer once, and patches a shared span once", () => {
     const shared = recordingTracer.span("shared", Option.none(), {} as Context.Context<never>, [], 0n, "internal")

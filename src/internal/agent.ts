@@ -37,6 +37,7 @@ import { canSetRefs, endSpan, makeSpan, setRefs, spanNow, withParentSpan, withSp
 import * as Metrics from "./metrics.js"
 import * as MemoryInternal from "./memoryStore.js"
 import * as PermissionsInternal from "./permissions.js"
+import { preRedacted, type PreRedactedOptions, setRedactedAttribute } from "./secretsSinks.js"
 import { serviceSpans } from "./spans.js"
 
 type Emit = ((event: AgentEvent) => Effect.Effect<void>) | undefined
@@ -206,9 +207,11 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
 
     /**
      * Span options, undefined attributes dropped. Attribute strings come
-     * redacted: the ones below are redacted once per run or call and reused.
+     * redacted: the ones below are redacted once per run or call and reused,
+     * so the options are marked `preRedacted` and a redacting tracer does
+     * not scan them again (nor the span names, the agent's own literals).
      */
-    const spanOptions = (attributes: Record<string, unknown>, parent?: Tracer.AnySpan): Tracer.SpanOptions => {
+    const spanOptions = (attributes: Record<string, unknown>, parent?: Tracer.AnySpan): PreRedactedOptions => {
       let defined = attributes
       for (const key in attributes) {
         if (attributes[key] === undefined) {
@@ -218,8 +221,8 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         }
       }
       return parent === undefined ?
-        { attributes: defined, context: spanContext, captureStackTrace: false } :
-        { attributes: defined, context: spanContext, captureStackTrace: false, parent }
+        { attributes: defined, context: spanContext, captureStackTrace: false, [preRedacted]: true } :
+        { attributes: defined, context: spanContext, captureStackTrace: false, parent, [preRedacted]: true }
     }
 
     const modelTag = telemetryOn ? secrets.redact(model.name) : model.name
@@ -918,7 +921,9 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       fiber: Fiber.RuntimeFiber<unknown, unknown>
     ) => {
       const extra = checkOutcome(exit)
-      if (extra !== undefined && span.status._tag !== "Ended") for (const key in extra) span.attribute(key, extra[key as keyof typeof extra])
+      if (extra !== undefined && span.status._tag !== "Ended") {
+        for (const key in extra) setRedactedAttribute(span, key, extra[key as keyof typeof extra])
+      }
       endSpan(span, exit, fiber)
     }
 
@@ -1407,7 +1412,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
             if (telemetryOn) endTurnSpanNow(state, exit, fiber)
             if (span !== undefined && span.status._tag !== "Ended") {
               const outcome = runOutcome(exit)
-              if (outcome !== undefined) for (const key in outcome) span.attribute(key, outcome[key as keyof typeof outcome])
+              if (outcome !== undefined) for (const key in outcome) setRedactedAttribute(span, key, outcome[key as keyof typeof outcome])
               endSpan(span, exit, fiber)
             }
           }

@@ -12,6 +12,7 @@ import * as FiberRefs from "effect/FiberRefs"
 import * as HashMap from "effect/HashMap"
 import * as Option from "effect/Option"
 import * as Tracer from "effect/Tracer"
+import { preRedacted, type PreRedactedOptions, setRedactedAttribute } from "./secretsSinks.js"
 
 /** The fiber's own FiberRef setter: present on every effect 3 `FiberRuntime`, not in its public type. */
 interface FiberRefSetter {
@@ -181,7 +182,13 @@ export const spanNow = (
   const annotations = fiber.getFiberRef(FiberRef.currentTracerSpanAnnotations)
   if (HashMap.size(annotations) > 0) HashMap.forEach(annotations, (value, key) => span.attribute(key, value))
   const attributes = options.attributes
-  if (attributes !== undefined) for (const key in attributes) span.attribute(key, attributes[key])
+  if (attributes !== undefined) {
+    if ((options as PreRedactedOptions)[preRedacted] === true) {
+      for (const key in attributes) setRedactedAttribute(span, key, attributes[key])
+    } else {
+      for (const key in attributes) span.attribute(key, attributes[key])
+    }
+  }
   return span
 }
 
@@ -234,7 +241,10 @@ export const withSpan = <A, E, R>(
       const ended = (exit: Exit.Exit<A, E>, spanned: Tracer.Span, at: Fiber.RuntimeFiber<A, E>) => {
         if (annotate !== undefined && spanned.status._tag !== "Ended") {
           const extra = annotate(exit)
-          if (extra !== undefined) for (const key in extra) spanned.attribute(key, extra[key])
+          if (extra !== undefined) {
+            const trusted = (options as PreRedactedOptions)[preRedacted] === true
+            for (const key in extra) trusted ? setRedactedAttribute(spanned, key, extra[key]) : spanned.attribute(key, extra[key])
+          }
         }
         endSpan(spanned, exit, at)
       }

@@ -154,6 +154,41 @@ export const redactingLogger = <Message, Output>(
 }
 
 const redactingTracers = new WeakSet<Tracer.Tracer>()
+
+/**
+ * Marks span options whose span name and attributes are redacted already
+ * (the agent's own spans: their strings went through the run's `Secrets`
+ * once, when the run or call began). A redacting tracer neither redacts
+ * such a name again nor, through {@link setRedactedAttribute}, such an
+ * attribute: a second pass is a pattern scan per string, a dozen spans per
+ * turn. Attributes set through `span.attribute` are still redacted.
+ *
+ * @internal
+ */
+export const preRedacted: unique symbol = Symbol.for("jeevesagent/Secrets/preRedacted") as never
+
+/** Span options carrying {@link preRedacted}. @internal */
+export type PreRedactedOptions = Tracer.SpanOptions & { readonly [preRedacted]?: true }
+
+/** The span's own `attribute`, before a redacting tracer patched it. */
+const rawAttribute = Symbol.for("jeevesagent/Secrets/rawAttribute")
+
+type Patchable = Tracer.Span & {
+  [patched]?: true
+  [rawAttribute]?: Tracer.Span["attribute"]
+}
+
+/**
+ * `span.attribute(key, value)` for a value redacted already: not redacted
+ * again when a redacting tracer made the span.
+ *
+ * @internal
+ */
+export const setRedactedAttribute = (span: Tracer.Span, key: string, value: unknown): void => {
+  const raw = (span as Patchable)[rawAttribute]
+  if (raw === undefined) span.attribute(key, value)
+  else raw.call(span, key, value)
+}
 /**
  * Marks a span already patched. A property on the span rather than a
  * `WeakSet`: a dozen spans per agent turn would each cost the collector an
@@ -174,12 +209,14 @@ export const redactingTracer = (tracer: Tracer.Tracer, redact: Redact): Tracer.T
   const wrapped = Tracer.make({
     context: (f, fiber) => tracer.context(f, fiber),
     span: (name, parent, context, links, startTime, kind, options) => {
-      const span = tracer.span(redact(name), parent, context, links, startTime, kind, options)
+      const trusted = (options as PreRedactedOptions | undefined)?.[preRedacted] === true
+      const span = tracer.span(trusted ? name : redact(name), parent, context, links, startTime, kind, options)
       // A tracer may hand out one shared (no-op) span: patch it once, not once per call.
-      const marked = span as Tracer.Span & { [patched]?: true }
+      const marked = span as Patchable
       if (marked[patched] === true) return span
       marked[patched] = true
       const attribute = span.attribute
+      marked[rawAttribute] = attribute
       const event = span.event
       const end = span.end
       span.attribute = (key, value) => attribute.call(span, key, redactDeep(value, redact))
