@@ -173,11 +173,6 @@ export type PreRedactedOptions = Tracer.SpanOptions & { readonly [preRedacted]?:
 /** The span's own `attribute`, before a redacting tracer patched it. */
 const rawAttribute = Symbol.for("jeevesagent/Secrets/rawAttribute")
 
-type Patchable = Tracer.Span & {
-  [patched]?: true
-  [rawAttribute]?: Tracer.Span["attribute"]
-}
-
 /**
  * `span.attribute(key, value)` for a value redacted already: not redacted
  * again when a redacting tracer made the span.
@@ -185,16 +180,45 @@ type Patchable = Tracer.Span & {
  * @internal
  */
 export const setRedactedAttribute = (span: Tracer.Span, key: string, value: unknown): void => {
-  const raw = (span as Patchable)[rawAttribute]
+  const raw = (span as Partial<Patched>)[rawAttribute]
   if (raw === undefined) span.attribute(key, value)
   else raw.call(span, key, value)
 }
 /**
- * Marks a span already patched. A property on the span rather than a
- * `WeakSet`: a dozen spans per agent turn would each cost the collector an
- * ephemeron entry.
+ * Marks a span already patched, and holds the `redact` it was patched
+ * with. A property on the span rather than a `WeakSet`: a dozen spans per
+ * agent turn would each cost the collector an ephemeron entry.
  */
 const patched = Symbol.for("jeevesagent/Secrets/redactingSpan")
+
+/** The span's own `event` and `end`, before a redacting tracer patched them. */
+const rawEvent = Symbol.for("jeevesagent/Secrets/rawEvent")
+const rawEnd = Symbol.for("jeevesagent/Secrets/rawEnd")
+
+/**
+ * A patched span: its own methods kept under symbols and its `redact`
+ * under {@link patched}, so the patched methods are three functions shared
+ * by every span (called as methods) rather than three closures per span.
+ */
+type Patched = Tracer.Span & {
+  [patched]: Redact
+  [rawAttribute]: Tracer.Span["attribute"]
+  [rawEvent]: Tracer.Span["event"]
+  [rawEnd]: Tracer.Span["end"]
+}
+
+function redactedAttribute(this: Patched, key: string, value: unknown): void {
+  this[rawAttribute].call(this, key, redactDeep(value, this[patched]))
+}
+
+function redactedEvent(this: Patched, name: string, startTime: bigint, attributes?: Record<string, unknown>): void {
+  const redact = this[patched]
+  this[rawEvent].call(this, redact(name), startTime, attributes === undefined ? undefined : redactDeep(attributes, redact))
+}
+
+function redactedEnd(this: Patched, endTime: bigint, exit: Exit.Exit<unknown, unknown>): void {
+  this[rawEnd].call(this, endTime, Exit.isFailure(exit) ? Exit.failCause(redactCause(exit.cause, this[patched])) : exit)
+}
 
 /**
  * Wraps a tracer so span names, attribute values, event attributes and the
@@ -212,18 +236,15 @@ export const redactingTracer = (tracer: Tracer.Tracer, redact: Redact): Tracer.T
       const trusted = (options as PreRedactedOptions | undefined)?.[preRedacted] === true
       const span = tracer.span(trusted ? name : redact(name), parent, context, links, startTime, kind, options)
       // A tracer may hand out one shared (no-op) span: patch it once, not once per call.
-      const marked = span as Patchable
-      if (marked[patched] === true) return span
-      marked[patched] = true
-      const attribute = span.attribute
-      marked[rawAttribute] = attribute
-      const event = span.event
-      const end = span.end
-      span.attribute = (key, value) => attribute.call(span, key, redactDeep(value, redact))
-      span.event = (eventName, time, attributes) =>
-        event.call(span, redact(eventName), time, attributes === undefined ? undefined : redactDeep(attributes, redact))
-      span.end = (endTime, exit) =>
-        end.call(span, endTime, Exit.isFailure(exit) ? Exit.failCause(redactCause(exit.cause, redact)) : exit)
+      const marked = span as Patched
+      if (marked[patched] !== undefined) return span
+      marked[patched] = redact
+      marked[rawAttribute] = span.attribute
+      marked[rawEvent] = span.event
+      marked[rawEnd] = span.end
+      span.attribute = redactedAttribute
+      span.event = redactedEvent
+      span.end = redactedEnd
       return span
     }
   })
