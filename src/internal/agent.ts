@@ -77,7 +77,12 @@ type CallAttributes = {
 
 type Metered =
   | { readonly _tag: "Blocked"; readonly reason: string }
-  | { readonly _tag: "Answered"; readonly response: Model.ModelResponse }
+  | {
+    readonly _tag: "Answered"
+    readonly response: Model.ModelResponse
+    /** Its token and cost metrics are recorded already ({@link reservedNow}). */
+    readonly usageRecorded?: true
+  }
 
 /** The attributes a `jeeves.run` span ends with: how the run went. */
 const runOutcome = (exit: Exit.Exit<Agent.RunResult, unknown>) =>
@@ -306,13 +311,18 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
 
     const recordUsage = (state: RunState, usage: Model.Usage): Effect.Effect<void> =>
       Effect.withFiberRuntime((fiber) => {
-        const attributes = { model: modelTag, user_id: metricUserAttribute(state) }
-        const tags = fiber.getFiberRef(FiberRef.currentMetricLabels)
-        Metrics.unsafeRecord(Metrics.tokensInput, usage.inputTokens, attributes, tags)
-        Metrics.unsafeRecord(Metrics.tokensOutput, usage.outputTokens, attributes, tags)
-        if (usage.costUsd > 0) Metrics.unsafeRecord(Metrics.costUsd, usage.costUsd, attributes, tags)
+        recordUsageNow(fiber, state, usage)
         return Effect.void
       })
+
+    /** {@link recordUsage} inside the caller's step. */
+    const recordUsageNow = (fiber: Fiber.RuntimeFiber<unknown, unknown>, state: RunState, usage: Model.Usage) => {
+      const attributes = { model: modelTag, user_id: metricUserAttribute(state) }
+      const tags = fiber.getFiberRef(FiberRef.currentMetricLabels)
+      Metrics.unsafeRecord(Metrics.tokensInput, usage.inputTokens, attributes, tags)
+      Metrics.unsafeRecord(Metrics.tokensOutput, usage.outputTokens, attributes, tags)
+      if (usage.costUsd > 0) Metrics.unsafeRecord(Metrics.costUsd, usage.costUsd, attributes, tags)
+    }
 
     const warn = (message: string, annotations: Record<string, unknown>) =>
       Effect.logWarning(secrets.redact(message)).pipe(
@@ -642,7 +652,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
               throw defect
             }
             if (span !== undefined) endSpan(span, Exit.succeed(reservation), fiber)
-            return reserved(state, request, turn, restore, reservation)
+            return reservedNow(fiber, state, request, turn, restore, reservation)
           })
         )
       }
@@ -652,6 +662,54 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       return Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(restore(reserve), (reservation) => reserved(state, request, turn, restore, reservation))
       )
+    }
+
+    /**
+     * {@link reserved} for the in-memory budget's grant, in the reserving
+     * step: the `jeeves.model.complete` span made and installed here (one
+     * masked step for the reservation, the span and the call), and on
+     * success the span ended, the grant settled and the usage metrics
+     * recorded in one handler. Falls back to {@link reserved} where this
+     * does not apply (a warning to emit, streaming, no telemetry, the
+     * one-step span not applicable). Runs masked.
+     */
+    const reservedNow = (
+      fiber: Fiber.RuntimeFiber<unknown, unknown>,
+      state: RunState,
+      request: Model.ModelRequest,
+      turn: number,
+      restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>,
+      reservation: Budget.Reservation
+    ): Effect.Effect<Metered, Model.ModelError> => {
+      if (
+        !telemetryOn || state.emit !== undefined || !(reservation instanceof BudgetInternal.Grant) ||
+        reservation.warning !== undefined || !canSetRefs(fiber)
+      ) {
+        return reserved(state, request, turn, restore, reservation)
+      }
+      const span = spanNow(fiber, "jeeves.model.complete", spanOptions(modelAttributes(state, turn), state.turnSpan))
+      if (span === undefined) return reserved(state, request, turn, restore, reservation)
+      const completed = Model.retryRetryable(model.complete(request), retrySchedule)
+      const previous = fiber.getFiberRef(FiberRef.currentContext)
+      if (span !== "unsampled") setRefs(fiber, FiberRef.currentContext, Context.add(previous, Tracer.ParentSpan, span))
+      return Effect.matchCauseEffect(restore(completed), {
+        onFailure: (cause) => {
+          if (span !== "unsampled") {
+            setRefs(fiber, FiberRef.currentContext, previous)
+            endSpan(span, Exit.failCause(cause), fiber)
+          }
+          return Effect.zipRight(reservation.release, Effect.failCause(cause))
+        },
+        onSuccess: (response): Effect.Effect<Metered> => {
+          if (span !== "unsampled") {
+            setRefs(fiber, FiberRef.currentContext, previous)
+            endSpan(span, Exit.succeed(response), fiber)
+          }
+          reservation.unsafeSettle(response.usage)
+          recordUsageNow(fiber, state, response.usage)
+          return Effect.succeed({ _tag: "Answered", response, usageRecorded: true })
+        }
+      })
     }
 
     /** The model call under a reservation: settle on success, release on any other exit. Runs masked. */
@@ -1296,7 +1354,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         state.turns = turn
         const response = answer.response
         state.usage = Model.addUsage(state.usage, response.usage)
-        if (telemetryOn) yield* recordUsage(state, response.usage)
+        if (telemetryOn && answer.usageRecorded !== true) yield* recordUsage(state, response.usage)
         state.output = response.text
         messages.push({ role: "assistant", content: response.text, toolCalls: response.toolCalls })
         if (response.toolCalls.length === 0) break
