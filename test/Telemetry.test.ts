@@ -300,6 +300,26 @@ describe("Telemetry.layerOtel spans", () => {
     )
   })
 
+  it.effect("a model call that fails under the in-memory budget: its span ends in error and its reservation is released", () => {
+    const { layer, spans } = otel()
+    const failing: Model.Script = (request) =>
+      request.messages.at(-1)!.content === "fail" ?
+        { error: new Model.ModelError({ reason: "overloaded", retryable: false, description: "try later" }) } :
+        { text: "fine", usage: { inputTokens: 10, outputTokens: 5 } }
+    return Effect.gen(function*() {
+      const error = yield* Effect.flip(run("fail", { userId: "frank" }))
+      assert.strictEqual(error._tag, "ModelError")
+      const model = oneSpan(spans.getFinishedSpans(), "jeeves.model.complete")
+      assert.strictEqual(model.status.code, SpanStatusCode.ERROR)
+      // A step is blocked once the user's load (committed plus reserved) reaches the cap; the failed call's
+      // reservation (over 4 000 tokens) alone would block the next run, unless it was released.
+      const result = yield* run("again", { userId: "frank" })
+      assert.strictEqual(result.output, "fine")
+      assert.isFalse(result.interrupted, "not blocked by a reservation the failed call kept")
+      assert.strictEqual(result.tokensIn, 10)
+    }).pipe(Effect.provide(agentWith(failing, layer, Budget.layer({ perUserMaxTokens: 1_000 }))))
+  })
+
   it.effect("with the tracer off the run goes through the composed wrappers: same result, no spans, context restored", () => {
     const { layer, spans } = otel()
     return Effect.gen(function*() {
