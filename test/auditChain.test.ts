@@ -9,8 +9,8 @@ import { createHash, createHmac } from "node:crypto"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Either, Exit, FastCheck, Fiber, Scope } from "effect"
 import { AuditLog } from "jeevesagent"
-import { makeBatchWriter } from "../src/internal/audit.js"
-import { type Draft, hmacHex, isoTimestamp, sha256Hex, verifyKeys } from "../src/internal/auditChain.js"
+import { type BatchWriter, makeBatchWriter, type Outcome } from "../src/internal/audit.js"
+import { type Draft, type EntryAt, hmacHex, isoTimestamp, sha256Hex, verifyKeys } from "../src/internal/auditChain.js"
 import { canonicalize, quote, toJson } from "../src/internal/auditJcs.js"
 
 /** Any UTF-16 code units, lone surrogates included. */
@@ -142,6 +142,8 @@ describe("JCS", () => {
 describe("makeBatchWriter", () => {
   const draft = (action: string): Draft => ({ sessionId: "s", userId: null, runId: "r", actor: "system", action, payload: {} })
   const entryOf = (d: Draft, seq: number) => ({ ...d, seq }) as unknown as AuditLog.AuditEntry
+  /** A commit's entries, by index. */
+  const at = (entries: ReadonlyArray<AuditLog.AuditEntry>): EntryAt => (index) => entries[index]!
 
   it.scoped("an appender interrupted while its batch is written does not stop the writer; later appends complete", () =>
     Effect.gen(function*() {
@@ -154,7 +156,7 @@ describe("makeBatchWriter", () => {
         commit: (drafts) =>
           Effect.zipRight(
             gate.await,
-            Effect.sync(() => drafts.map((d) => (committed.push(d.action), entryOf(d, committed.length))))
+            Effect.sync(() => at(drafts.map((d) => (committed.push(d.action), entryOf(d, committed.length)))))
           )
       })
       const first = yield* Effect.fork(submit(draft("one")))
@@ -212,17 +214,53 @@ describe("makeBatchWriter", () => {
         commit: (drafts) =>
           Effect.sync(() => {
             batches.push(drafts.map((d) => d.action))
-            return drafts.map((d, i) => entryOf(d, i + 1))
+            return at(drafts.map((d, i) => entryOf(d, i + 1)))
           })
       }).pipe(Scope.extend(scope))
-      const report = (outcome: Exit.Exit<AuditLog.AuditEntry, AuditLog.AuditUnavailable>) =>
-        outcomes.push(Exit.isSuccess(outcome) ? outcome.value.action : `failed: ${outcome.cause}`)
-      for (let i = 0; i < 7; i++) writer.submit(draft(`e${i}`), () => 0, report)
+      const report = (label: string) => (outcome: Outcome) => outcomes.push(Exit.isSuccess(outcome) ? label : `failed: ${outcome.cause}`)
+      for (let i = 0; i < 7; i++) writer.submit(draft(`e${i}`), () => 0, report(`e${i}`))
       yield* Scope.close(scope, Exit.void)
       assert.deepStrictEqual(batches, [["e0", "e1", "e2"], ["e3", "e4", "e5"], ["e6"]])
       assert.deepStrictEqual(outcomes, ["e0", "e1", "e2", "e3", "e4", "e5", "e6"])
       const late = yield* Effect.either(writer.append(draft("late")))
       assert.isTrue(Either.isLeft(late) && late.left.description === "test writer is closed")
+    }))
+
+  it.scoped("a backlog is committed in full batches, in order; its last, partial one is filled with what arrived meanwhile", () =>
+    Effect.gen(function*() {
+      const gate = yield* Effect.makeLatch(false)
+      const batches: Array<Array<string>> = []
+      const outcomes: Array<string> = []
+      const report = (label: string) => (outcome: Outcome) => outcomes.push(Exit.isSuccess(outcome) ? label : `${label}: failed`)
+      const writer: BatchWriter = yield* makeBatchWriter({
+        maxBatch: 64,
+        poisonOnFailure: false,
+        name: "test writer",
+        commit: (drafts) =>
+          Effect.zipRight(
+            gate.await,
+            Effect.sync(() => {
+              batches.push(drafts.map((d) => d.action))
+              // Five more arrive while the backlog's first batch is committed.
+              if (batches.length === 2) for (let i = 0; i < 5; i++) writer.submit(draft(`late${i}`), () => 0, report(`late${i}`))
+              return at(drafts.map((d, i) => entryOf(d, i + 1)))
+            })
+          )
+      })
+      writer.submit(draft("first"), () => 0, report("first"))
+      yield* Effect.yieldNow()
+      // The first batch is being committed; 200 more wait behind it.
+      for (let i = 0; i < 200; i++) writer.submit(draft(`e${i}`), () => 0, report(`e${i}`))
+      const awaited = yield* Effect.fork(writer.append(draft("awaited")))
+      yield* Effect.yieldNow()
+      yield* gate.open
+      const entry = yield* Fiber.join(awaited)
+      assert.strictEqual(entry.action, "awaited")
+      yield* Effect.yieldNow()
+      assert.deepStrictEqual(batches.map((batch) => batch.length), [1, 64, 64, 64, 14])
+      const expected = ["first", ...Array.from({ length: 200 }, (_, i) => `e${i}`), "awaited", ...Array.from({ length: 5 }, (_, i) => `late${i}`)]
+      assert.deepStrictEqual(batches.flat(), expected)
+      assert.deepStrictEqual(outcomes, expected.filter((action) => action !== "awaited"))
     }))
 
   it.scoped("submit takes entries in order with appends and reports each outcome once its batch is committed", () =>
@@ -238,12 +276,11 @@ describe("makeBatchWriter", () => {
             gate.await,
             drafts.some((d) => d.action === "bad") ?
               Effect.fail(new AuditLog.AuditUnavailable({ description: "disk full" })) :
-              Effect.sync(() => drafts.map((d) => (committed.push(d.action), entryOf(d, committed.length))))
+              Effect.sync(() => at(drafts.map((d) => (committed.push(d.action), entryOf(d, committed.length)))))
           )
       })
       const outcomes: Array<string> = []
-      const report = (label: string) => (outcome: Exit.Exit<AuditLog.AuditEntry, AuditLog.AuditUnavailable>) =>
-        outcomes.push(Exit.isSuccess(outcome) ? `${label}:${outcome.value.seq}` : `${label}:failed`)
+      const report = (label: string) => (outcome: Outcome) => outcomes.push(Exit.isSuccess(outcome) ? `${label}:ok` : `${label}:failed`)
       writer.submit(draft("one"), () => 0, report("one"))
       const awaited = yield* Effect.fork(writer.append(draft("two")))
       yield* Effect.yieldNow()
@@ -254,7 +291,7 @@ describe("makeBatchWriter", () => {
       assert.strictEqual((yield* Fiber.join(awaited)).seq, 2)
       yield* Effect.yieldNow()
       assert.deepStrictEqual(committed, ["one", "two", "three"])
-      assert.deepStrictEqual(outcomes, ["one:1", "three:3"])
+      assert.deepStrictEqual(outcomes, ["one:ok", "three:ok"])
       writer.submit(draft("bad"), () => 0, report("bad"))
       yield* Effect.either(writer.append(draft("after")))
       writer.submit(draft("poisoned"), () => 0, report("poisoned"))

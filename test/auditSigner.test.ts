@@ -175,7 +175,7 @@ describe("the audit file's signing worker", () => {
       title: "answers without a head",
       // The right number of signatures and hashes, but no head.
       code: `parentPort.on("message", (m) => {
-  const count = JSON.parse(new TextDecoder().decode(m.drafts)).length
+  const count = JSON.parse(m.drafts).length
   parentPort.postMessage({ id: m.id, ok: true, bytes: new Uint8Array(1), chain: "0".repeat(128 * count) })
 })\n${listening}`,
       warning: "does not fit"

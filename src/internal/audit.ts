@@ -14,14 +14,22 @@ import type * as Scope from "effect/Scope"
 import * as AuditLog from "../AuditLog.js"
 import * as RunContext from "../RunContext.js"
 import * as Secrets from "../Secrets.js"
-import { buildEntry, type Draft, emptyHead, matches, type SigningKey, signingKey, verifyAll } from "./auditChain.js"
+import { buildEntry, type Draft, emptyHead, type EntryAt, matches, type SigningKey, signingKey, verifyAll } from "./auditChain.js"
 import { toJson } from "./auditJcs.js"
 import { describeFailure } from "./describe.js"
 import { newId } from "./ids.js"
 import { serviceSpans, withServiceSpan } from "./spans.js"
 
-/** How an append ended. @internal */
-export type Outcome = Exit.Exit<AuditLog.AuditEntry, AuditLog.AuditUnavailable>
+/**
+ * How a submitted entry ended: durable, or why not. A submitted entry's
+ * object is never read, so none is built for it.
+ *
+ * @internal
+ */
+export type Outcome = Exit.Exit<void, AuditLog.AuditUnavailable>
+
+/** The outcome of every durable submitted entry. */
+const durable: Outcome = Exit.void
 
 /** What a backend implements; the service adds the run context and redaction. @internal */
 export interface Store {
@@ -148,7 +156,10 @@ export const makeMemoryStore = (signing: SigningKey, logId: string = newId("log"
         const now = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
         return Effect.succeed(push(draft, now))
       }),
-    submit: (draft, now, done) => done(Exit.succeed(push(draft, now()))),
+    submit: (draft, now, done) => {
+      push(draft, now())
+      done(durable)
+    },
     query: (filter) => Effect.sync(() => entries.filter((entry) => matches(entry, filter))),
     verify: Effect.sync(() => verifyAll(entries, signing.verify, { logId }))
   }
@@ -156,16 +167,20 @@ export const makeMemoryStore = (signing: SigningKey, logId: string = newId("log"
 
 // ---- single writer with group commit ---------------------------------------------
 
-interface Pending {
-  readonly draft: Draft
-  /** Resumes the appending fiber (a no-op once it was interrupted), or reports a submitted entry. */
-  readonly resume: (outcome: Outcome) => void
-}
+/**
+ * Settles one entry of a batch with its outcome and, once the batch is
+ * committed, the batch's entries by index (`index` is the entry's): an
+ * awaited append builds its entry from them, a submitted one reads none.
+ */
+type Settle = (outcome: Outcome, entryAt: EntryAt | undefined, index: number) => void
 
 /** @internal */
 export interface BatchWriterOptions {
-  /** Writes a batch atomically and returns its entries in order; fails the whole batch otherwise. */
-  readonly commit: (drafts: ReadonlyArray<Draft>) => Effect.Effect<ReadonlyArray<AuditLog.AuditEntry>, AuditLog.AuditUnavailable>
+  /**
+   * Writes a batch atomically and gives its entries by index (each built
+   * only when asked for); fails the whole batch otherwise.
+   */
+  readonly commit: (drafts: ReadonlyArray<Draft>) => Effect.Effect<EntryAt, AuditLog.AuditUnavailable>
   readonly maxBatch: number
   /**
    * After a failed commit, fail every later append too. Right for files: after
@@ -173,6 +188,18 @@ export interface BatchWriterOptions {
    */
   readonly poisonOnFailure: boolean
   readonly name: string
+}
+
+/** @internal */
+export interface BatchWriter {
+  /** Appends an entry and waits until it is durable; gives the entry. */
+  readonly append: (draft: Draft) => Effect.Effect<AuditLog.AuditEntry, AuditLog.AuditUnavailable>
+  /**
+   * Takes an entry now, in order with every other, and calls `done` once it
+   * is durable (or failed), as `Store.submit`; `now` is not read (each batch
+   * reads the writer's clock).
+   */
+  readonly submit: (draft: Draft, now: () => number, done: (outcome: Outcome) => void) => void
 }
 
 /**
@@ -185,11 +212,13 @@ export interface BatchWriterOptions {
  */
 export const makeBatchWriter = (
   options: BatchWriterOptions
-): Effect.Effect<Pick<Store, "append"> & Required<Pick<Store, "submit">>, never, Scope.Scope> =>
+): Effect.Effect<BatchWriter, never, Scope.Scope> =>
   Effect.gen(function*() {
-    // The hand-off is a plain array and the writer's resume callback: an effect
-    // `Queue` builds each batch as a persistent Chunk, one node per append.
-    let pending: Array<Pending> = []
+    // The hand-off is two plain arrays (the drafts, ready to commit as they
+    // are, and how to settle each) and the writer's resume callback: an
+    // effect `Queue` builds each batch as a persistent Chunk, one node per append.
+    let drafts: Array<Draft> = []
+    let settles: Array<Settle> = []
     let wake: (() => void) | undefined
     let closed = false
     let poisoned: AuditLog.AuditUnavailable | undefined
@@ -202,25 +231,22 @@ export const makeBatchWriter = (
 
     /** Waits until there is something to write, or the writer is closing. */
     const work = Effect.async<void>((resume) => {
-      if (pending.length > 0 || closed) return resume(Effect.void)
+      if (drafts.length > 0 || closed) return resume(Effect.void)
       wake = () => resume(Effect.void)
       return Effect.sync(() => {
         wake = undefined
       })
     })
 
-    /** Completes every append of `batch`, in place: one effect for the batch, not one per append. */
-    const settle = (batch: ReadonlyArray<Pending>, exitOf: (i: number) => Outcome) =>
+    /** Settles every entry of a batch, in place: one effect for the batch, not one per entry. */
+    const settle = (batch: ReadonlyArray<Settle>, outcome: Outcome, entryAt?: EntryAt) =>
       Effect.sync(() => {
-        for (let i = 0; i < batch.length; i++) batch[i]!.resume(exitOf(i))
+        for (let i = 0; i < batch.length; i++) batch[i]!(outcome, entryAt, i)
       })
 
-    const commitBatch = (batch: ReadonlyArray<Pending>) => {
-      if (poisoned !== undefined) {
-        const failed = Exit.fail(poisoned)
-        return settle(batch, () => failed)
-      }
-      return options.commit(batch.map((pending) => pending.draft)).pipe(
+    const commitBatch = (batch: ReadonlyArray<Draft>, batchSettles: ReadonlyArray<Settle>) => {
+      if (poisoned !== undefined) return settle(batchSettles, Exit.fail(poisoned))
+      return options.commit(batch).pipe(
         // A defect (a bug) fails the batch like a failed write, rather than killing the writer with every append waiting.
         Effect.catchAllDefect((defect) =>
           Effect.fail(
@@ -233,30 +259,42 @@ export const makeBatchWriter = (
         Effect.matchEffect({
           onFailure: (error) => {
             if (options.poisonOnFailure) poisoned = error
-            const failed = Exit.fail(error)
-            return Effect.zipRight(Effect.logError(`${options.name}: ${error.message}`), settle(batch, () => failed))
+            return Effect.zipRight(Effect.logError(`${options.name}: ${error.message}`), settle(batchSettles, Exit.fail(error)))
           },
-          onSuccess: (entries) => settle(batch, (i) => Exit.succeed(entries[i]!))
+          onSuccess: (entryAt) => settle(batchSettles, durable, entryAt)
         })
       )
     }
 
     const loop: Effect.Effect<void> = Effect.gen(function*() {
+      const max = options.maxBatch
       while (true) {
-        if (pending.length === 0) {
+        if (drafts.length === 0) {
           // Closed and drained: every append made before the close is settled.
           if (closed) return
           yield* work
           continue
         }
-        let batch: Array<Pending>
-        if (pending.length <= options.maxBatch) {
-          batch = pending
-          pending = []
-        } else {
-          batch = pending.splice(0, options.maxBatch)
+        // Everything waiting is taken at once; what arrives meanwhile waits for the next round.
+        const taken = drafts
+        const takenSettles = settles
+        drafts = []
+        settles = []
+        if (taken.length <= max) {
+          yield* commitBatch(taken, takenSettles)
+          continue
         }
-        yield* commitBatch(batch)
+        // A backlog is committed in full batches, in order: slices of it, rather than
+        // splicing each batch off the front of the queue (which moves all the rest). Its
+        // last, partial batch goes back before what arrived meanwhile, to fill a batch with it.
+        let at = 0
+        for (; taken.length - at >= max; at += max) {
+          yield* commitBatch(taken.slice(at, at + max), takenSettles.slice(at, at + max))
+        }
+        if (at < taken.length) {
+          drafts = taken.slice(at).concat(drafts)
+          settles = takenSettles.slice(at).concat(settles)
+        }
       }
     })
     const fiber = yield* Effect.forkScoped(loop)
@@ -269,19 +307,40 @@ export const makeBatchWriter = (
       })
     )
 
-    // The hand-off in one step, with the fiber's own resume callback: the queue
-    // is unbounded, so an offer never waits, and a `Deferred` per append costs
-    // more than the rest of the hand-off.
-    const enqueue = (draft: Draft, resume: (outcome: Outcome) => void) => {
-      if (closed) resume(Exit.fail(new AuditLog.AuditUnavailable({ description: `${options.name} is closed` })))
-      else if (poisoned !== undefined) resume(Exit.fail(poisoned))
+    // The hand-off in one step, settled through the appending fiber's resume
+    // callback (a no-op once it was interrupted) or the submitter's own: the
+    // queue is unbounded, so an offer never waits, and a `Deferred` per append
+    // costs more than the rest of the hand-off.
+    const enqueue = (draft: Draft, settle: Settle) => {
+      if (closed) settle(Exit.fail(new AuditLog.AuditUnavailable({ description: `${options.name} is closed` })), undefined, 0)
+      else if (poisoned !== undefined) settle(Exit.fail(poisoned), undefined, 0)
       else {
-        pending.push({ draft, resume })
+        drafts.push(draft)
+        settles.push(settle)
         if (wake !== undefined) wakeWriter()
       }
     }
     return {
-      append: (draft: Draft) => Effect.async<AuditLog.AuditEntry, AuditLog.AuditUnavailable>((resume) => enqueue(draft, resume)),
-      submit: (draft: Draft, _now: () => number, done: (outcome: Outcome) => void) => enqueue(draft, done)
+      append: (draft) =>
+        Effect.async<AuditLog.AuditEntry, AuditLog.AuditUnavailable>((resume) =>
+          enqueue(draft, (outcome, entryAt, index) => resume(entryOfOutcome(outcome, entryAt, index)))
+        ),
+      // The caller's callback settles the entry itself; the entries are not read.
+      submit: (draft, _now, done) => enqueue(draft, done)
     }
   })
+
+/** What an awaited append gives for its entry's outcome: the entry at `index` of its batch, or the failure. */
+const entryOfOutcome = (
+  outcome: Outcome,
+  entryAt: EntryAt | undefined,
+  index: number
+): Exit.Exit<AuditLog.AuditEntry, AuditLog.AuditUnavailable> => {
+  if (outcome._tag === "Failure") return Exit.failCause(outcome.cause)
+  if (entryAt === undefined) return Exit.die(new Error("a committed batch gave no entries"))
+  try {
+    return Exit.succeed(entryAt(index))
+  } catch (error) {
+    return Exit.die(error)
+  }
+}

@@ -205,17 +205,48 @@ export interface Head {
 /** @internal */
 export const emptyHead: Head = { seq: 0, hash: GENESIS_HASH, timestampMillis: 0 }
 
-/** @internal */
-export interface Built {
-  readonly entry: AuditLog.AuditEntry
+/** An entry signed after a head: its line and signature, the chain's new head. @internal */
+export interface SignedLine {
   /** JCS of the whole entry: the stored line (without the newline). */
   readonly line: string
+  readonly signature: string
   readonly head: Head
 }
 
+/** @internal */
+export interface Built extends SignedLine {
+  readonly entry: AuditLog.AuditEntry
+}
+
 /**
- * Signs the next entry after `head`. Timestamps never go backwards along the
- * chain, even if the clock does.
+ * Signs the next entry after `head`, without building its entry object.
+ * Timestamps never go backwards along the chain, even if the clock does.
+ *
+ * @internal
+ */
+export const signEntry = (
+  head: Head,
+  logId: string,
+  signing: Pick<SigningKey, "keyId" | "key">,
+  draft: Draft,
+  nowMillis: number
+): SignedLine => {
+  const timestampMillis = Math.max(nowMillis, head.timestampMillis)
+  const seq = head.seq + 1
+  // The members in JCS order, written directly: the fields are fixed and known,
+  // so only the payload needs the general canonicalization.
+  const before = `{"action":${quote(draft.action)},"actor":${quote(draft.actor)},` +
+    `"keyId":${quote(signing.keyId)},"logId":${quote(logId)},"payload":${canonicalize(draft.payload)},` +
+    `"prevHash":"${head.hash}","runId":${quote(draft.runId)},"seq":${seq},` +
+    `"sessionId":${quote(draft.sessionId)}`
+  const after = `"timestamp":"${isoTimestamp(timestampMillis)}","userId":${draft.userId === null ? "null" : quote(draft.userId)}}`
+  const signature = hmacHex(signing.key, `${before},${after}`)
+  const line = `${before},"signature":"${signature}",${after}`
+  return { line, signature, head: { seq, hash: sha256Hex(line), timestampMillis } }
+}
+
+/**
+ * Signs the next entry after `head` (see {@link signEntry}) and builds it.
  *
  * @internal
  */
@@ -226,20 +257,10 @@ export const buildEntry = (
   draft: Draft,
   nowMillis: number
 ): Built => {
-  const timestampMillis = Math.max(nowMillis, head.timestampMillis)
-  const seq = head.seq + 1
-  const timestamp = isoTimestamp(timestampMillis)
-  // The members in JCS order, written directly: the fields are fixed and known,
-  // so only the payload needs the general canonicalization.
-  const before = `{"action":${quote(draft.action)},"actor":${quote(draft.actor)},` +
-    `"keyId":${quote(signing.keyId)},"logId":${quote(logId)},"payload":${canonicalize(draft.payload)},` +
-    `"prevHash":"${head.hash}","runId":${quote(draft.runId)},"seq":${seq},` +
-    `"sessionId":${quote(draft.sessionId)}`
-  const after = `"timestamp":"${timestamp}","userId":${draft.userId === null ? "null" : quote(draft.userId)}}`
-  const signature = hmacHex(signing.key, `${before},${after}`)
-  const line = `${before},"signature":"${signature}",${after}`
-  const entry = entryOf(draft, seq, timestamp, logId, signing.keyId, head.hash, signature)
-  return { entry, line, head: { seq, hash: sha256Hex(line), timestampMillis } }
+  const signed = signEntry(head, logId, signing, draft, nowMillis)
+  const timestamp = isoTimestamp(signed.head.timestampMillis)
+  const entry = entryOf(draft, signed.head.seq, timestamp, logId, signing.keyId, head.hash, signed.signature)
+  return { entry, line: signed.line, signature: signed.signature, head: signed.head }
 }
 
 /** The entry of a draft, once its place in the chain and its signature are known. */
@@ -283,8 +304,8 @@ const HEX_DIGEST = 2 * SHA256_BYTES
  * Signs `drafts` one after the other after `head`, as {@link buildEntry}
  * does, keeping only what the entries cannot be rebuilt from without the
  * key: the text to append and each entry's signature and hash. The audit
- * file's signing worker runs this; {@link entriesOfBatch} rebuilds the
- * entries from it.
+ * file's signers run this; {@link batchEntryAt} rebuilds the entries from
+ * it.
  *
  * @internal
  */
@@ -299,38 +320,40 @@ export const signBatch = (
   let text = ""
   let chain = ""
   for (const draft of drafts) {
-    const built = buildEntry(next, logId, signing, draft, nowMillis)
-    text += `${built.line}\n`
-    chain += built.entry.signature + built.head.hash
-    next = built.head
+    const signed = signEntry(next, logId, signing, draft, nowMillis)
+    text += `${signed.line}\n`
+    chain += signed.signature + signed.head.hash
+    next = signed.head
   }
   return { text, chain, head: next }
 }
 
+/** The entry of a committed batch at an index, built when asked for. @internal */
+export type EntryAt = (index: number) => AuditLog.AuditEntry
+
 /**
  * The entries of a batch signed by {@link signBatch} from the same `head`,
- * `logId`, key id and `drafts`: the same objects {@link buildEntry} makes.
- * Every entry of a batch has the batch's timestamp (the later of its clock
- * reading and the previous head's).
+ * `logId`, key id and `drafts`, each built only when asked for (an entry
+ * submitted without waiting is never read): the same objects
+ * {@link buildEntry} makes. Every entry of a batch has the batch's
+ * timestamp (the later of its clock reading and the previous head's).
  *
  * @internal
  */
-export const entriesOfBatch = (
+export const batchEntryAt = (
   head: Head,
   logId: string,
   keyId: string,
   drafts: ReadonlyArray<Draft>,
   signed: Pick<SignedBatch, "chain" | "head">
-): Array<AuditLog.AuditEntry> => {
-  const timestamp = isoTimestamp(signed.head.timestampMillis)
-  const entries: Array<AuditLog.AuditEntry> = new Array(drafts.length)
-  let prevHash = head.hash
-  for (let i = 0; i < drafts.length; i++) {
-    const at = 2 * HEX_DIGEST * i
-    entries[i] = entryOf(drafts[i]!, head.seq + 1 + i, timestamp, logId, keyId, prevHash, signed.chain.slice(at, at + HEX_DIGEST))
-    prevHash = signed.chain.slice(at + HEX_DIGEST, at + 2 * HEX_DIGEST)
+): EntryAt => {
+  let timestamp: string | undefined
+  return (index) => {
+    timestamp ??= isoTimestamp(signed.head.timestampMillis)
+    const at = 2 * HEX_DIGEST * index
+    const prevHash = index === 0 ? head.hash : signed.chain.slice(at - HEX_DIGEST, at)
+    return entryOf(drafts[index]!, head.seq + 1 + index, timestamp, logId, keyId, prevHash, signed.chain.slice(at, at + HEX_DIGEST))
   }
-  return entries
 }
 
 /**

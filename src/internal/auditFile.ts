@@ -19,6 +19,7 @@ import {
   ChainVerifier,
   type Draft,
   emptyHead,
+  type EntryAt,
   type Head,
   matches,
   parseLine,
@@ -321,10 +322,11 @@ export const makeFileStore = (
       if (fsync) yield* file.sync
       head = signed.head
       committedBytes += signed.bytes.length
-      return signed.entries
+      return signed.entryAt
     })
     const writeFailed = failWith("write failed; the log accepts no more entries")
-    const commit = (drafts: ReadonlyArray<Draft>) => Effect.mapError(writeBatch(drafts), writeFailed)
+    const commit = (drafts: ReadonlyArray<Draft>): Effect.Effect<EntryAt, AuditLog.AuditUnavailable> =>
+      Effect.mapError(writeBatch(drafts), writeFailed)
 
     const writer = yield* makeBatchWriter({ commit, maxBatch: MAX_BATCH, poisonOnFailure: true, name: `audit log ${path}` })
 

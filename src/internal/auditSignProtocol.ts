@@ -16,12 +16,13 @@ export interface SignRequest {
   readonly head: Head
   readonly now: number
   /**
-   * The drafts, as `JSON.stringify` writes them, UTF-8 encoded; the buffer is
-   * transferred, not copied. (Posting the objects, or even the string, costs
-   * the sending thread several times more. A payload is JSON already, so
-   * parsing gives back the same values, as far as canonical JSON can tell.)
+   * The drafts, as `JSON.stringify` writes them. (Posting the objects costs
+   * the sending thread several times more; the string is copied into the
+   * message as it is, which costs the sending thread less than encoding it
+   * to UTF-8 bytes to transfer. A payload is JSON already, so parsing gives
+   * back the same values, as far as canonical JSON can tell.)
    */
-  readonly drafts: Uint8Array
+  readonly drafts: string
 }
 
 /** The signed batch (its bytes transferred, not copied), or why it could not be signed. @internal */
@@ -38,7 +39,7 @@ export const READY_PREFIX = "jeevesagent/audit-sign-worker/ready/"
  *
  * @internal
  */
-export const READY = `${READY_PREFIX}1`
+export const READY = `${READY_PREFIX}2`
 
 /** The `workerData` the worker is started with; it does nothing without it. @internal */
 export const WORKER_DATA = { jeevesagentAuditSigner: true } as const

@@ -1,8 +1,8 @@
 /**
  * The audit file's signing worker: a worker thread that signs batches of
  * entries ({@link signBatch}), taking the HMAC, the chain hash and the
- * canonical JSON of every entry off the main thread (which still encodes
- * and hands over the drafts, about 1 µs each). It holds no chain state:
+ * canonical JSON of every entry off the main thread (which still serializes
+ * and hands over the drafts, well under 1 µs each). It holds no chain state:
  * each request carries the head, the key and the drafts, and the answer the
  * text to append, each entry's signature and hash, and the new head. The
  * main thread writes and syncs the bytes itself.
@@ -29,11 +29,12 @@ const keyOf = (bytes: Uint8Array): HmacKey => {
 }
 
 const encoder = new TextEncoder()
-const decoder = new TextDecoder()
 
 const answer = (request: SignRequest): SignReply => {
   try {
-    const signed = signBatch(request.head, request.logId, { keyId: request.keyId, key: keyOf(request.key) }, JSON.parse(decoder.decode(request.drafts)) as ReadonlyArray<Draft>, request.now)
+    const drafts = JSON.parse(request.drafts) as ReadonlyArray<Draft>
+    const signing = { keyId: request.keyId, key: keyOf(request.key) }
+    const signed = signBatch(request.head, request.logId, signing, drafts, request.now)
     return { id: request.id, ok: true, bytes: encoder.encode(signed.text), chain: signed.chain, head: signed.head }
   } catch (error) {
     return { id: request.id, ok: false, error: error instanceof Error ? error.message : String(error) }

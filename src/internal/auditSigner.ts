@@ -13,13 +13,12 @@
  */
 import { Worker } from "node:worker_threads"
 import * as Effect from "effect/Effect"
-import type * as AuditLog from "../AuditLog.js"
-import { buildEntry, type Draft, entriesOfBatch, type Head, type SigningKey } from "./auditChain.js"
+import { batchEntryAt, type Draft, type EntryAt, type Head, signBatch, type SigningKey } from "./auditChain.js"
 import { READY, READY_PREFIX, type SignReply, type SignRequest, WORKER_DATA } from "./auditSignProtocol.js"
 
-/** A signed batch: its entries, the bytes to append, the chain's new head. @internal */
+/** A signed batch: its entries (each built when asked for), the bytes to append, the chain's new head. @internal */
 export interface Signed {
-  readonly entries: ReadonlyArray<AuditLog.AuditEntry>
+  readonly entryAt: EntryAt
   readonly bytes: Uint8Array
   readonly head: Head
 }
@@ -32,17 +31,19 @@ export interface Signer {
 
 const encoder = new TextEncoder()
 
-const signInline = (signing: SigningKey, head: Head, logId: string, drafts: ReadonlyArray<Draft>, now: number): Signed => {
-  let next = head
-  const entries: Array<AuditLog.AuditEntry> = []
-  let text = ""
-  for (const draft of drafts) {
-    const built = buildEntry(next, logId, signing, draft, now)
-    entries.push(built.entry)
-    text += `${built.line}\n`
-    next = built.head
+const signInline = (
+  signing: SigningKey,
+  head: Head,
+  logId: string,
+  drafts: ReadonlyArray<Draft>,
+  now: number
+): Signed => {
+  const signed = signBatch(head, logId, signing, drafts, now)
+  return {
+    entryAt: batchEntryAt(head, logId, signing.keyId, drafts, signed),
+    bytes: encoder.encode(signed.text),
+    head: signed.head
   }
-  return { entries, bytes: encoder.encode(text), head: next }
 }
 
 /** Signs on the calling thread. @internal */
@@ -139,7 +140,7 @@ class SignWorker {
       })
       if (this.pending.size === 1) this.worker.ref()
       try {
-        this.worker.postMessage({ ...request, id } satisfies SignRequest, [request.drafts.buffer as ArrayBuffer])
+        this.worker.postMessage({ ...request, id } satisfies SignRequest)
       } catch (error) {
         clearTimeout(deadline)
         this.forget(id)
@@ -298,7 +299,7 @@ export const workerSigner = (signing: SigningKey, warn: (reason: string) => Effe
         kick()
         const worker = ready
         if (worker === undefined || !worker.alive) return inline(head, logId, drafts, now)
-        return Effect.matchEffect(worker.request({ keyId, key, logId, head, now, drafts: encoder.encode(JSON.stringify(drafts)) }), {
+        return Effect.matchEffect(worker.request({ keyId, key, logId, head, now, drafts: JSON.stringify(drafts) }), {
           onFailure: (reason) => {
             // A worker that failed a batch is not trusted with the next: it is ended (a no-op if it is gone already).
             worker.fail(reason)
@@ -311,7 +312,7 @@ export const workerSigner = (signing: SigningKey, warn: (reason: string) => Effe
             }
             workerStats.batches++
             return Effect.succeed({
-              entries: entriesOfBatch(head, logId, keyId, drafts, reply),
+              entryAt: batchEntryAt(head, logId, keyId, drafts, reply),
               bytes: reply.bytes,
               head: reply.head
             })

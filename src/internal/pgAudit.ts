@@ -142,7 +142,7 @@ export const makePgStore = (
           yield* sql`UPDATE jeeves_audit_chains
             SET seq = ${next.seq}, hash = ${next.hash}, timestamp_ms = ${next.timestampMillis}
             WHERE name = ${chain}`
-          return entries
+          return (index: number) => entries[index]!
         })
       ).pipe(Effect.mapError(unavailable("append failed")))
 
