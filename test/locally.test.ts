@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Deferred, Effect, Exit, Fiber, FiberRef, Option, Tracer } from "effect"
-import { canSetRefs, locally, makeSpan, setRefs, withParentSpan, withSpan } from "../src/internal/locally.js"
+import { canSetRefs, locally, makeSpan, refsOf, setRefs, withParentSpan, withSpan } from "../src/internal/locally.js"
 
 const ref = FiberRef.unsafeMake("outer")
 
@@ -71,6 +71,30 @@ describe("internal/locally", () => {
       yield* set(ref, "outer", other, 0)
       assert.strictEqual(yield* FiberRef.get(ref), "outer")
       assert.strictEqual(yield* FiberRef.get(other), 0)
+    }))
+
+  it.effect("locally puts back the very FiberRefs it replaced when nothing else changed, else keeps the other changes", () =>
+    Effect.gen(function*() {
+      const other = FiberRef.unsafeMake(0)
+      const refs = Effect.withFiberRuntime((fiber) => Effect.succeed(refsOf(fiber)))
+      const before = yield* refs
+      // A body that changes nothing else, nested locals included.
+      assert.strictEqual(yield* locally(locally(FiberRef.get(ref), ref, "two"), ref, "one"), "two")
+      assert.strictEqual(yield* refs, before)
+      assert.strictEqual(yield* FiberRef.get(ref), "outer")
+      // A body that sets another FiberRef: that change stays, the local one is undone.
+      yield* locally(FiberRef.set(other, 5), ref, "inner")
+      assert.strictEqual(yield* FiberRef.get(ref), "outer")
+      assert.strictEqual(yield* FiberRef.get(other), 5)
+      // So does one a joined child made.
+      yield* locally(Effect.flatMap(Effect.fork(FiberRef.set(other, 6)), Fiber.join), ref, "inner")
+      assert.strictEqual(yield* FiberRef.get(ref), "outer")
+      assert.strictEqual(yield* FiberRef.get(other), 6)
+      // Nested, and on failure.
+      const failed = yield* Effect.exit(locally(locally(Effect.fail("no"), ref, "two"), ref, "one"))
+      assert.isTrue(Exit.isFailure(failed))
+      assert.strictEqual(yield* FiberRef.get(ref), "outer")
+      assert.strictEqual(yield* FiberRef.get(other), 6)
     }))
 
   for (const fast of [false, true]) {

@@ -33,7 +33,7 @@ import { denial } from "./denied.js"
 import { describeFailure, stringifyOutput } from "./describe.js"
 import { forEachConcurrent } from "./forkAll.js"
 import { newId } from "./ids.js"
-import { canSetRefs, endSpan, makeSpan, setRefs, spanNow, withParentSpan, withSpan } from "./locally.js"
+import { canSetRefs, endSpan, makeSpan, refsOf, resetRefs, setRefs, spanNow, withParentSpan, withSpan } from "./locally.js"
 import * as Metrics from "./metrics.js"
 import * as MemoryInternal from "./memoryStore.js"
 import * as PermissionsInternal from "./permissions.js"
@@ -691,18 +691,21 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       if (span === undefined) return reserved(state, request, turn, restore, reservation)
       const completed = Model.retryRetryable(model.complete(request), retrySchedule)
       const previous = fiber.getFiberRef(FiberRef.currentContext)
-      if (span !== "unsampled") setRefs(fiber, FiberRef.currentContext, Context.add(previous, Tracer.ParentSpan, span))
+      const before = refsOf(fiber)
+      const installed = span === "unsampled" ?
+        undefined :
+        setRefs(fiber, FiberRef.currentContext, Context.add(previous, Tracer.ParentSpan, span))
       return Effect.matchCauseEffect(restore(completed), {
         onFailure: (cause) => {
           if (span !== "unsampled") {
-            setRefs(fiber, FiberRef.currentContext, previous)
+            resetRefs(fiber, before, installed, FiberRef.currentContext, previous)
             endSpan(span, Exit.failCause(cause), fiber)
           }
           return Effect.zipRight(reservation.release, Effect.failCause(cause))
         },
         onSuccess: (response): Effect.Effect<Metered> => {
           if (span !== "unsampled") {
-            setRefs(fiber, FiberRef.currentContext, previous)
+            resetRefs(fiber, before, installed, FiberRef.currentContext, previous)
             endSpan(span, Exit.succeed(response), fiber)
           }
           reservation.unsafeSettle(response.usage)
@@ -1460,13 +1463,13 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           }
           const previousRun = fiber.getFiberRef(RunContext.ref)
           const previousContext = fiber.getFiberRef(FiberRef.currentContext)
-          if (span === undefined) setRefs(fiber, RunContext.ref, state.context)
-          else {
+          const before = refsOf(fiber)
+          const installed = span === undefined ?
+            setRefs(fiber, RunContext.ref, state.context) :
             setRefs(fiber, RunContext.ref, state.context, FiberRef.currentContext, Context.add(previousContext, Tracer.ParentSpan, span))
-          }
           const finish = (exit: Exit.Exit<Agent.RunResult, Agent.AgentError>) => {
-            if (span === undefined) setRefs(fiber, RunContext.ref, previousRun)
-            else setRefs(fiber, RunContext.ref, previousRun, FiberRef.currentContext, previousContext)
+            if (span === undefined) resetRefs(fiber, before, installed, RunContext.ref, previousRun)
+            else resetRefs(fiber, before, installed, RunContext.ref, previousRun, FiberRef.currentContext, previousContext)
             if (telemetryOn) endTurnSpanNow(state, exit, fiber)
             if (span !== undefined && span.status._tag !== "Ended") {
               const outcome = runOutcome(exit)

@@ -51,6 +51,9 @@ export const canSetRefs = (fiber: Fiber.RuntimeFiber<unknown, unknown>): boolean
  * where the fiber's FiberRefs are not what this expects. Call only when
  * {@link canSetRefs}.
  *
+ * Returns the FiberRefs it installed (for {@link resetRefs}), or
+ * `undefined` when it installed none itself.
+ *
  * @internal
  */
 export const setRefs = <X, Y = never>(
@@ -59,23 +62,69 @@ export const setRefs = <X, Y = never>(
   value: X,
   ref2?: FiberRef.FiberRef<Y>,
   value2?: Y
-): void => {
+): FiberRefs.FiberRefs | undefined => {
   const setter = fiber as unknown as FiberRefSetter
   const locals = setter._fiberRefs?.locals
   if (!(locals instanceof Map) || typeof setter.setFiberRefs !== "function") {
     setter.setFiberRef!(ref, value)
     if (ref2 !== undefined) setter.setFiberRef!(ref2, value2 as Y)
-    return
+    return undefined
   }
   const id = fiber.id()
   const first = pushed(locals.get(ref) as Stack | undefined, id, value)
   const second = ref2 === undefined ? undefined : pushed(locals.get(ref2) as Stack | undefined, id, value2)
-  if (first === undefined && second === undefined) return
+  if (first === undefined && second === undefined) return undefined
   const copy = new Map<FiberRef.FiberRef<unknown>, Stack>()
   locals.forEach((entry, key) => copy.set(key, entry))
   if (first !== undefined) copy.set(ref as FiberRef.FiberRef<unknown>, first)
   if (second !== undefined) copy.set(ref2 as FiberRef.FiberRef<unknown>, second)
-  setter.setFiberRefs(FiberRefs.unsafeMake(copy))
+  const installed = FiberRefs.unsafeMake(copy)
+  setter.setFiberRefs(installed)
+  return installed
+}
+
+/** The fiber's FiberRefs as they are, before a {@link setRefs} (for {@link resetRefs}). @internal */
+export const refsOf = (fiber: Fiber.RuntimeFiber<unknown, unknown>): FiberRefs.FiberRefs | undefined =>
+  (fiber as unknown as FiberRefSetter)._fiberRefs
+
+/** Whether `a` holds exactly the entries of `b`: the same FiberRefs with the same stacks. */
+const sameLocals = (a: FiberRefs.FiberRefs | undefined, b: FiberRefs.FiberRefs): boolean => {
+  if (a === b) return true
+  const left = a?.locals
+  const right = b.locals
+  if (!(left instanceof Map) || left.size !== right.size) return false
+  let same = true
+  left.forEach((stack, key) => {
+    if (same && right.get(key) !== stack) same = false
+  })
+  return same
+}
+
+/**
+ * Puts `ref` (and `ref2`) back to `value` (`value2`), the values they had
+ * in `before`, after {@link setRefs} installed `installed` over `before`.
+ * When nothing else changed the fiber's FiberRefs since (entry for entry
+ * they are still `installed`: a fork or a join that changed no value keeps
+ * them so), `before` itself goes back, with no copy, exactly as it was;
+ * otherwise this is {@link setRefs}.
+ *
+ * @internal
+ */
+export const resetRefs = <X, Y = never>(
+  fiber: Fiber.RuntimeFiber<unknown, unknown>,
+  before: FiberRefs.FiberRefs | undefined,
+  installed: FiberRefs.FiberRefs | undefined,
+  ref: FiberRef.FiberRef<X>,
+  value: X,
+  ref2?: FiberRef.FiberRef<Y>,
+  value2?: Y
+): void => {
+  const setter = fiber as unknown as FiberRefSetter
+  if (installed !== undefined && before !== undefined && sameLocals(setter._fiberRefs, installed)) {
+    setter.setFiberRefs!(before)
+    return
+  }
+  setRefs(fiber, ref, value, ref2, value2)
 }
 
 /**
@@ -106,15 +155,16 @@ export const locallyWith = <A, E, R, X>(
         const fallback = Effect.locally(restore(self), ref, f(previous))
         return onExit === undefined ? fallback : Effect.onExit(fallback, (exit) => Effect.sync(() => onExit(exit, fiber)))
       }
-      setRefs(fiber, ref, f(previous))
+      const before = refsOf(fiber)
+      const installed = setRefs(fiber, ref, f(previous))
       return Effect.matchCauseEffect(restore(self), {
         onFailure: (cause) => {
-          setRefs(fiber, ref, previous)
+          resetRefs(fiber, before, installed, ref, previous)
           onExit?.(Exit.failCause(cause), fiber)
           return Effect.failCause(cause)
         },
         onSuccess: (value) => {
-          setRefs(fiber, ref, previous)
+          resetRefs(fiber, before, installed, ref, previous)
           onExit?.(Exit.succeed(value), fiber)
           return Effect.succeed(value)
         }
@@ -258,15 +308,16 @@ export const withSpan = <A, E, R>(
           ))
       }
       const previous = fiber.getFiberRef(FiberRef.currentContext)
-      setRefs(fiber, FiberRef.currentContext, Context.add(previous, Tracer.ParentSpan, span))
+      const before = refsOf(fiber)
+      const installed = setRefs(fiber, FiberRef.currentContext, Context.add(previous, Tracer.ParentSpan, span))
       return Effect.matchCauseEffect(restore(self), {
         onFailure: (cause) => {
-          setRefs(fiber, FiberRef.currentContext, previous)
+          resetRefs(fiber, before, installed, FiberRef.currentContext, previous)
           ended(Exit.failCause(cause), span, fiber)
           return Effect.failCause(cause)
         },
         onSuccess: (value) => {
-          setRefs(fiber, FiberRef.currentContext, previous)
+          resetRefs(fiber, before, installed, FiberRef.currentContext, previous)
           ended(Exit.succeed(value), span, fiber)
           return Effect.succeed(value)
         }
