@@ -220,11 +220,15 @@ export type FileOptions = KeyOptions & {
    * while the worker is starting or cannot sign (it cannot start, died,
    * failed the batch or did not answer within 10 s), are signed on the main
    * thread, with a warning logged once per failure; the worker is ended and
-   * tried again 30 seconds later. An
-   * append is acknowledged only once the main thread has written (and
-   * synced) its batch, either way; no append waits for the worker to start
-   * or fails because of it, and the worker never keeps the process alive
-   * when it has no batch to sign. `"inline"`: always on the main thread.
+   * tried again 30 seconds later. The worker also appends and syncs the
+   * batches it signs (one event-loop turn per batch instead of three); if
+   * it may have written part of a batch it then failed, the file is cut
+   * back before the batch is written on the main thread, and if it reports
+   * that writing failed, the batch fails as a failed write does. An append
+   * is acknowledged only once its batch is written (and synced), either
+   * way; no append waits for the worker to start, and the worker never
+   * keeps the process alive when it has no batch to sign. `"inline"`:
+   * always on the main thread.
    */
   readonly signing?: "worker" | "inline" | undefined
 }

@@ -187,6 +187,29 @@ describe("the audit file's signing worker", () => {
       warning: "does not fit"
     },
     {
+      title: "appends part of a batch and dies",
+      // The file is cut back to where the batch began before the batch is written again.
+      code: `parentPort.on("message", (m) => {
+  require("node:fs").writeSync(m.fd, '{"seq":1,"torn')
+  process.exit(4)
+})\n${listening}`,
+      warning: "exited (code 4)"
+    },
+    {
+      title: "appends a whole line and does not answer in time",
+      code: `parentPort.on("message", (m) => { require("node:fs").writeSync(m.fd, '{"not":"an entry"}\\n') })\n${listening}`,
+      limits: { answerTimeoutMillis: 200 },
+      warning: "did not answer a batch"
+    },
+    {
+      title: "appends and answers something that does not fit",
+      code: `parentPort.on("message", (m) => {
+  require("node:fs").writeSync(m.fd, "garbage")
+  parentPort.postMessage({ id: m.id, ok: true, bytes: new Uint8Array(0), written: 7, chain: "", head: m.head })
+})\n${listening}`,
+      warning: "does not fit"
+    },
+    {
       title: "cannot start",
       code: `throw new Error("no worker here")`,
       warning: "no worker here"
@@ -207,6 +230,54 @@ describe("the audit file's signing worker", () => {
         assert.include(warnings(outcome.messages)[0]!, failure.warning)
       }))
   }
+
+  it.live("appends and syncs the batches it signs itself: the file holds every entry once", () =>
+    Effect.gen(function*() {
+      yield* ready
+      const path = freshPath()
+      const before = { ...workerStats }
+      const entries = yield* workload.pipe(Effect.provide(fileLayer({ path, secret: SECRET })))
+      assert.isAbove(workerStats.batches, before.batches)
+      const written = workerStats.written - before.written
+      assert.isAbove(written, 0, "the worker appended its batches")
+      // The two single entries are signed and written on the main thread (too small a batch for the worker).
+      assert.isBelow(written, nodeFs.statSync(path).size)
+      yield* intact(path, entries)
+      assert.strictEqual(nodeFs.readFileSync(path, "utf8").trimEnd().split("\n").length, entries.length)
+    }))
+
+  it.live("a worker that reports appending failed: the batch fails as a failed write does, and the log takes no more entries", () =>
+    Effect.gen(function*() {
+      const path = freshPath()
+      const code = `parentPort.on("message", (m) => {
+  require("node:fs").writeSync(m.fd, '{"seq":1,"to')
+  parentPort.postMessage({ id: m.id, ok: false, error: "ENOSPC: no space left on device", wrote: true })
+})\n${listening}`
+      const outcome = yield* withWorker(
+        fake(code),
+        Effect.zipRight(
+          ready,
+          withLogs(
+            Effect.gen(function*() {
+              const batch = yield* Effect.forEach(
+                Array.from({ length: 10 }, (_, i) => i),
+                (i) => Effect.either(append("tool_call", { i })),
+                { concurrency: "unbounded" }
+              )
+              const after = yield* Effect.either(append("run_completed"))
+              return { batch, after }
+            }).pipe(RunContext.withUser("user_1"), Effect.provide(fileLayer({ path, secret: SECRET })))
+          )
+        )
+      )
+      assert.isTrue(outcome.value.batch.every((result) => result._tag === "Left"), "no entry of the batch is acknowledged")
+      const failure = outcome.value.batch[0]!
+      assert.isTrue(failure._tag === "Left" && failure.left.message.includes("ENOSPC"), JSON.stringify(failure))
+      assert.isTrue(outcome.value.after._tag === "Left", "the log accepts no more entries")
+      // Reopened, the torn line is moved aside: the file holds nothing acknowledged, and verifies.
+      const report = yield* verifyFile(path)
+      assert.strictEqual(report.validCount, 0)
+    }))
 
   it.live("a log does not wait for a worker that is still starting: it signs on the main thread meanwhile, without warning", () =>
     Effect.gen(function*() {

@@ -317,11 +317,14 @@ export const makeFileStore = (
     // Made once: a generator closure per batch costs V8 about 2 µs to set up.
     const writeBatch = Effect.fnUntraced(function*(drafts: ReadonlyArray<Draft>) {
       const now = yield* Clock.currentTimeMillis
-      const signed = yield* signer.sign(head, chainLogId, drafts, now)
-      yield* file.writeAll(signed.bytes)
-      if (fsync) yield* file.sync
+      // The signing worker appends and syncs the batch itself when it signs it (`written`).
+      const signed = yield* signer.sign(head, chainLogId, drafts, now, { fd: file.fd, sync: fsync, size: committedBytes })
+      if (signed.written === undefined) {
+        yield* file.writeAll(signed.bytes)
+        if (fsync) yield* file.sync
+      }
       head = signed.head
-      committedBytes += signed.bytes.length
+      committedBytes += signed.written ?? signed.bytes.length
       return signed.entryAt
     })
     const writeFailed = failWith("write failed; the log accepts no more entries")

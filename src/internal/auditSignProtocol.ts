@@ -23,12 +23,34 @@ export interface SignRequest {
    * back the same values, as far as canonical JSON can tell.)
    */
   readonly drafts: string
+  /**
+   * The log file's descriptor (opened for appending by the main thread; a
+   * worker shares the process's descriptors): the worker appends the
+   * batch's bytes to it itself, and syncs it when `sync`, before it
+   * answers. Without it, the bytes come back for the main thread to write.
+   */
+  readonly fd?: number | undefined
+  readonly sync?: boolean | undefined
 }
 
-/** The signed batch (its bytes transferred, not copied), or why it could not be signed. @internal */
+/**
+ * The signed batch — its bytes transferred, not copied, or, when the request
+ * named a file, how many bytes the worker appended (and synced) — or why it
+ * could not be signed. `wrote`: the failure came while appending or syncing,
+ * so the file may hold part of the batch.
+ *
+ * @internal
+ */
 export type SignReply =
-  | { readonly id: number; readonly ok: true; readonly bytes: Uint8Array; readonly chain: string; readonly head: Head }
-  | { readonly id: number; readonly ok: false; readonly error: string }
+  | {
+    readonly id: number
+    readonly ok: true
+    readonly bytes: Uint8Array
+    readonly written?: number | undefined
+    readonly chain: string
+    readonly head: Head
+  }
+  | { readonly id: number; readonly ok: false; readonly error: string; readonly wrote?: boolean | undefined }
 
 /** What every version of the worker's first message starts with. @internal */
 export const READY_PREFIX = "jeevesagent/audit-sign-worker/ready/"
@@ -39,7 +61,7 @@ export const READY_PREFIX = "jeevesagent/audit-sign-worker/ready/"
  *
  * @internal
  */
-export const READY = `${READY_PREFIX}2`
+export const READY = `${READY_PREFIX}3`
 
 /** The `workerData` the worker is started with; it does nothing without it. @internal */
 export const WORKER_DATA = { jeevesagentAuditSigner: true } as const

@@ -9,24 +9,59 @@
  * that does not fit), the batch is signed on the main thread. No append
  * waits for the worker to start, and none fails because of it.
  *
+ * Given the log file ({@link FileTarget}), the worker also appends the batch
+ * to it and syncs it. If it fails in a way that leaves unknown whether it
+ * wrote (it died, did not answer, answered something that does not fit),
+ * the file is cut back to where the batch began once the worker has
+ * stopped, and the batch is signed and written on the main thread: nothing
+ * is written twice. If it reports that appending or syncing failed, the
+ * batch fails as a failed write on the main thread would.
+ *
  * @internal
  */
+import { fstatSync, fsyncSync, ftruncateSync } from "node:fs"
 import { Worker } from "node:worker_threads"
 import * as Effect from "effect/Effect"
 import { batchEntryAt, type Draft, type EntryAt, type Head, signBatch, type SigningKey } from "./auditChain.js"
 import { READY, READY_PREFIX, type SignReply, type SignRequest, WORKER_DATA } from "./auditSignProtocol.js"
 
-/** A signed batch: its entries (each built when asked for), the bytes to append, the chain's new head. @internal */
+/**
+ * A signed batch: its entries (each built when asked for), the bytes to
+ * append, the chain's new head. `written`: the signer appended the bytes to
+ * the file itself (and synced it if asked), this many; `bytes` is then empty.
+ *
+ * @internal
+ */
 export interface Signed {
   readonly entryAt: EntryAt
   readonly bytes: Uint8Array
+  readonly written?: number | undefined
   readonly head: Head
+}
+
+/** The log file a signer may append a batch to itself. @internal */
+export interface FileTarget {
+  /** Open for appending. */
+  readonly fd: number
+  readonly sync: boolean
+  /** The file's size before this batch: where it is cut back to if part of the batch may be in it. */
+  readonly size: number
 }
 
 /** @internal */
 export interface Signer {
-  /** Signs `drafts` after `head`. */
-  readonly sign: (head: Head, logId: string, drafts: ReadonlyArray<Draft>, now: number) => Effect.Effect<Signed>
+  /**
+   * Signs `drafts` after `head`, and may append them to `file` itself
+   * (`Signed.written`). Fails only when appending or syncing `file` failed,
+   * so that it may hold part of the batch.
+   */
+  readonly sign: (
+    head: Head,
+    logId: string,
+    drafts: ReadonlyArray<Draft>,
+    now: number,
+    file?: FileTarget
+  ) => Effect.Effect<Signed, Error>
 }
 
 const encoder = new TextEncoder()
@@ -77,27 +112,39 @@ export const testing: {
 /** After the worker fails, batches are signed on the main thread for this long before it is tried again. */
 const COOL_DOWN_MILLIS = 30_000
 
-/** Batches the signing worker has signed in this process (tests check it did the work). @internal */
-export const workerStats = { batches: 0 }
+/** Batches the signing worker has signed, and bytes it has appended, in this process (tests check it did the work). @internal */
+export const workerStats = { batches: 0, written: 0 }
 
 type Ok = Extract<SignReply, { readonly ok: true }>
+
+/**
+ * Why the worker did not sign a batch. `wrote`: whether it may have appended
+ * part of it to the file — `true` when it said appending or syncing failed,
+ * `"unknown"` when it never said (it died, did not answer, could not be read).
+ */
+interface Unsigned {
+  readonly reason: string
+  readonly wrote: boolean | "unknown"
+}
 
 /**
  * The ready worker. It keeps the process alive only while it has a batch to
  * answer.
  */
 class SignWorker {
-  private readonly pending = new Map<number, (reply: Ok | string) => void>()
+  private readonly pending = new Map<number, (reply: Ok | Unsigned) => void>()
   private nextId = 1
   /** Why the worker can sign no more, once it cannot. */
   private gone: string | undefined
+  /** Settles once the ended worker's thread has stopped. */
+  private stopping: Promise<unknown> | undefined
 
   constructor(private readonly worker: Worker, private readonly onGone: (self: SignWorker, reason: string) => void) {
     worker.on("message", (reply: SignReply) => {
       const settle = this.pending.get(reply.id)
       if (settle === undefined) return
       this.forget(reply.id)
-      settle(reply.ok ? reply : `it failed: ${reply.error}`)
+      settle(reply.ok ? reply : { reason: `it failed: ${reply.error}`, wrote: reply.wrote === true })
     })
     worker.on("messageerror", (error) => this.fail(`an answer could not be read: ${error.message}`))
     worker.on("error", (error) => this.fail(`it failed: ${error.message}`))
@@ -122,21 +169,26 @@ class SignWorker {
     const settles = [...this.pending.values()]
     this.pending.clear()
     this.worker.unref()
-    for (const settle of settles) settle(reason)
-    void this.worker.terminate()
+    this.stopping = this.worker.terminate()
+    for (const settle of settles) settle({ reason, wrote: "unknown" })
     this.onGone(this, reason)
   }
 
-  request(request: Omit<SignRequest, "id">): Effect.Effect<Ok, string> {
-    return Effect.async<Ok, string>((resume) => {
-      if (this.gone !== undefined) return resume(Effect.fail(this.gone))
+  /** Waits until the thread of this ended worker has stopped: nothing it was doing is under way any more. */
+  stopped(): Effect.Effect<void> {
+    return Effect.promise(() => (this.stopping ?? this.worker.terminate()).then(() => undefined, () => undefined))
+  }
+
+  request(request: Omit<SignRequest, "id">): Effect.Effect<Ok, Unsigned> {
+    return Effect.async<Ok, Unsigned>((resume) => {
+      if (this.gone !== undefined) return resume(Effect.fail({ reason: this.gone, wrote: false }))
       const id = this.nextId++
       const limit = testing.answerTimeoutMillis
       const deadline = setTimeout(() => this.fail(`it did not answer a batch within ${limit / 1000} s`), limit)
       deadline.unref()
       this.pending.set(id, (reply) => {
         clearTimeout(deadline)
-        resume(typeof reply === "string" ? Effect.fail(reply) : Effect.succeed(reply))
+        resume("ok" in reply ? Effect.succeed(reply) : Effect.fail(reply))
       })
       if (this.pending.size === 1) this.worker.ref()
       try {
@@ -144,7 +196,7 @@ class SignWorker {
       } catch (error) {
         clearTimeout(deadline)
         this.forget(id)
-        return resume(Effect.fail(`the batch could not be sent to it: ${String(error)}`))
+        return resume(Effect.fail({ reason: `the batch could not be sent to it: ${String(error)}`, wrote: false }))
       }
       return Effect.sync(() => {
         clearTimeout(deadline)
@@ -267,9 +319,15 @@ const kick = (): void => {
   })
 }
 
-/** The answer fits the batch: one signature and one hash per draft, the head that many entries on. */
-const fits = (reply: Ok, head: Head, drafts: ReadonlyArray<Draft>): boolean =>
-  reply.bytes instanceof Uint8Array && typeof reply.chain === "string" && reply.chain.length === 128 * drafts.length &&
+/**
+ * The answer fits the batch: its bytes (or, when it wrote them, how many),
+ * one signature and one hash per draft, the head that many entries on.
+ */
+const fits = (reply: Ok, head: Head, drafts: ReadonlyArray<Draft>, wrote: boolean): boolean =>
+  (wrote ?
+    typeof reply.written === "number" && Number.isSafeInteger(reply.written) && reply.written > 0 :
+    reply.bytes instanceof Uint8Array && reply.written === undefined) &&
+  typeof reply.chain === "string" && reply.chain.length === 128 * drafts.length &&
   typeof reply.head === "object" && reply.head !== null && reply.head.seq === head.seq + drafts.length &&
   typeof reply.head.hash === "string" && reply.head.hash.length === 64 && typeof reply.head.timestampMillis === "number"
 
@@ -291,29 +349,63 @@ export const workerSigner = (signing: SigningKey, warn: (reason: string) => Effe
       warned = failure.generation
       return Effect.as(warn(failure.reason), signed)
     })
+  /**
+   * After `worker` failed a batch it may have written part of: once its
+   * thread has stopped, the file goes back to the size it had before the
+   * batch (synced), so the batch can be written again from the start.
+   */
+  const cutBack = (worker: SignWorker, file: FileTarget): Effect.Effect<void, Error> =>
+    Effect.flatMap(worker.stopped(), () =>
+      Effect.try({
+        try: () => {
+          if (fstatSync(file.fd).size === file.size) return
+          ftruncateSync(file.fd, file.size)
+          if (file.sync) fsyncSync(file.fd)
+        },
+        catch: (error) =>
+          new Error(`the signing worker may have written part of a batch, and the file could not be cut back: ${String(error)}`, {
+            cause: error
+          })
+      }))
   kick()
   return {
-    sign: (head, logId, drafts, now) =>
+    sign: (head, logId, drafts, now, file) =>
       Effect.suspend(() => {
         if (drafts.length < MIN_WORKER_BATCH) return inline(head, logId, drafts, now)
         kick()
         const worker = ready
         if (worker === undefined || !worker.alive) return inline(head, logId, drafts, now)
-        return Effect.matchEffect(worker.request({ keyId, key, logId, head, now, drafts: JSON.stringify(drafts) }), {
-          onFailure: (reason) => {
-            // A worker that failed a batch is not trusted with the next: it is ended (a no-op if it is gone already).
-            worker.fail(reason)
-            return inline(head, logId, drafts, now)
-          },
+        const request = {
+          keyId,
+          key,
+          logId,
+          head,
+          now,
+          drafts: JSON.stringify(drafts),
+          fd: file?.fd,
+          sync: file?.sync
+        }
+        /** Signs (and has the caller write) on the main thread; first undoes what the worker may have written. */
+        const instead = (reason: string, wrote: boolean | "unknown") => {
+          // A worker that failed a batch is not trusted with the next: it is ended (a no-op if it is gone already).
+          worker.fail(reason)
+          const signed = inline(head, logId, drafts, now)
+          return file === undefined || wrote === false ? signed : Effect.zipRight(cutBack(worker, file), signed)
+        }
+        return Effect.matchEffect(worker.request(request), {
+          onFailure: (unsigned): Effect.Effect<Signed, Error> =>
+            // The file may hold part of the batch and could not take it: the batch fails as a failed write would.
+            unsigned.wrote === true ?
+              Effect.fail(new Error(`the signing worker could not append the batch: ${unsigned.reason}`)) :
+              instead(unsigned.reason, unsigned.wrote),
           onSuccess: (reply) => {
-            if (!fits(reply, head, drafts)) {
-              worker.fail("its answer does not fit the batch")
-              return inline(head, logId, drafts, now)
-            }
+            if (!fits(reply, head, drafts, file !== undefined)) return instead("its answer does not fit the batch", "unknown")
             workerStats.batches++
+            if (reply.written !== undefined) workerStats.written += reply.written
             return Effect.succeed({
               entryAt: batchEntryAt(head, logId, keyId, drafts, reply),
               bytes: reply.bytes,
+              written: reply.written,
               head: reply.head
             })
           }
