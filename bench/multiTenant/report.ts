@@ -70,7 +70,7 @@ export const auditDescription = (options: BenchOptions): string =>
       "file, durability fsync: an entry is acknowledged only once fsynced, so no acknowledged entry (and no " +
         "destructive call, which waits for its entry) is lost to a crash or power cut; concurrent appends share one fsync" :
       "file, durability none: acknowledged after the write only (a power cut can lose acknowledged entries)") +
-      (options.auditSigning === "worker" ? "; entries signed on the shared signing worker thread" : "; entries signed on the main thread")
+      (options.auditSigning === "worker" ? "; batches signed, written and synced on the shared signing worker thread" : "; entries signed on the main thread")
 
 /** What a run of the bench measured, for {@link makeReport}. */
 export interface Measured {
