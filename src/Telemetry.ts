@@ -168,11 +168,16 @@ export interface OtelOptions {
    * agent's spans. Default `false`: the agent's spans (`jeeves.run`,
    * `jeeves.turn`, `jeeves.model.*`, `jeeves.tool`, `jeeves.budget.reserve`,
    * `jeeves.permission.check`, `jeeves.approval`) already time every step
-   * of a run, and a span costs tens of microseconds through the SDK, which
-   * would more than double the spans, and the cost, of every turn.
+   * of a run, and a span costs microseconds (and memory held until it is
+   * exported), which would more than double the spans, and the cost, of
+   * every turn.
    */
   readonly serviceSpans?: boolean | undefined
-  /** Sampler, id generator and limits of the tracer provider. */
+  /**
+   * Sampler, id generator and limits of the tracer provider. Any other
+   * option (`meterProvider`) sends spans through `@effect/opentelemetry`'s
+   * own tracer, which honours it at several times the cost per span.
+   */
   readonly tracerConfig?: Omit<TracerConfig, "resource" | "spanProcessors"> | undefined
   /** Metric readers (a `PeriodicExportingMetricReader`, or one you collect yourself). */
   readonly metricReader?: MetricReader | ReadonlyArray<MetricReader> | undefined

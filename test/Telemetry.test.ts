@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { type Attributes, context as otelContext, propagation, SpanStatusCode, trace } from "@opentelemetry/api"
+import { type Attributes, SpanStatusCode, trace } from "@opentelemetry/api"
 import {
   type CollectionResult,
   DataPointType,
@@ -16,7 +16,6 @@ import {
   type SpanProcessor,
   SimpleSpanProcessor
 } from "@opentelemetry/sdk-trace-base"
-import { NodeTracerProvider } from "@opentelemetry/sdk-trace-node"
 import { Effect, Layer, Schema, Stream } from "effect"
 import {
   Agent,
@@ -32,6 +31,7 @@ import {
   Tool
 } from "jeevesagent"
 import * as Metrics from "../src/internal/metrics.js"
+import { registeredContextManager } from "./support/otelContextManager.js"
 
 // ---- OpenTelemetry doubles ----------------------------------------------------
 
@@ -862,15 +862,7 @@ describe("Telemetry.layerOtel safety", () => {
       // No context manager: nothing to propagate into, so nothing is (the default).
       assert.strictEqual((yield* activeIn()).seen, "none")
       // `register()` installs the async-hooks context manager, as an instrumented app would.
-      yield* Effect.acquireRelease(
-        Effect.sync(() => new NodeTracerProvider().register()),
-        () =>
-          Effect.sync(() => {
-            trace.disable()
-            otelContext.disable()
-            propagation.disable()
-          })
-      )
+      yield* registeredContextManager
       const propagated = yield* activeIn()
       assert.strictEqual(propagated.seen, propagated.tool.spanContext().spanId)
       assert.strictEqual((yield* activeIn({ propagateContext: false })).seen, "none")

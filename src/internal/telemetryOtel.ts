@@ -1,6 +1,7 @@
 /**
  * `Telemetry.layerOtel`: the OpenTelemetry SDK behind effect's `Tracer` and
- * `Metric`, through `@effect/opentelemetry`. Loaded on demand by
+ * `Metric`, through `@effect/opentelemetry` (spans through our lean tracer,
+ * `otelTracer.ts`, over the SDK's processors). Loaded on demand by
  * `Telemetry.layerOtel`, so the root module never needs the OpenTelemetry
  * packages.
  *
@@ -27,6 +28,7 @@ import * as Option from "effect/Option"
 import * as Tracer from "effect/Tracer"
 import * as Secrets from "../Secrets.js"
 import * as Telemetry from "../Telemetry.js"
+import * as LeanTracer from "./otelTracer.js"
 import { layerServiceSpans } from "./spans.js"
 
 const DEFAULT_METRIC_EXPORT_INTERVAL = Duration.seconds(60)
@@ -53,7 +55,7 @@ const settled = (what: string, run: () => Promise<void>): Promise<void> => {
  * logger and the run goes on.
  */
 class GuardedSpanProcessor implements SpanProcessor {
-  constructor(private readonly inner: SpanProcessor) {}
+  constructor(readonly inner: SpanProcessor) {}
   onStart(span: SdkSpan, parentContext: OtelContext): void {
     try {
       this.inner.onStart(span, parentContext)
@@ -131,7 +133,7 @@ const redactingTracer = (
 export const layer = (options: Telemetry.OtelOptions): Layer.Layer<Telemetry.Telemetry> =>
   Layer.unwrapEffect(Effect.sync(() => {
     // Built per layer build: an OpenTelemetry processor or reader serves one provider only.
-    const processors: Array<SpanProcessor> = [
+    const processors: Array<GuardedSpanProcessor> = [
       ...toArray(options.traceExporter).map((exporter: SpanExporter) => new BatchSpanProcessor(exporter)),
       ...toArray(options.spanProcessor)
     ].map((processor) => new GuardedSpanProcessor(processor))
@@ -158,7 +160,11 @@ export const layer = (options: Telemetry.OtelOptions): Layer.Layer<Telemetry.Tel
 
     const tracing = processors.length === 0 ? Layer.empty : Layer.unwrapEffect(
       Effect.gen(function*() {
-        const tracer = yield* OtelTracer.make
+        const tracer = yield* LeanTracer.make({
+          processors,
+          startProcessors: processors.filter((processor) => !LeanTracer.ignoresStart(processor.inner)),
+          tracerConfig: options.tracerConfig
+        })
         const secrets = yield* Effect.serviceOption(Secrets.Secrets)
         const fallback = Option.match(secrets, { onNone: () => Secrets.redactPatterns, onSome: (s) => s.redact })
         const propagate = options.propagateContext ?? contextManagerRegistered()
@@ -167,7 +173,7 @@ export const layer = (options: Telemetry.OtelOptions): Layer.Layer<Telemetry.Tel
     ).pipe(
       Layer.provide(OtelTracer.layerTracer),
       Layer.provide(
-        NodeSdk.layerTracerProvider(processors as [SpanProcessor, ...Array<SpanProcessor>], {
+        NodeSdk.layerTracerProvider(processors as Array<SpanProcessor> as [SpanProcessor, ...Array<SpanProcessor>], {
           ...options.tracerConfig,
           shutdownTimeout
         })
