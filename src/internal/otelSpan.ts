@@ -138,8 +138,8 @@ const NO_LINKS: Array<Link> = Object.freeze([]) as unknown as Array<Link>
 
 /**
  * A span as the SDK's processors and exporters see it (`ReadableSpan`) and
- * as OpenTelemetry code sees it (the API's `Span`). Start it with
- * {@link RecordedSpan.start} once its links and first attributes are set.
+ * as OpenTelemetry code sees it (the API's `Span`). The tracer hands it to
+ * the processors' `onStart` once its links and first attributes are set.
  *
  * @internal
  */
