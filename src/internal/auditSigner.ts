@@ -358,7 +358,10 @@ export const workerSigner = (signing: SigningKey, warn: (reason: string) => Effe
     Effect.flatMap(worker.stopped(), () =>
       Effect.try({
         try: () => {
-          if (fstatSync(file.fd).size === file.size) return
+          const size = fstatSync(file.fd).size
+          if (size === file.size) return
+          // Shorter than what the log has written: cut back to a larger size would pad it with zeros.
+          if (size < file.size) throw new Error(`it holds ${size} bytes, fewer than the ${file.size} the log has written`)
           ftruncateSync(file.fd, file.size)
           if (file.sync) fsyncSync(file.fd)
         },
