@@ -279,6 +279,38 @@ describe("the audit file's signing worker", () => {
       assert.strictEqual(report.validCount, 0)
     }))
 
+  it.live("a worker that leaves the file shorter than the log wrote: the batch fails rather than padding the file, and the log takes no more entries", () =>
+    Effect.gen(function*() {
+      const path = freshPath()
+      const code = `parentPort.on("message", (m) => {
+  require("node:fs").ftruncateSync(m.fd, 0)
+  process.exit(5)
+})\n${listening}`
+      const outcome = yield* withWorker(
+        fake(code),
+        Effect.zipRight(
+          ready,
+          Effect.gen(function*() {
+            // One entry on its own first (signed and written on the main thread), so the file has a size to lose.
+            const first = yield* append("run_started")
+            const batch = yield* Effect.forEach(
+              Array.from({ length: 10 }, (_, i) => i),
+              (i) => Effect.either(append("tool_call", { i })),
+              { concurrency: "unbounded" }
+            )
+            const after = yield* Effect.either(append("run_completed"))
+            return { first, batch, after }
+          }).pipe(RunContext.withUser("user_1"), Effect.provide(fileLayer({ path, secret: SECRET })))
+        )
+      )
+      assert.strictEqual(outcome.first.seq, 1)
+      const failure = outcome.batch[0]!
+      assert.isTrue(outcome.batch.every((result) => result._tag === "Left"), "no entry of the batch is acknowledged")
+      assert.isTrue(failure._tag === "Left" && failure.left.message.includes("fewer than"), JSON.stringify(failure))
+      assert.isTrue(outcome.after._tag === "Left", "the log accepts no more entries")
+      assert.strictEqual(nodeFs.statSync(path).size, 0, "not padded back with zeros")
+    }))
+
   it.live("a log does not wait for a worker that is still starting: it signs on the main thread meanwhile, without warning", () =>
     Effect.gen(function*() {
       const path = freshPath()

@@ -366,7 +366,9 @@ export const workerSigner = (signing: SigningKey, warn: (reason: string) => Effe
           if (file.sync) fsyncSync(file.fd)
         },
         catch: (error) =>
-          new Error(`the signing worker may have written part of a batch, and the file could not be cut back: ${String(error)}`, {
+          new Error(`the signing worker may have written part of a batch, and the file could not be cut back: ${
+            error instanceof Error ? error.message : String(error)
+          }`, {
             cause: error
           })
       }))
