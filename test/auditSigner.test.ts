@@ -5,10 +5,10 @@ import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { Worker } from "node:worker_threads"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
-import { Effect, Layer, Logger, Redacted } from "effect"
+import { Effect, ExecutionStrategy, Exit, Fiber, Layer, Logger, Redacted, Scope } from "effect"
 import { AuditLog, RunContext } from "jeevesagent"
 import { afterAll } from "vitest"
-import { READY, READY_PREFIX } from "../src/internal/auditSignProtocol.js"
+import { READY, READY_PREFIX, WORKER_DATA } from "../src/internal/auditSignProtocol.js"
 import { crashWorker, resetWorker, startWorker, testing, workerStats } from "../src/internal/auditSigner.js"
 import { auditConformance, jcs } from "./support/auditConformance.js"
 import { scratchDirectories } from "./support/auditFileSystem.js"
@@ -244,6 +244,91 @@ describe("the audit file's signing worker", () => {
       assert.isBelow(written, nodeFs.statSync(path).size)
       yield* intact(path, entries)
       assert.strictEqual(nodeFs.readFileSync(path, "utf8").trimEnd().split("\n").length, entries.length)
+    }))
+
+  /**
+   * The real signing worker (loaded through tsx, as the library loads it from
+   * its sources), with `prelude` run first: it may wrap `post` (the real
+   * `parentPort.postMessage`) or add a `message` listener that runs before the real one.
+   */
+  const realWorkerWith = (prelude: string) => () => {
+    const module = JSON.stringify(new URL("../src/internal/auditSignWorker.ts", import.meta.url).href)
+    return new Worker(
+      `const { parentPort } = require("node:worker_threads")
+const post = parentPort.postMessage.bind(parentPort)
+${prelude}
+import("tsx/esm/api").then((tsx) => { tsx.register(); return import(${module}) })`,
+      { eval: true, workerData: WORKER_DATA }
+    )
+  }
+
+  /** Ten concurrent appends: one batch, large enough for the worker. */
+  const batchOf10 = (tag: string) =>
+    Effect.forEach(Array.from({ length: 10 }, (_, i) => i), (i) => append(tag, { i }), { concurrency: "unbounded" })
+
+  it.live("a worker that misreports how much it appended is not trusted: the batch is cut back and written again, and a later cut-back keeps every acknowledged entry", () =>
+    Effect.gen(function*() {
+      const path = freshPath()
+      // The first batch is signed, appended and synced by the real worker but reported as 1 byte;
+      // the worker then dies on the next batch it is sent.
+      const prelude = `let answers = 0
+parentPort.postMessage = (message, transfer) => {
+  if (message !== null && typeof message === "object" && message.ok === true && ++answers === 1) message = { ...message, written: 1 }
+  return post(message, transfer)
+}
+parentPort.on("message", (m) => { if (m.id === 2) process.exit(6) })`
+      const entries = yield* withWorker(
+        realWorkerWith(prelude),
+        Effect.zipRight(
+          ready,
+          Effect.gen(function*() {
+            const first = yield* batchOf10("first")
+            const second = yield* batchOf10("second")
+            return [...first, ...second]
+          }).pipe(RunContext.withUser("user_1"), Effect.provide(fileLayer({ path, secret: SECRET })))
+        )
+      )
+      yield* intact(path, entries)
+      assert.strictEqual(nodeFs.readFileSync(path, "utf8").trimEnd().split("\n").length, 20)
+    }))
+
+  it.live("a log closed in a scope with parallel finalizers while the worker appends its batch: the batch settles and the file stays open until it is written", () =>
+    Effect.gen(function*() {
+      const path = freshPath()
+      const other = join(scratch.make(), "unrelated.txt")
+      // The real worker, 300 ms slow to start on each batch.
+      const slow = realWorkerWith(`parentPort.on("message", () => { const t = Date.now(); while (Date.now() - t < 300) {} })`)
+      const result = yield* withWorker(
+        slow,
+        Effect.zipRight(
+          ready,
+          Effect.gen(function*() {
+            const scope = yield* Scope.make(ExecutionStrategy.parallel)
+            const audit = yield* Scope.extend(AuditLog.makeFile({ path, secret: SECRET }), scope).pipe(
+              Effect.provide(NodeFileSystem.layer)
+            )
+            const appends = yield* Effect.fork(
+              Effect.forEach(
+                Array.from({ length: 10 }, (_, i) => i),
+                (i) => audit.append({ actor: "system", action: "step", payload: { i } }),
+                { concurrency: "unbounded" }
+              )
+            )
+            yield* Effect.sleep("50 millis") // the batch is with the worker now
+            yield* Scope.close(scope, Exit.void)
+            // The next file opened would take the log's descriptor, were it freed under the worker.
+            const fd = nodeFs.openSync(other, "a")
+            yield* Effect.sleep("600 millis")
+            nodeFs.closeSync(fd)
+            return { settled: yield* Fiber.poll(appends), unrelated: nodeFs.readFileSync(other, "utf8") }
+          }).pipe(RunContext.withUser("user_1"))
+        )
+      )
+      assert.strictEqual(result.unrelated, "", "audit entries were appended to an unrelated file")
+      assert.isTrue(result.settled._tag === "Some" && Exit.isSuccess(result.settled.value), "the appends taken before the close settle")
+      const report = yield* verifyFile(path)
+      assert.isTrue(report.valid, report.detail)
+      assert.strictEqual(report.validCount, 10)
     }))
 
   it.live("a worker that reports appending failed: the batch fails as a failed write does, and the log takes no more entries", () =>

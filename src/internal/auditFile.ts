@@ -10,7 +10,8 @@ import type { PlatformError } from "@effect/platform/Error"
 import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
-import type * as Scope from "effect/Scope"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as AuditLog from "../AuditLog.js"
 import { makeBatchWriter, type Store } from "./audit.js"
@@ -275,6 +276,16 @@ const makeSigner = (options: FileStoreOptions, signing: SigningKey, path: string
  * @internal
  */
 export const makeFileStore = (
+  options: FileStoreOptions,
+  signing: SigningKey
+): Effect.Effect<Store, AuditLog.AuditUnavailable | AuditLog.AuditCorrupted, FileSystem.FileSystem | Scope.Scope> =>
+  // The store's own resources go in a scope of their own whose finalizers run one after another, in
+  // reverse order, whatever the caller's scope does (a scope with parallel finalizers would otherwise
+  // close the file, and stop the writer, while the writer drains, or the signing worker writes to it).
+  Effect.flatMap(Scope.Scope, (outer) =>
+    Effect.flatMap(Scope.fork(outer, ExecutionStrategy.sequential), (own) => Scope.extend(openFileStore(options, signing), own)))
+
+const openFileStore = (
   options: FileStoreOptions,
   signing: SigningKey
 ): Effect.Effect<Store, AuditLog.AuditUnavailable | AuditLog.AuditCorrupted, FileSystem.FileSystem | Scope.Scope> =>

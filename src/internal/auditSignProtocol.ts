@@ -36,8 +36,9 @@ export interface SignRequest {
 /**
  * The signed batch — its bytes transferred, not copied, or, when the request
  * named a file, how many bytes the worker appended (and synced) — or why it
- * could not be signed. `wrote`: the failure came while appending or syncing,
- * so the file may hold part of the batch.
+ * could not be signed. `wrote`: `true`, the failure came while appending or
+ * syncing, so the file may hold part of the batch; `false`, it came before
+ * anything was written; absent, the main thread checks the file (a cut-back).
  *
  * @internal
  */

@@ -54,7 +54,7 @@ const answer = (request: SignRequest): SignReply => {
     signed = signBatch(request.head, request.logId, signing, drafts, request.now)
     bytes = encoder.encode(signed.text)
   } catch (error) {
-    return { id: request.id, ok: false, error: messageOf(error) }
+    return { id: request.id, ok: false, error: messageOf(error), wrote: false }
   }
   if (request.fd === undefined) return { id: request.id, ok: true, bytes, chain: signed.chain, head: signed.head }
   try {

@@ -144,7 +144,8 @@ class SignWorker {
       const settle = this.pending.get(reply.id)
       if (settle === undefined) return
       this.forget(reply.id)
-      settle(reply.ok ? reply : { reason: `it failed: ${reply.error}`, wrote: reply.wrote === true })
+      // A failure that does not say it wrote nothing may have written something: the file is checked.
+      settle(reply.ok ? reply : { reason: `it failed: ${reply.error}`, wrote: reply.wrote === false ? false : reply.wrote ?? "unknown" })
     })
     worker.on("messageerror", (error) => this.fail(`an answer could not be read: ${error.message}`))
     worker.on("error", (error) => this.fail(`it failed: ${error.message}`))
@@ -331,6 +332,15 @@ const fits = (reply: Ok, head: Head, drafts: ReadonlyArray<Draft>, wrote: boolea
   typeof reply.head === "object" && reply.head !== null && reply.head.seq === head.seq + drafts.length &&
   typeof reply.head.hash === "string" && reply.head.hash.length === 64 && typeof reply.head.timestampMillis === "number"
 
+/** How many bytes `file` holds past the size the log knew; a description of the failure if it cannot tell. */
+const grownBy = (file: FileTarget): number | string => {
+  try {
+    return fstatSync(file.fd).size - file.size
+  } catch (error) {
+    return `an unknown number (fstat failed: ${error instanceof Error ? error.message : String(error)})`
+  }
+}
+
 /**
  * A signer on the process's signing worker (see the module comment). `warn`
  * is told, once per failure, why the worker cannot sign.
@@ -405,6 +415,14 @@ export const workerSigner = (signing: SigningKey, warn: (reason: string) => Effe
               instead(unsigned.reason, unsigned.wrote),
           onSuccess: (reply) => {
             if (!fits(reply, head, drafts, file !== undefined)) return instead("its answer does not fit the batch", "unknown")
+            // What it says it wrote is what the file grew by (one fstat): else the log's idea of its size, and
+            // with it every later read and cut-back, would drift from the file.
+            if (file !== undefined) {
+              const grown = grownBy(file)
+              if (grown !== reply.written) {
+                return instead(`it reported appending ${reply.written} bytes, but the file grew by ${grown}`, "unknown")
+              }
+            }
             workerStats.batches++
             if (reply.written !== undefined) workerStats.written += reply.written
             return Effect.succeed({
