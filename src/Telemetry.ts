@@ -43,7 +43,7 @@ import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import { createHash } from "node:crypto"
+import { sha256Hex } from "./internal/auditChain.js"
 import { layerServiceSpans } from "./internal/spans.js"
 
 /**
@@ -244,6 +244,6 @@ export const userIdValue = (mode: UserIdAttribute, userId: string | null): strin
     case "raw":
       return userId ?? "anonymous"
     case "hashed":
-      return userId === null ? "anonymous" : createHash("sha256").update(userId).digest("hex").slice(0, 16)
+      return userId === null ? "anonymous" : sha256Hex(userId).slice(0, 16)
   }
 }

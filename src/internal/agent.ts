@@ -430,8 +430,23 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     const guarding = (state: RunState, call: Tool.Call, input: AuditLog.AppendInput): Effect.Effect<boolean> => {
       if (!call.destructive) return Effect.as(note(state, input), true)
       if (submit === undefined) return record(state, input)
+      return Effect.withFiberRuntime((fiber) => {
+        const now = guardingNow(fiber, state, call, input)
+        return typeof now === "boolean" ? Effect.succeed(now) : now
+      })
+    }
+
+    /** {@link guarding} inside the caller's step: the answer itself when the entry was submitted. */
+    const guardingNow = (
+      fiber: Fiber.RuntimeFiber<unknown, unknown>,
+      state: RunState,
+      call: Tool.Call,
+      input: AuditLog.AppendInput
+    ): boolean | Effect.Effect<boolean> => {
+      if (submit === undefined) return record(state, input)
       const failuresBefore = state.auditFailures
-      return Effect.map(note(state, input), () => state.auditFailures === failuresBefore)
+      if (noteNow(fiber, state, input)) return call.destructive ? state.auditFailures === failuresBefore : true
+      return call.destructive ? Effect.map(record(state, input), () => state.auditFailures === failuresBefore) : Effect.as(record(state, input), true)
     }
 
     /**
@@ -440,7 +455,11 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
      * of the run's entries failed since the call began. False = deny.
      */
     const entriesDurable = (state: RunState, failuresBefore: number): Effect.Effect<boolean> =>
-      submit === undefined ? Effect.succeed(true) : Effect.map(auditDurable(state), () => state.auditFailures === failuresBefore)
+      submit === undefined ? Effect.succeed(true) : Effect.suspend(() =>
+        state.auditPending === 0 ?
+          Effect.succeed(state.auditFailures === failuresBefore) :
+          Effect.map(auditDurable(state), () => state.auditFailures === failuresBefore)
+      )
 
     /** Appends an audit entry; a failure is logged and counted, never fatal. Returns whether it was written. */
     const record = (state: RunState, input: AuditLog.AppendInput): Effect.Effect<boolean> => {
@@ -806,10 +825,10 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       parent?: Tracer.AnySpan
     ): Effect.Effect<Either.Either<void, Approval.ToolDenied>> => {
       // Timed by the fiber's clock and recorded in the answer's own steps.
-      const answered = Effect.withFiberRuntime<void, Approval.ToolDenied>((fiber) => {
+      const answered = Effect.withFiberRuntime<Either.Either<void, Approval.ToolDenied>>((fiber) => {
         const clock = Context.get(fiber.currentDefaultServices, Clock.Clock)
         const startedNanos = clock.unsafeCurrentTimeNanos()
-        const decided = (denial: Approval.ToolDenied | undefined): Effect.Effect<void, Approval.ToolDenied> => {
+        const decided = (denial: Approval.ToolDenied | undefined): Effect.Effect<Either.Either<void, Approval.ToolDenied>> => {
           const outcome = denial === undefined ? "approved" : Approval.outcomeOf(denial)
           const millis = Number(clock.unsafeCurrentTimeNanos() - startedNanos) / 1_000_000
           if (telemetryOn) {
@@ -817,7 +836,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
             Metrics.unsafeRecord(Metrics.approvalRequests, 1, { tool: call.name, outcome, user_id: metricUserAttribute(state) }, tags)
             Metrics.unsafeRecord(Metrics.approvalDuration, millis, { tool: call.name, outcome }, tags)
           }
-          const audited = !auditOn ? written : guarding(state, call, {
+          const audited = !auditOn ? true : guardingNow(fiber, state, call, {
             actor: "system",
             action: "approval_decision",
             payload: {
@@ -830,15 +849,17 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
               duration_ms: millis
             }
           })
-          return Effect.flatMap(audited, (written) => {
-            if (denial !== undefined) return Effect.fail(denial)
+          const recorded = (written: boolean): Either.Either<void, Approval.ToolDenied> => {
+            if (denial !== undefined) return Either.left(denial)
             // An approved destructive call runs only once its approval is on record.
-            return call.destructive && !written ? Effect.fail(deny(call, "audit unavailable")) : Effect.void
-          })
+            return call.destructive && !written ? Either.left(deny(call, "audit unavailable")) : allowed
+          }
+          return typeof audited === "boolean" ? Effect.succeed(recorded(audited)) : Effect.map(audited, recorded)
         }
         return Effect.matchCauseEffect(approval.request(call, policyReason), {
           onFailure: (cause) => {
-            if (Cause.isInterruptedOnly(cause)) return Effect.failCause(cause)
+            // Interrupted only: no failure in it.
+            if (Cause.isInterruptedOnly(cause)) return Effect.failCause(cause as Cause.Cause<never>)
             // A defect in the gate is a failed handler: deny.
             const failure = Cause.failureOption(cause)
             return decided(
@@ -850,10 +871,8 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           onSuccess: () => decided(undefined)
         })
       })
-      // A denial is an outcome, not a tracing error: the span ends OK and says which.
-      return attributes === undefined ?
-        Effect.either(answered) :
-        traced("jeeves.approval", attributes, Effect.either(answered), approvalOutcome, parent)
+      // A denial is an outcome (a Left), not a tracing error: the span ends OK and says which.
+      return attributes === undefined ? answered : traced("jeeves.approval", attributes, answered, approvalOutcome, parent)
     }
 
     /** {@link askApproval} failing with the denial. */
@@ -972,7 +991,17 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           }
           if (span === undefined) return restore(outcome)
           const checkSpan = span
-          return Effect.onExit(restore(outcome), (exit) => Effect.sync(() => endCheckSpan(checkSpan, exit, fiber)))
+          // Masked here already: the handlers run on every exit, interruption included.
+          return Effect.matchCauseEffect(restore(outcome), {
+            onFailure: (cause) => {
+              endCheckSpan(checkSpan, Exit.failCause(cause), fiber)
+              return Effect.failCause(cause)
+            },
+            onSuccess: (value) => {
+              endCheckSpan(checkSpan, Exit.succeed(value), fiber)
+              return Effect.succeed(value)
+            }
+          })
         })
       )
 

@@ -4,7 +4,7 @@ import * as Approval from "../Approval.js"
 import * as RunContext from "../RunContext.js"
 import * as Secrets from "../Secrets.js"
 import type * as Tool from "../Tool.js"
-import { describeCause, guard, safeJson } from "./approvalGuard.js"
+import { describeCause, type Guarded, guardNow, safeJson } from "./approvalGuard.js"
 import { denial } from "./denied.js"
 
 /** Arguments longer than this are cut in warnings, after redaction. */
@@ -30,27 +30,35 @@ export const make = (handler: Approval.Handler, options?: Approval.Options): App
       denied(call, Approval.reasons.handlerFailed, policyReason)
     )
 
+  const answered = (call: Tool.Call, policyReason: string, outcome: Guarded<boolean>): Effect.Effect<void, Approval.ToolDenied> => {
+    switch (outcome._tag) {
+      case "Done":
+        if (outcome.value === true) return Effect.void
+        if (outcome.value === false) return denied(call, Approval.reasons.declined, policyReason)
+        // Only an explicit `true` approves; anything else is a broken handler, and fails closed.
+        return failed(call, policyReason, `it answered ${safeJson(outcome.value)}, not a boolean`)
+      case "Failed":
+        return failed(call, policyReason, describeCause(outcome.cause))
+      case "TimedOut":
+        return Effect.zipRight(
+          Effect.logWarning(
+            `approval handler did not answer for tool ${call.name} within ${Duration.format(timeout)}; ` +
+              "treating as deny"
+          ).pipe(Effect.annotateLogs({ tool: call.name, call_id: call.id })),
+          denied(call, Approval.reasons.timedOut, policyReason)
+        )
+    }
+  }
+
   return {
+    // The run context read and the handler called in one step; a handler that answers at once costs no more.
     request: (call, policyReason) =>
-      Effect.flatMap(RunContext.currentUserId, (userId) =>
-        Effect.flatMap(guard(() => handler(call, userId), timeout), (outcome) => {
-          switch (outcome._tag) {
-            case "Done":
-              if (outcome.value === true) return Effect.void
-              if (outcome.value === false) return denied(call, Approval.reasons.declined, policyReason)
-              // Only an explicit `true` approves; anything else is a broken handler, and fails closed.
-              return failed(call, policyReason, `it answered ${safeJson(outcome.value)}, not a boolean`)
-            case "Failed":
-              return failed(call, policyReason, describeCause(outcome.cause))
-            case "TimedOut":
-              return Effect.zipRight(
-                Effect.logWarning(
-                  `approval handler did not answer for tool ${call.name} within ${Duration.format(timeout)}; ` +
-                    "treating as deny"
-                ).pipe(Effect.annotateLogs({ tool: call.name, call_id: call.id })),
-                denied(call, Approval.reasons.timedOut, policyReason)
-              )
-          }
-        }))
+      Effect.withFiberRuntime((fiber) => {
+        const userId = fiber.getFiberRef(RunContext.ref).userId
+        const guarded = guardNow(() => handler(call, userId), timeout)
+        return Effect.isEffect(guarded) ?
+          Effect.flatMap(guarded, (outcome) => answered(call, policyReason, outcome)) :
+          answered(call, policyReason, guarded)
+      })
   }
 }

@@ -38,19 +38,35 @@ export const guard = <A>(
   timeout: Duration.Duration
 ): Effect.Effect<Guarded<A>> =>
   Effect.suspend(() => {
-    let answer: Effect.Effect<A, unknown>
-    try {
-      answer = callback()
-    } catch (error) {
-      return Effect.succeed<Guarded<A>>({ _tag: "Failed", cause: Cause.die(error) })
-    }
-    if (Exit.isExit(answer)) return Effect.succeed(settled(answer as Exit.Exit<A, unknown>))
-    return answer.pipe(
-      Effect.disconnect,
-      Effect.exit,
-      Effect.timeoutTo({ duration: timeout, onSuccess: settled, onTimeout: () => timedOut })
-    )
+    const guarded = guardNow(callback, timeout)
+    return Effect.isEffect(guarded) ? guarded : Effect.succeed(guarded)
   })
+
+/**
+ * {@link guard} called now, in the caller's step: the outcome itself when
+ * the callback threw or answered with an already-completed effect, else
+ * the effect that waits for it. Call it where the callback may run (inside
+ * the effect that stands for the call).
+ *
+ * @internal
+ */
+export const guardNow = <A>(
+  callback: () => Effect.Effect<A, unknown>,
+  timeout: Duration.Duration
+): Guarded<A> | Effect.Effect<Guarded<A>> => {
+  let answer: Effect.Effect<A, unknown>
+  try {
+    answer = callback()
+  } catch (error) {
+    return { _tag: "Failed", cause: Cause.die(error) }
+  }
+  if (Exit.isExit(answer)) return settled(answer as Exit.Exit<A, unknown>)
+  return answer.pipe(
+    Effect.disconnect,
+    Effect.exit,
+    Effect.timeoutTo({ duration: timeout, onSuccess: settled, onTimeout: () => timedOut })
+  )
+}
 
 /**
  * Adapts a Promise callback: its signal aborts when the deadline passes or

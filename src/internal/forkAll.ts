@@ -117,7 +117,9 @@ const forkAll = <A, B, E, R>(
             for (let i = 1; i < failures.length; i++) cause = Cause.parallel(cause, failures[i]!.cause)
             return Effect.failCause(cause)
           }
-          return Effect.as(Effect.forEach(joinOrder, (fiber) => fiber.inheritAll, { discard: true }), results)
+          return joinOrder.length === 0 ?
+            Effect.succeed(results) :
+            Effect.as(Effect.forEach(joinOrder, (fiber) => fiber.inheritAll, { discard: true }), results)
         })
 
         const awaitAll = Effect.matchCauseEffect(restore(awaitChildren), {
@@ -174,7 +176,8 @@ const forkAll = <A, B, E, R>(
         parent.currentScheduler.scheduleTask(forkRest, parent.getFiberRef(FiberRef.currentSchedulingPriority), parent)
 
         const inCaller: Effect.Effect<Array<B>, E, R> = Effect.suspend(() => {
-          if (next >= items.length || stopped || failures.length > 0) return awaitAll
+          // Nothing forked (every item ran here): nothing to await or join.
+          if (next >= items.length || stopped || failures.length > 0) return fibers.length === 0 ? done : awaitAll
           const index = next++
           return Effect.matchCauseEffect(restore(Effect.suspend(() => f(items[index]!, index))), {
             onFailure: (cause) => {

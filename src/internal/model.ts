@@ -1,6 +1,5 @@
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as FiberRef from "effect/FiberRef"
 import * as Stream from "effect/Stream"
 import type * as Model from "../Model.js"
 import * as RunContext from "../RunContext.js"
@@ -36,23 +35,23 @@ export const makeScripted = (script: Model.Script, options?: { readonly name?: s
   let callCounter = 0
   const callIds = () => `call_${++callCounter}`
 
-  const nextTurn = (request: Model.ModelRequest): Effect.Effect<Model.ScriptedTurn, Model.ModelError> => {
-    if (typeof script === "function") {
-      return Effect.flatMap(FiberRef.get(RunContext.ref), (context) => {
-        // Called per execution (not per construction) so a retried call asks the script again.
-        const turn = script(request, context)
-        return Effect.isEffect(turn) ? turn : Effect.succeed(turn)
-      })
-    }
-    return Effect.sync(() => (position < script.length ? script[position++]! : EXHAUSTED))
-  }
+  const nextTurn = (script: ReadonlyArray<Model.ScriptedTurn>): Effect.Effect<Model.ScriptedTurn> =>
+    Effect.sync(() => (position < script.length ? script[position++]! : EXHAUSTED))
 
   const play = (turn: Model.ScriptedTurn): Effect.Effect<Model.ModelResponse, Model.ModelError> => {
     const answer = turn.error !== undefined ? Effect.fail(turn.error) : Effect.succeed(toResponse(turn, callIds))
     return turn.latency === undefined ? answer : Effect.zipRight(Effect.sleep(turn.latency), answer)
   }
 
-  const complete = (request: Model.ModelRequest) => Effect.flatMap(nextTurn(request), play)
+  const complete = (request: Model.ModelRequest): Effect.Effect<Model.ModelResponse, Model.ModelError> =>
+    typeof script === "function" ?
+      // Called per execution (not per construction), so a retried call asks the script again; the
+      // run context read and the script called in one step.
+      Effect.withFiberRuntime((fiber) => {
+        const turn = script(request, fiber.getFiberRef(RunContext.ref))
+        return Effect.isEffect(turn) ? Effect.flatMap(turn, play) : play(turn)
+      }) :
+      Effect.flatMap(nextTurn(script), play)
 
   return {
     name: options?.name ?? "scripted",
