@@ -7,6 +7,7 @@ import {
   type PushMetricExporter
 } from "@opentelemetry/sdk-metrics"
 import {
+  AlwaysOnSampler,
   InMemorySpanExporter,
   ParentBasedSampler,
   type ReadableSpan,
@@ -16,7 +17,7 @@ import {
   type SpanProcessor,
   SimpleSpanProcessor
 } from "@opentelemetry/sdk-trace-base"
-import { Effect, Layer, Schema, Stream } from "effect"
+import { Effect, Layer, Schema, Stream, Tracer } from "effect"
 import {
   Agent,
   Approval,
@@ -495,13 +496,14 @@ describe("sampling", () => {
         toString: () => "switchable"
       }
     })
-    // Sees every span the SDK is asked to start.
+    // Sees every span the SDK is asked to start; describes itself as the sampler it delegates to, so the
+    // tracer knows it drops every child of an unsampled parent.
     const counting: Sampler = {
       shouldSample: (...args) => {
         started.push(args[2])
         return parentBased.shouldSample(...args)
       },
-      toString: () => "counting"
+      toString: () => parentBased.toString()
     }
     const { layer, spans } = otel({ tracerConfig: { sampler: counting } })
     const script = callThenSummarize([{ name: "whoami", args: {} }, { name: "drop_table", args: {} }])
@@ -518,6 +520,76 @@ describe("sampling", () => {
         assert.isTrue(names.has(name), name)
       }
     }).pipe(Effect.provide(agentWith(script, layer, ...governance({ maxTokens: 1_000_000 }))))
+  })
+})
+
+describe("sampling under an unsampled incoming parent", () => {
+  const unsampled = Tracer.externalSpan({ traceId: "0af7651916cd43dd8448eb211c80319c", spanId: "b7ad6b7169203331", sampled: false })
+  const agentSpans = ["jeeves.run", "jeeves.turn", "jeeves.model.complete", "jeeves.tool"]
+  const script = callThenSummarize([{ name: "whoami", args: {} }])
+  /** A plain `Effect.withSpan` and a run, both under the unsampled parent. */
+  const underUnsampled = Effect.gen(function*() {
+    yield* Effect.withSpan(Effect.void, "plain")
+    yield* run("hi", { userId: "dan" })
+  }).pipe(Effect.withParentSpan(unsampled))
+
+  it.effect("a sampler that samples every span (AlwaysOnSampler): the run is traced, as a plain span is", () => {
+    const { layer, spans } = otel({ tracerConfig: { sampler: new AlwaysOnSampler() } })
+    return Effect.gen(function*() {
+      yield* underUnsampled
+      const names = spans.getFinishedSpans().map((span) => span.name)
+      for (const name of ["plain", ...agentSpans]) assert.include(names, name)
+      const runSpan = oneSpan(spans.getFinishedSpans(), "jeeves.run")
+      assert.strictEqual(runSpan.parentSpanContext?.spanId, unsampled.spanId)
+      for (const turn of spansNamed(spans.getFinishedSpans(), "jeeves.turn")) assert.isTrue(isChildOf(turn, runSpan))
+    }).pipe(Effect.provide(agentWith(script, layer)))
+  })
+
+  it.effect("a record-only sampler (RECORD): the processors get every span of the run, as the SDK gives them", () => {
+    const recordOnly: Sampler = { shouldSample: () => ({ decision: SamplingDecision.RECORD }), toString: () => "record-only" }
+    const ended: Array<string> = []
+    const processor: SpanProcessor = {
+      onStart: () => {},
+      onEnd: (span) => void ended.push(span.name),
+      forceFlush: () => Promise.resolve(),
+      shutdown: () => Promise.resolve()
+    }
+    const layer = Telemetry.layerOtel({ serviceName: "jeeves-test", spanProcessor: processor, tracerConfig: { sampler: recordOnly } })
+    return Effect.gen(function*() {
+      yield* underUnsampled
+      for (const name of ["plain", ...agentSpans]) assert.include(ended, name)
+    }).pipe(Effect.provide(agentWith(script, layer)))
+  })
+
+  it.effect("the default (parent-based) sampler: neither the run nor a plain span is traced", () => {
+    const { layer, spans } = otel()
+    return Effect.gen(function*() {
+      yield* underUnsampled
+      assert.deepStrictEqual(spans.getFinishedSpans(), [])
+    }).pipe(Effect.provide(agentWith(script, layer)))
+  })
+
+  it.effect("effect's own tracer (Telemetry.layer): the run's spans are made, as a plain Effect.withSpan's is", () => {
+    const ended: Array<string> = []
+    // Effect's tracer, noting each span that ends.
+    const recording = Layer.unwrapEffect(Effect.map(Effect.tracer, (inner) =>
+      Layer.setTracer(Tracer.make({
+        span: (...args) => {
+          const span = inner.span(...args)
+          const end = span.end.bind(span)
+          span.end = (endTime, exit) => {
+            ended.push(span.name)
+            end(endTime, exit)
+          }
+          return span
+        },
+        context: inner.context
+      }))
+    ))
+    return Effect.gen(function*() {
+      yield* underUnsampled
+      for (const name of ["plain", ...agentSpans]) assert.include(ended, name)
+    }).pipe(Effect.provide(agentWith(script, Telemetry.layer())), Effect.provide(recording))
   })
 })
 

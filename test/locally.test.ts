@@ -1,6 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Deferred, Effect, Exit, Fiber, FiberRef, Option, Tracer } from "effect"
 import { canSetRefs, locally, makeSpan, refsOf, setRefs, withParentSpan, withSpan } from "../src/internal/locally.js"
+import { markDropsUnsampledChildren } from "../src/internal/tracerSampling.js"
 
 const ref = FiberRef.unsafeMake("outer")
 
@@ -164,7 +165,7 @@ describe("internal/locally", () => {
       assert.strictEqual(annotated.status._tag, "Ended")
     }))
 
-  it.effect("under an unsampled parent no span is made, and the effect runs under that parent", () =>
+  it.effect("under an unsampled parent, with a tracer that drops its children, no span is made and the effect runs under that parent", () =>
     Effect.gen(function*() {
       const { ended, tracer } = yield* recording
       const program = Effect.gen(function*() {
@@ -177,6 +178,24 @@ describe("internal/locally", () => {
         const made = yield* withParentSpan(withSpan(Effect.currentParentSpan, "made", options), sampled)
         assert.strictEqual(made.spanId === "s2", false)
         assert.deepStrictEqual([...ended.keys()], ["made"])
+      })
+      yield* Effect.withTracer(program, markDropsUnsampledChildren(tracer))
+    }))
+
+  it.effect("under an unsampled parent, any other tracer (effect's own) makes the span, as Effect.withSpan does", () =>
+    Effect.gen(function*() {
+      const { ended, tracer } = yield* recording
+      const program = Effect.gen(function*() {
+        const unsampled = Tracer.externalSpan({ spanId: "s1", traceId: "t1", sampled: false })
+        const options = { captureStackTrace: false } as const
+        const reference = yield* Effect.withSpan(Effect.currentSpan, "reference", options).pipe((self) => withParentSpan(self, unsampled))
+        const made = yield* withParentSpan(withSpan(Effect.currentSpan, "made", options), unsampled)
+        const madeToo = (yield* withParentSpan(makeSpan("made-too", options), unsampled))!
+        for (const span of [reference, made, madeToo]) {
+          assert.strictEqual(Option.getOrThrow(span.parent).spanId, "s1", span.name)
+          assert.strictEqual(span.sampled, reference.sampled, span.name)
+        }
+        assert.deepStrictEqual([...ended.keys()], ["reference", "made"])
       })
       yield* Effect.withTracer(program, tracer)
     }))

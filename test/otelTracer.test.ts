@@ -7,6 +7,7 @@ import {
   createTraceState,
   diag,
   DiagLogLevel,
+  type HrTime,
   type Link,
   ROOT_CONTEXT,
   type Span as OtelSpan,
@@ -18,18 +19,26 @@ import {
 } from "@opentelemetry/api"
 import { type CollectionResult, MeterProvider, MetricReader } from "@opentelemetry/sdk-metrics"
 import {
+  AlwaysOffSampler,
+  AlwaysOnSampler,
   BasicTracerProvider,
   type IdGenerator,
   InMemorySpanExporter,
+  ParentBasedSampler,
   type ReadableSpan,
   type Sampler,
   SamplingDecision,
   SimpleSpanProcessor,
+  type Span as SdkSpan,
   type SpanLimits,
-  type SpanProcessor
+  type SpanProcessor,
+  TraceIdRatioBasedSampler
 } from "@opentelemetry/sdk-trace-base"
-import { Context, Effect, Exit, Option, Runtime, Tracer } from "effect"
-import { Telemetry } from "jeevesagent"
+import { Context, Effect, Exit, Layer, Option, Runtime, TestClock, Tracer } from "effect"
+import { Secrets, Telemetry } from "jeevesagent"
+import { setFlagsFromString } from "node:v8"
+import { runInNewContext } from "node:vm"
+import { dropsUnsampledChildren } from "../src/internal/tracerSampling.js"
 import { registeredContextManager } from "./support/otelContextManager.js"
 
 // ---- helpers --------------------------------------------------------------------
@@ -356,6 +365,84 @@ describe("sampling", () => {
       assert.strictEqual(span.droppedAttributesCount, 1)
     }).pipe(Effect.scoped))
 
+  it.effect("the tracer is marked as dropping the children of unsampled parents only when its sampler does", () => {
+    const recordOnly: Sampler = { shouldSample: () => ({ decision: SamplingDecision.RECORD }), toString: () => "record-only" }
+    /** Whether the tracer `Telemetry.layerOtel` installs (with `options`, under `env`) is marked. */
+    const marked = (options: Partial<Telemetry.OtelOptions>, env: Record<string, string> = {}) =>
+      Effect.gen(function*() {
+        yield* withEnv(env)
+        return yield* Effect.map(Effect.tracer, dropsUnsampledChildren).pipe(Effect.provide(otel(options).layer))
+      }).pipe(Effect.scoped)
+    const cases: ReadonlyArray<readonly [string, Effect.Effect<boolean>, boolean]> = [
+      ["the default", marked({}), true],
+      ["OTEL_TRACES_SAMPLER=parentbased_traceidratio", marked({}, { OTEL_TRACES_SAMPLER: "parentbased_traceidratio" }), true],
+      ["ParentBasedSampler over a ratio", marked({ tracerConfig: { sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(0.5) }) } }), true],
+      ["AlwaysOffSampler", marked({ tracerConfig: { sampler: new AlwaysOffSampler() } }), true],
+      ["the fallback tracer, parent-based", marked({ tracerConfig: { meterProvider: new MeterProvider() } }), true],
+      ["OTEL_TRACES_SAMPLER=always_on", marked({}, { OTEL_TRACES_SAMPLER: "always_on" }), false],
+      ["AlwaysOnSampler", marked({ tracerConfig: { sampler: new AlwaysOnSampler() } }), false],
+      ["TraceIdRatioBasedSampler as root sampler", marked({ tracerConfig: { sampler: new TraceIdRatioBasedSampler(0.5) } }), false],
+      ["a record-only sampler", marked({ tracerConfig: { sampler: recordOnly } }), false],
+      [
+        "ParentBasedSampler recording under unsampled local parents",
+        marked({ tracerConfig: { sampler: new ParentBasedSampler({ root: new AlwaysOnSampler(), localParentNotSampled: recordOnly }) } }),
+        false
+      ],
+      [
+        "the fallback tracer, always on",
+        marked({ tracerConfig: { sampler: new AlwaysOnSampler(), meterProvider: new MeterProvider() } }),
+        false
+      ]
+    ]
+    return Effect.gen(function*() {
+      const native = yield* Effect.tracer
+      for (const [label, isMarked, expected] of cases) assert.strictEqual(yield* isMarked, expected, label)
+      // Secrets.redactingTracer hands every span to the tracer it wraps: it keeps the mark, or its absence.
+      const tracer = yield* Effect.tracer.pipe(Effect.provide(otel().layer))
+      assert.isTrue(dropsUnsampledChildren(Secrets.redactingTracer(tracer, (text) => text)))
+      assert.isFalse(dropsUnsampledChildren(native))
+      assert.isFalse(dropsUnsampledChildren(Secrets.redactingTracer(native, (text) => text)))
+    })
+  })
+
+  it.effect("the SDK's diag debug messages for a span not recorded and for one under suppressed tracing", () => {
+    const off: Sampler = { shouldSample: () => ({ decision: SamplingDecision.NOT_RECORD }), toString: () => "off" }
+    const suppressed = ROOT_CONTEXT.setValue(createContextKey("OpenTelemetry SDK Context Key SUPPRESS_TRACING"), true)
+    /** The diag messages of a span the sampler drops, a child of an unsampled parent, and a suppressed span. */
+    const messagesOf = (layer: Layer.Layer<never>) =>
+      Effect.gen(function*() {
+        const runtime = yield* Effect.runtime<never>()
+        const [, messages] = yield* diagnosed(Effect.gen(function*() {
+          yield* Effect.withSpan(Effect.void, "dropped")
+          yield* Effect.promise(() =>
+            otelContext.with(suppressed, () => Runtime.runPromise(runtime)(Effect.withSpan(Effect.void, "suppressed")))
+          )
+        }))
+        return messages
+      }).pipe(Effect.provide(layer))
+    const sdkLayer = NodeSdk.layer(() => ({
+      resource: { serviceName: "otel-tracer-test" },
+      spanProcessor: new SimpleSpanProcessor(new InMemorySpanExporter()),
+      tracerConfig: { sampler: off }
+    })) as Layer.Layer<never>
+    return Effect.gen(function*() {
+      yield* contextManager
+      const sdk = yield* messagesOf(sdkLayer)
+      const lean = yield* messagesOf(otel({ tracerConfig: { sampler: off } }).layer as Layer.Layer<never>)
+      assert.deepStrictEqual(sdk, [
+        "Recording is off, propagating context in a non-recording span",
+        "Instrumentation suppressed, returning Noop Span"
+      ])
+      assert.deepStrictEqual(lean, sdk)
+      // Without a sampler: a child of an unsampled parent is not recorded either.
+      const [, messages] = yield* diagnosed(Effect.withSpan(Effect.void, "child").pipe(
+        Effect.withParentSpan(Tracer.externalSpan({ traceId: EXTERNAL_TRACE, spanId: EXTERNAL_SPAN, sampled: false })),
+        Effect.provide(otel().layer)
+      ))
+      assert.deepStrictEqual(messages, ["Recording is off, propagating context in a non-recording span"])
+    }).pipe(Effect.scoped)
+  })
+
   it.effect("the OTEL_* variables count as for the SDK: OTEL_TRACES_SAMPLER=always_off", () =>
     Effect.gen(function*() {
       yield* withEnv({ OTEL_TRACES_SAMPLER: "always_off" })
@@ -650,6 +737,75 @@ describe("span processors", () => {
     }).pipe(Effect.provide(layer))
   })
 
+  it.effect("onEnding: called once end time and duration are set, before the span counts as ended, as by the SDK; guarded", () => {
+    const seen = (by: string) => {
+      const calls: Array<{ readonly by: string; readonly ended: boolean; readonly duration: HrTime }> = []
+      const processor: SpanProcessor = {
+        onStart: () => {},
+        onEnding: (span: SdkSpan) => {
+          calls.push({ by, ended: span.ended, duration: span.duration })
+        },
+        onEnd: () => {},
+        forceFlush: () => Promise.resolve(),
+        shutdown: () => Promise.resolve()
+      }
+      return { calls, processor }
+    }
+    const throwing: SpanProcessor = {
+      onStart: () => {},
+      onEnding: () => {
+        throw new Error("onEnding")
+      },
+      onEnd: () => {},
+      forceFlush: () => Promise.resolve(),
+      shutdown: () => Promise.resolve()
+    }
+    const work = Effect.withSpan(TestClock.adjust("2 millis"), "work")
+    const sdk = seen("sdk")
+    const lean = seen("lean")
+    const { layer, spans } = otel({}, throwing, lean.processor)
+    return Effect.gen(function*() {
+      yield* work.pipe(
+        Effect.provide(NodeSdk.layer(() => ({ resource: { serviceName: "otel-tracer-test" }, spanProcessor: sdk.processor })))
+      )
+      const [exported, messages] = yield* diagnosed(work.pipe(Effect.map(() => named(spans, "work")), Effect.provide(layer)))
+      assert.deepStrictEqual(sdk.calls, [{ by: "sdk", ended: false, duration: [0, 2_000_000] }])
+      assert.deepStrictEqual(lean.calls, [{ by: "lean", ended: false, duration: [0, 2_000_000] }])
+      assert.strictEqual(exported.ended, true, "a throwing onEnding fails nothing")
+      assert.deepStrictEqual(messages.filter((message) => message.includes("span processor")), [
+        "jeevesagent telemetry: span processor onEnding failed"
+      ])
+    })
+  })
+
+  it.effect("a processor may edit a span's events and links in place, as on the SDK's span; each span has its own", () => {
+    const link: Link = { context: { traceId: EXTERNAL_TRACE, spanId: EXTERNAL_SPAN, traceFlags: TraceFlags.SAMPLED } }
+    const editing: SpanProcessor = {
+      onStart: () => {},
+      onEnd: (span) => {
+        if (span.name !== "edited") return
+        span.events.push({ name: "tagged", time: span.endTime })
+        span.events.sort((a, b) => a.name.localeCompare(b.name))
+        span.links.push(link)
+      },
+      forceFlush: () => Promise.resolve(),
+      shutdown: () => Promise.resolve()
+    }
+    const spans = new InMemorySpanExporter()
+    const layer = Telemetry.layerOtel({ serviceName: "otel-tracer-test", spanProcessor: [editing, new SimpleSpanProcessor(spans)] })
+    return Effect.gen(function*() {
+      yield* Effect.withSpan(Effect.void, "edited")
+      yield* Effect.withSpan(Effect.void, "untouched")
+      const edited = named(spans, "edited")
+      assert.deepStrictEqual(edited.events.map((event) => event.name), ["tagged"])
+      assert.deepStrictEqual(edited.links, [link])
+      const untouched = named(spans, "untouched")
+      assert.deepStrictEqual([untouched.events, untouched.links], [[], []])
+      assert.notStrictEqual(untouched.events, edited.events)
+      assert.strictEqual(untouched.events, untouched.events, "made once, then kept")
+    }).pipe(Effect.provide(layer))
+  })
+
   it.effect("a processor that throws fails no run; the others still get every span", () => {
     const throwing: SpanProcessor = {
       onStart: () => {
@@ -695,6 +851,36 @@ describe("propagateContext", () => {
       assert.strictEqual(seen.hidden, seen.outer.spanId, "a span marked DisablePropagation is skipped")
       assert.isUndefined(trace.getActiveSpan(), "outside the effect, none")
     }).pipe(Effect.scoped))
+})
+
+/** The collector, from V8 (`--expose-gc` set at run time). */
+const collectGarbage = (): (() => void) => {
+  setFlagsFromString("--expose-gc")
+  return runInNewContext("gc") as () => void
+}
+
+describe("propagateContext: what the tracer keeps", () => {
+  it.live("an ended, exported span is not kept alive by the tracer (its context cache)", () =>
+    Effect.gen(function*() {
+      const gc = collectGarbage()
+      const { layer, spans } = otel({ propagateContext: true })
+      const alive = yield* Effect.gen(function*() {
+        const refs = yield* Effect.gen(function*() {
+          const span = yield* Effect.currentSpan
+          const recorded = yield* OtelTracer.currentOtelSpan
+          span.attribute("payload", "x".repeat(100_000))
+          return { span: new WeakRef(span), recorded: new WeakRef(recorded) }
+        }).pipe(Effect.withSpan("big"))
+        assert.strictEqual(spans.getFinishedSpans().length, 1)
+        spans.reset()
+        for (let i = 0; i < 5; i++) {
+          yield* Effect.sleep("10 millis")
+          gc()
+        }
+        return { span: refs.span.deref() !== undefined, recorded: refs.recorded.deref() !== undefined }
+      }).pipe(Effect.provide(layer))
+      assert.deepStrictEqual(alive, { span: false, recorded: false })
+    }))
 })
 
 // ---- fallback -----------------------------------------------------------------------

@@ -13,6 +13,7 @@ import * as HashMap from "effect/HashMap"
 import * as Option from "effect/Option"
 import * as Tracer from "effect/Tracer"
 import { preRedacted, type PreRedactedOptions, setRedactedAttribute } from "./secretsSinks.js"
+import { dropsUnsampledChildren } from "./tracerSampling.js"
 
 /** The fiber's own FiberRef setter: present on every effect 3 `FiberRuntime`, not in its public type. */
 interface FiberRefSetter {
@@ -187,9 +188,12 @@ const noTime = BigInt(0)
  * `Effect.makeSpan` done synchronously on `fiber`: same tracer, parent,
  * clock, annotations and links as effect's.
  *
- * - `"unsampled"`, with no span made, when the parent was not sampled: a
- *   parent-based sampler (OpenTelemetry's default) drops every span under
- *   it, so the agent does not make its own spans there at all.
+ * - `"unsampled"`, with no span made, when the parent was not sampled and
+ *   the tracer is marked as dropping every span under such a parent (a
+ *   parent-based sampler, OpenTelemetry's default; see `tracerSampling.ts`),
+ *   so the agent does not make its own spans there at all. Any other tracer
+ *   is asked, as `Effect.withSpan` asks it (effect's own tracer, a
+ *   record-only or always-on sampler make spans there).
  * - `undefined` when this fast path does not apply (tracing disabled, a
  *   stack trace asked for, a fiber without its default services); the
  *   caller then goes through `Effect.makeSpan`.
@@ -206,11 +210,11 @@ export const spanNow = (
     options.root === true ?
     Option.none() :
     propagatedParent(Context.getOption(fiber.getFiberRef(FiberRef.currentContext), Tracer.ParentSpan))
-  if (parent._tag === "Some" && !parent.value.sampled) return "unsampled"
   const services = fiber.currentDefaultServices
-  if (services === undefined || options.captureStackTrace !== false || !fiber.getFiberRef(FiberRef.currentTracerEnabled)) {
-    return undefined
-  }
+  if (services === undefined) return undefined
+  const tracer = Context.get(services, Tracer.Tracer)
+  if (parent._tag === "Some" && !parent.value.sampled && dropsUnsampledChildren(tracer)) return "unsampled"
+  if (options.captureStackTrace !== false || !fiber.getFiberRef(FiberRef.currentTracerEnabled)) return undefined
   const spanContext = options.context ?? Context.empty()
   if (Context.get(spanContext, Tracer.DisablePropagation)) return undefined
   const envLinks = fiber.getFiberRef(FiberRef.currentTracerSpanLinks)
@@ -220,7 +224,7 @@ export const spanNow = (
   const startTime = fiber.getFiberRef(FiberRef.currentTracerTimingEnabled) ?
     Context.get(services, Clock.Clock).unsafeCurrentTimeNanos() :
     noTime
-  const span = Context.get(services, Tracer.Tracer).span(
+  const span = tracer.span(
     name,
     parent,
     spanContext,
@@ -252,7 +256,7 @@ export const endSpan = (span: Tracer.Span, exit: Exit.Exit<unknown, unknown>, fi
 /**
  * `Effect.makeSpan(name, options)` in one step where it can (see
  * {@link withSpan}), else effect's own; `undefined`, with no span made,
- * under an unsampled parent ({@link spanNow}).
+ * under an unsampled parent whose spans the tracer drops ({@link spanNow}).
  *
  * @internal
  */
@@ -272,8 +276,8 @@ export const makeSpan = (name: string, options: Tracer.SpanOptions): Effect.Effe
  * installs it through two `acquireUseRelease`s). Falls back to
  * `Effect.makeSpan` with {@link locallyWith} where the one-step path does not
  * apply (tracing disabled, stack traces asked for, a fiber without the
- * setter). Under an unsampled parent ({@link spanNow}) it runs `self` with
- * no span.
+ * setter). Under an unsampled parent whose spans the tracer drops
+ * ({@link spanNow}) it runs `self` with no span.
  *
  * @internal
  */

@@ -4,8 +4,8 @@
  * own `SpanImpl` (sdk-trace 2.x) does — the same attribute validation,
  * limits, truncation, event and link limits, status rules, `diag` messages
  * and processor calls — with fewer fields and no work an exporter never
- * asks for (the duration is computed when read, empty event and link lists
- * are shared until something is added).
+ * asks for (the duration is computed when read, the event and link lists
+ * are made when first read or added to).
  *
  * @internal
  */
@@ -133,8 +133,6 @@ const NOT_ENDED: HrTime = Object.freeze([0, 0]) as unknown as HrTime
 const NO_DURATION: HrTime = Object.freeze([-1, -1]) as unknown as HrTime
 const UNSET: SpanStatus = Object.freeze({ code: SpanStatusCode.UNSET })
 const OK: SpanStatus = Object.freeze({ code: SpanStatusCode.OK })
-const NO_EVENTS: Array<TimedEvent> = Object.freeze([]) as unknown as Array<TimedEvent>
-const NO_LINKS: Array<Link> = Object.freeze([]) as unknown as Array<Link>
 
 /**
  * A span as the SDK's processors and exporters see it (`ReadableSpan`) and
@@ -147,8 +145,6 @@ export class RecordedSpan implements Span, ReadableSpan {
   endTime: HrTime = NOT_ENDED
   status: SpanStatus = UNSET
   readonly attributes: Attributes = {}
-  links: Array<Link> = NO_LINKS
-  events: Array<TimedEvent> = NO_EVENTS
   droppedAttributesCount = 0
   droppedEventsCount = 0
   droppedLinksCount = 0
@@ -156,6 +152,10 @@ export class RecordedSpan implements Span, ReadableSpan {
   /** Present (as `undefined`) on a root span too, as on the SDK's: one shape for every span. */
   readonly parentSpanContext?: SpanContext
   private attributeCount = 0
+  /** {@link events} once made: most spans have none, and most of those are never asked for theirs. */
+  private eventList: Array<TimedEvent> | undefined = undefined
+  /** {@link links} once made. */
+  private linkList: Array<Link> | undefined = undefined
 
   constructor(
     private readonly shared: Shared,
@@ -176,8 +176,31 @@ export class RecordedSpan implements Span, ReadableSpan {
     return this.shared.scope
   }
 
+  /** Known from `end()` on, as the SDK's: processors' `onEnding` read it before the span counts as ended. */
   get duration(): HrTime {
-    return this.ended ? hrTimeDuration(this.startTime, this.endTime) : NO_DURATION
+    return this.endTime === NOT_ENDED ? NO_DURATION : hrTimeDuration(this.startTime, this.endTime)
+  }
+
+  /**
+   * The span's events, an ordinary array of its own as on the SDK's span
+   * (a processor may push to it, splice or sort it), made when first read
+   * and kept.
+   */
+  get events(): Array<TimedEvent> {
+    return this.eventList ??= []
+  }
+
+  set events(events: Array<TimedEvent>) {
+    this.eventList = events
+  }
+
+  /** The span's links, made when first read and kept, as {@link events}. */
+  get links(): Array<Link> {
+    return this.linkList ??= []
+  }
+
+  set links(links: Array<Link>) {
+    this.linkList = links
   }
 
   spanContext(): SpanContext {
@@ -265,7 +288,6 @@ export class RecordedSpan implements Span, ReadableSpan {
       this.droppedLinksCount++
       return this
     }
-    if (this.links === NO_LINKS) this.links = []
     if (linkCountLimit !== undefined && this.links.length >= linkCountLimit) {
       if (this.droppedLinksCount === 0) diag.debug("Dropping extra links.")
       this.links.shift()
@@ -380,7 +402,6 @@ export class RecordedSpan implements Span, ReadableSpan {
       this.droppedEventsCount++
       return false
     }
-    if (this.events === NO_EVENTS) this.events = []
     if (eventCountLimit !== undefined && this.events.length >= eventCountLimit) {
       if (this.droppedEventsCount === 0) diag.debug("Dropping extra events.")
       this.events.shift()

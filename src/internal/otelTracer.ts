@@ -22,6 +22,7 @@ import {
   type Context as OtelContext,
   context as otelContext,
   createContextKey,
+  diag,
   INVALID_SPAN_CONTEXT,
   isSpanContextValid,
   type Link,
@@ -43,6 +44,7 @@ import * as Option from "effect/Option"
 import * as Tracer from "effect/Tracer"
 import { randomFillSync } from "node:crypto"
 import { attributeValue, RecordedSpan, sanitizeAttributes, type Shared } from "./otelSpan.js"
+import { markDropsUnsampledChildren } from "./tracerSampling.js"
 
 // ---- ids ----------------------------------------------------------------------
 
@@ -129,6 +131,26 @@ const linkOf = (link: Tracer.SpanLink): Link => {
 const OtelSpanTypeId = Symbol.for("@effect/opentelemetry/Tracer/OtelSpan")
 
 /**
+ * The OpenTelemetry context the tracer's `context` made last: `cachedSpan`
+ * made the active span over `cachedBase`. Effect calls `context` around
+ * every instruction, so it is made once per span and base. Module-wide, not
+ * per tracer: it depends on the span alone, whichever tracer made it, and
+ * so the span's `end` can drop it. An ended span is never cached: else the
+ * last span a process ran (its recorded span, parents, effect context and
+ * the services in it) would stay reachable until the next span, forever in
+ * an idle process.
+ */
+let cachedSpan: EffectSpan | undefined
+let cachedBase: OtelContext | undefined
+let cachedContext: OtelContext | undefined
+
+const dropCachedContext = (): void => {
+  cachedSpan = undefined
+  cachedBase = undefined
+  cachedContext = undefined
+}
+
+/**
  * Effect's side of a span. Its attributes live once, on the recorded span
  * (`attributes` is a `Map` made when read, holding the values as exported);
  * a span the sampler did not record keeps none.
@@ -201,6 +223,7 @@ class EffectSpan implements Tracer.Span {
       return
     }
     this.status = { _tag: "Ended", endTime, exit, startTime: this.status.startTime }
+    if (cachedSpan === this) dropCachedContext()
     if (record === undefined) return
     const time = nanosToHrTime(endTime)
     if (exit._tag === "Success") {
@@ -261,6 +284,32 @@ interface SdkTracerSettings {
 const DEFAULT_SAMPLER = "ParentBased{root=AlwaysOnSampler, remoteParentSampled=AlwaysOnSampler, " +
   "remoteParentNotSampled=AlwaysOffSampler, localParentSampled=AlwaysOnSampler, localParentNotSampled=AlwaysOffSampler}"
 
+/**
+ * A parent-based sampler that drops every child of an unsampled parent,
+ * remote or local, as it describes itself (`ParentBasedSampler.toString`):
+ * the SDK's default and `OTEL_TRACES_SAMPLER=parentbased_*`.
+ */
+const PARENT_BASED_DROPPING = new RegExp(
+  "^ParentBased\\{root=.*, remoteParentSampled=.*, remoteParentNotSampled=AlwaysOffSampler, " +
+    "localParentSampled=.*, localParentNotSampled=AlwaysOffSampler\\}$",
+  "s"
+)
+
+/**
+ * Whether `sampler` (the one the provider resolved, from the options or
+ * `OTEL_TRACES_SAMPLER`) drops every child of an unsampled parent: a
+ * parent-based one whose not-sampled branches are `AlwaysOffSampler`, or
+ * `AlwaysOffSampler` itself. A sampler that records such children (one
+ * deciding `RECORD`, `AlwaysOnSampler`, a ratio sampler without
+ * `ParentBased`) or one that does not say what it does is not.
+ *
+ * @internal
+ */
+export const samplerDropsUnsampledChildren = (sampler: Sampler): boolean => {
+  const description = String(sampler)
+  return description === "AlwaysOffSampler" || PARENT_BASED_DROPPING.test(description)
+}
+
 /** The `TracerConfig` options the lean tracer honours, or that are the provider's business (`forceFlushTimeoutMillis`). */
 const HONOURED = new Set(["sampler", "idGenerator", "spanLimits", "generalLimits", "forceFlushTimeoutMillis"])
 
@@ -284,6 +333,10 @@ export interface Options {
  * span metrics; any option added after sdk-trace 2.12), or when the SDK
  * tracer does not keep its settings where 2.x keeps them.
  *
+ * Either tracer is marked (`tracerSampling.ts`) when its sampler drops
+ * every child of an unsampled parent ({@link samplerDropsUnsampledChildren}),
+ * so that the agent makes no spans of its own there.
+ *
  * @internal
  */
 export const make = (
@@ -296,17 +349,21 @@ export const make = (
     const sampler = settings._sampler
     const limits = settings._spanLimits
     const scope = settings.instrumentationScope
+    const marked = (tracer: Tracer.Tracer): Tracer.Tracer =>
+      sampler !== undefined && samplerDropsUnsampledChildren(sampler) ?
+        markDropsUnsampledChildren(tracer) :
+        tracer
     if (unhonoured || typeof sampler?.shouldSample !== "function" || limits === undefined || scope === undefined) {
-      return OtelTracer.make
+      return Effect.map(OtelTracer.make, marked)
     }
     return Effect.map(OtelResource.Resource, (resource) =>
-      makeLean(
+      marked(makeLean(
         { resource, scope, limits, processors: options.processors },
         options.startProcessors,
         // Without a sampler of the user's nor from OTEL_TRACES_SAMPLER, parent-based sampling needs no sampler call.
         options.tracerConfig?.sampler === undefined && String(sampler) === DEFAULT_SAMPLER ? undefined : sampler,
         options.tracerConfig?.idGenerator
-      ))
+      )))
   })
 
 const makeLean = (
@@ -341,10 +398,6 @@ const makeLean = (
     return trace.getSpan(active) === undefined ? active : trace.deleteSpan(active)
   }
 
-  let lastSpan: EffectSpan | undefined
-  let lastBase: OtelContext | undefined
-  let lastContext: OtelContext | undefined
-
   return Tracer.make({
     span: (name, parent, context, links, startTime, kind, options) => {
       const active = otelContext.active()
@@ -368,6 +421,7 @@ const makeLean = (
         }
       }
       if (active.getValue(SUPPRESS_TRACING) === true) {
+        diag.debug("Instrumentation suppressed, returning Noop Span")
         return new EffectSpan(name, effectParent, context, links, kind, startTime, INVALID_SPAN_CONTEXT, undefined)
       }
       const parentSpan = parent._tag === "Some" ? parent.value : undefined
@@ -407,6 +461,7 @@ const makeLean = (
         traceState
       } as SpanContext
       if (decision === SamplingDecision.NOT_RECORD) {
+        diag.debug("Recording is off, propagating context in a non-recording span")
         return new EffectSpan(name, effectParent, context, links, kind, startTime, spanContext, undefined)
       }
       const record = new RecordedSpan(shared, name, otelKind, spanContext, validParent, nanosToHrTime(startTime))
@@ -426,13 +481,17 @@ const makeLean = (
         return otelContext.with(trace.setSpanContext(active, spanContextOf(span)), execution)
       }
       // Effect calls this around every instruction: the context for the same span over the same base is made once.
-      if (span === lastSpan && active === lastBase) return otelContext.with(lastContext!, execution)
+      if (span === cachedSpan && active === cachedBase) return otelContext.with(cachedContext!, execution)
       // Already the active span (the fiber resumed in a callback that kept it): no new context.
       if (trace.getSpanContext(active) === span.otelContext) return execution()
-      lastSpan = span
-      lastBase = active
-      lastContext = trace.setSpan(active, span.span)
-      return otelContext.with(lastContext, execution)
+      const made = trace.setSpan(active, span.span)
+      // A fiber may outlive its span (forked under it): an ended span is not cached, as `end` would not drop it.
+      if (span.status._tag !== "Ended") {
+        cachedSpan = span
+        cachedBase = active
+        cachedContext = made
+      }
+      return otelContext.with(made, execution)
     }
   })
 }

@@ -10,6 +10,7 @@ import * as HashMap from "effect/HashMap"
 import * as Logger from "effect/Logger"
 import * as Redacted from "effect/Redacted"
 import * as Tracer from "effect/Tracer"
+import { withSamplingOf } from "./tracerSampling.js"
 
 type Redact = (text: string) => string
 
@@ -249,5 +250,6 @@ export const redactingTracer = (tracer: Tracer.Tracer, redact: Redact): Tracer.T
     }
   })
   redactingTracers.add(wrapped)
-  return wrapped
+  // It hands every span to `tracer`: it drops the children of an unsampled parent if `tracer` does.
+  return withSamplingOf(tracer, wrapped)
 }

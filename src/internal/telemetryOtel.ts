@@ -30,6 +30,7 @@ import * as Secrets from "../Secrets.js"
 import * as Telemetry from "../Telemetry.js"
 import * as LeanTracer from "./otelTracer.js"
 import { layerServiceSpans } from "./spans.js"
+import { withSamplingOf } from "./tracerSampling.js"
 
 const DEFAULT_METRIC_EXPORT_INTERVAL = Duration.seconds(60)
 
@@ -55,7 +56,24 @@ const settled = (what: string, run: () => Promise<void>): Promise<void> => {
  * logger and the run goes on.
  */
 class GuardedSpanProcessor implements SpanProcessor {
-  constructor(readonly inner: SpanProcessor) {}
+  /**
+   * The wrapped processor's `onEnding`, guarded; absent when it has none,
+   * so that a span's end makes no call for it (the SDK, too, calls
+   * `onEnding` only on processors that define it).
+   */
+  declare readonly onEnding?: (span: SdkSpan) => void
+
+  constructor(readonly inner: SpanProcessor) {
+    if (typeof inner.onEnding === "function") {
+      ;(this as { onEnding?: (span: SdkSpan) => void }).onEnding = (span) => {
+        try {
+          inner.onEnding!(span)
+        } catch (error) {
+          reportFailure("span processor onEnding", error)
+        }
+      }
+    }
+  }
   onStart(span: SdkSpan, parentContext: OtelContext): void {
     try {
       this.inner.onStart(span, parentContext)
@@ -95,7 +113,8 @@ const contextManagerRegistered = (): boolean =>
  * with that service — so the values it handed out are masked in the agent's
  * spans and everything under them (tool handlers, stores) even when this
  * layer cannot see the service. Every other span is redacted with
- * `fallback`.
+ * `fallback`. It samples as `tracer` does, and carries its mark
+ * (`tracerSampling.ts`).
  */
 const redactingTracer = (
   tracer: Tracer.Tracer,
@@ -112,7 +131,7 @@ const redactingTracer = (
     if (Option.isSome(own)) return own.value
     return Option.isSome(parent) ? (parent.value as WithSecrets)[secretsOfSpan] : undefined
   }
-  return Tracer.make({
+  return withSamplingOf(tracer, Tracer.make({
     context: propagateContext ? (execution, fiber) => tracer.context(execution, fiber) : (execution) => execution(),
     span: (name, parent, context, links, startTime, kind, options) => {
       const secrets = secretsFor(context, parent)
@@ -126,7 +145,7 @@ const redactingTracer = (
       ;(span as WithSecrets)[secretsOfSpan] = secrets
       return span
     }
-  })
+  }))
 }
 
 /** @internal */
