@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Deferred, Effect, Exit, Fiber, FiberRef, Option, Tracer } from "effect"
-import { canSetRefs, locally, makeSpan, refsOf, setRefs, withParentSpan, withSpan } from "../src/internal/locally.js"
+import { canSetRefs, locally, makeSpan, refsOf, setRefs, withParent, withParentSpan, withSpan } from "../src/internal/locally.js"
 import { markDropsUnsampledChildren } from "../src/internal/tracerSampling.js"
 
 const ref = FiberRef.unsafeMake("outer")
@@ -199,6 +199,21 @@ describe("internal/locally", () => {
       })
       yield* Effect.withTracer(program, tracer)
     }))
+
+  it("withParent gives the context Context.add gives: every service, in order, and the span as the parent", () => {
+    class A extends Context.Tag("A")<A, number>() {}
+    class B extends Context.Tag("B")<B, string>() {}
+    const span = Tracer.externalSpan({ traceId: "0af7651916cd43dd8448eb211c80319c", spanId: "b7ad6b7169203331" })
+    const other = Tracer.externalSpan({ traceId: "0af7651916cd43dd8448eb211c80319c", spanId: "00f067aa0ba902b7" })
+    for (const base of [Context.empty(), Context.make(A, 1).pipe(Context.add(B, "b")), Context.make(Tracer.ParentSpan, other).pipe(Context.add(A, 2))]) {
+      const mine = withParent(base, span)
+      const theirs = Context.add(base, Tracer.ParentSpan, span)
+      assert.deepStrictEqual([...mine.unsafeMap], [...theirs.unsafeMap])
+      assert.isTrue(Context.isContext(mine))
+      assert.strictEqual(Context.get(mine, Tracer.ParentSpan), span)
+      assert.notStrictEqual(mine.unsafeMap, base.unsafeMap, "a copy: the base is left as it was")
+    }
+  })
 
   it.effect("withParentSpan parents spans under the given span", () =>
     Effect.gen(function*() {

@@ -33,7 +33,7 @@ import { denial } from "./denied.js"
 import { describeFailure, stringifyOutput } from "./describe.js"
 import { forEachConcurrent } from "./forkAll.js"
 import { newId } from "./ids.js"
-import { canSetRefs, endSpan, makeSpan, refsOf, resetRefs, setRefs, spanNow, withParentSpan, withSpan } from "./locally.js"
+import { canSetRefs, endSpan, makeSpan, refsOf, resetRefs, setRefs, spanNow, withParent, withParentSpan, withSpan } from "./locally.js"
 import * as Metrics from "./metrics.js"
 import * as MemoryInternal from "./memoryStore.js"
 import * as PermissionsInternal from "./permissions.js"
@@ -713,7 +713,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       const before = refsOf(fiber)
       const installed = span === "unsampled" ?
         undefined :
-        setRefs(fiber, FiberRef.currentContext, Context.add(previous, Tracer.ParentSpan, span))
+        setRefs(fiber, FiberRef.currentContext, withParent(previous, span))
       return Effect.matchCauseEffect(restore(completed), {
         onFailure: (cause) => {
           if (span !== "unsampled") {
@@ -1495,7 +1495,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           const before = refsOf(fiber)
           const installed = span === undefined ?
             setRefs(fiber, RunContext.ref, state.context) :
-            setRefs(fiber, RunContext.ref, state.context, FiberRef.currentContext, Context.add(previousContext, Tracer.ParentSpan, span))
+            setRefs(fiber, RunContext.ref, state.context, FiberRef.currentContext, withParent(previousContext, span))
           const finish = (exit: Exit.Exit<Agent.RunResult, Agent.AgentError>) => {
             if (span === undefined) resetRefs(fiber, before, installed, RunContext.ref, previousRun)
             else resetRefs(fiber, before, installed, RunContext.ref, previousRun, FiberRef.currentContext, previousContext)

@@ -173,6 +173,21 @@ export const locallyWith = <A, E, R, X>(
     })
   )
 
+/**
+ * `Context.add(context, Tracer.ParentSpan, span)`, copying the services
+ * through `forEach` rather than the `Map` iterator (which makes an entry
+ * array per service): the agent installs a parent span a dozen times a
+ * turn, each time over every service of the context.
+ *
+ * @internal
+ */
+export const withParent = <R>(context: Context.Context<R>, span: Tracer.AnySpan): Context.Context<R> => {
+  const map = new Map<string, unknown>()
+  context.unsafeMap.forEach((service, key) => map.set(key, service))
+  map.set(Tracer.ParentSpan.key, span)
+  return Context.unsafeMake(map)
+}
+
 /** The parent of a new span, skipping spans marked `DisablePropagation` (as effect does). */
 const propagatedParent = (candidate: Option.Option<Tracer.AnySpan>): Option.Option<Tracer.AnySpan> => {
   let current = candidate
@@ -307,13 +322,13 @@ export const withSpan = <A, E, R>(
           locallyWith(
             restore(self),
             FiberRef.currentContext,
-            (context) => Context.add(context, Tracer.ParentSpan, made),
+            (context) => withParent(context, made),
             (exit, at) => ended(exit, made, at)
           ))
       }
       const previous = fiber.getFiberRef(FiberRef.currentContext)
       const before = refsOf(fiber)
-      const installed = setRefs(fiber, FiberRef.currentContext, Context.add(previous, Tracer.ParentSpan, span))
+      const installed = setRefs(fiber, FiberRef.currentContext, withParent(previous, span))
       return Effect.matchCauseEffect(restore(self), {
         onFailure: (cause) => {
           resetRefs(fiber, before, installed, FiberRef.currentContext, previous)
@@ -331,4 +346,4 @@ export const withSpan = <A, E, R>(
 
 /** `Effect.withParentSpan` through {@link locallyWith}. @internal */
 export const withParentSpan = <A, E, R>(self: Effect.Effect<A, E, R>, span: Tracer.AnySpan): Effect.Effect<A, E, R> =>
-  locallyWith(self, FiberRef.currentContext, (context) => Context.add(context, Tracer.ParentSpan, span))
+  locallyWith(self, FiberRef.currentContext, (context) => withParent(context, span))
