@@ -5,11 +5,11 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import { afterAll, assert, describe, it } from "@effect/vitest"
-import { Effect, Either, Exit, Layer, TestClock } from "effect"
+import { Effect, Either, Exit, Layer, TestClock, Tracer } from "effect"
 import { execFile } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import pg from "pg"
-import { Agent, Budget, Model, RunContext } from "jeevesagent"
+import { Agent, Budget, Model, RunContext, Telemetry } from "jeevesagent"
 import type { Model as ModelTypes } from "jeevesagent"
 import * as PgBudget from "jeevesagent/PgBudget"
 import { adminUrl, createTestDatabase, pgLayer, postgresAvailable } from "./support/postgres.js"
@@ -164,6 +164,31 @@ describe.skipIf(!postgresAvailable)("PgBudget", () => {
       assert.deepStrictEqual(yield* budget.globalUsage, charged)
       const status = yield* budget.allowsStep.pipe(RunContext.withUser("alice"))
       assert.deepStrictEqual(status, { state: "ok" })
+    }).pipe(Effect.scoped, Effect.provide(Pg), Effect.orDie))
+
+  it.effect("its own spans are service spans: off by default and with Telemetry.layer(), on with serviceSpans: true", () =>
+    Effect.gen(function*() {
+      const spansOf = (telemetry: Layer.Layer<Telemetry.Telemetry> | undefined) =>
+        Effect.gen(function*() {
+          const inner = yield* Effect.tracer
+          const names: Array<string> = []
+          const recording = Tracer.make({ span: (name, ...rest) => (names.push(name), inner.span(name, ...rest)), context: inner.context })
+          const layers = telemetry === undefined ? Layer.setTracer(recording) : Layer.merge(telemetry, Layer.setTracer(recording))
+          yield* Effect.gen(function*() {
+            const budget = yield* makeFresh({ perUserMaxTokens: 10_000 })
+            yield* budget.allowsStep.pipe(RunContext.withUser("alice"))
+            const granted = yield* reserveAs(budget, "alice", usage(10, 10))
+            if (granted._tag === "Granted") yield* granted.settle(usage(1, 1))
+          }).pipe(Effect.provide(layers))
+          return names.filter((name) => name.startsWith("PgBudget."))
+        })
+      assert.deepStrictEqual(yield* spansOf(undefined), [])
+      assert.deepStrictEqual(yield* spansOf(Telemetry.layer()), [])
+      assert.deepStrictEqual(yield* spansOf(Telemetry.layer({ serviceSpans: true })), [
+        "PgBudget.allowsStep",
+        "PgBudget.reserve",
+        "PgBudget.settle"
+      ])
     }).pipe(Effect.scoped, Effect.provide(Pg), Effect.orDie))
 
   it.live("a lock held longer than the timeout fails with BudgetUnavailable, not a hang", () =>

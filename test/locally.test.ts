@@ -210,7 +210,7 @@ describe("internal/locally", () => {
       const theirs = Context.add(base, Tracer.ParentSpan, span)
       assert.deepStrictEqual([...mine.unsafeMap], [...theirs.unsafeMap])
       assert.isTrue(Context.isContext(mine))
-      assert.strictEqual(Context.get(mine, Tracer.ParentSpan), span)
+      assert.strictEqual(mine.unsafeMap.get(Tracer.ParentSpan.key), span)
       assert.notStrictEqual(mine.unsafeMap, base.unsafeMap, "a copy: the base is left as it was")
     }
   })

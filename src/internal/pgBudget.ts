@@ -12,6 +12,7 @@ import type * as Model from "../Model.js"
 import type * as PgBudget from "../PgBudget.js"
 import * as RunContext from "../RunContext.js"
 import { migrateLocked } from "./pgMigrate.js"
+import { withServiceSpan } from "./spans.js"
 import {
   blockedBy,
   type Caps,
@@ -43,6 +44,9 @@ const MIGRATION_LOCK = 0x6a65657665_03
 const RECLAIM_LOCK = 0x6a65657665_04
 
 const GLOBAL_SCOPE = "global"
+
+/** The store's own spans (on with `serviceSpans: true`, as every service's) capture no stack trace. */
+const noStack = { captureStackTrace: false } as const
 const userScope = (userKey: string) => `user:${userKey}`
 
 const DEFAULT_RESERVATION_TTL: Duration.DurationInput = "15 minutes"
@@ -390,7 +394,7 @@ export const make = (
       return {
         _tag: "Granted",
         warning,
-        settle: (actual) => Effect.withSpan(once(chargeOf(actual, estimate)), "PgBudget.settle"),
+        settle: (actual) => once(chargeOf(actual, estimate)).pipe(withServiceSpan("PgBudget.settle", noStack)),
         // Release cannot fail by its type; a reservation whose release did not
         // reach the database is reclaimed (charged) when its lease expires.
         release: Effect.catchAll(
@@ -436,14 +440,14 @@ export const make = (
           return granted(id, estimate, status.state === "warn" ? status.reason : undefined)
         }
         return yield* blocked(status)
-      }).pipe(Effect.withSpan("PgBudget.reserve"))
+      }).pipe(withServiceSpan("PgBudget.reserve", noStack))
 
     const service: PgBudget.Service = {
       allowsStep: Effect.gen(function*() {
         const scope = userScope(yield* currentUserKey)
         const now = yield* Clock.currentTimeMillis
         return decide(yield* readState(scope, now), scope, now)
-      }).pipe(Effect.withSpan("PgBudget.allowsStep")),
+      }).pipe(withServiceSpan("PgBudget.allowsStep", noStack)),
       reserve,
       usageFor: (userId) =>
         Effect.gen(function*() {
