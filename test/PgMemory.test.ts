@@ -66,6 +66,17 @@ describe.skipIf(!postgresAvailable)("PgMemory", () => {
         assert.strictEqual(error.method, "open")
       }))
 
+    it.effect("a huge episode (more distinct words than a tsvector holds) is stored, and found by its first words", () =>
+      Effect.gen(function*() {
+        const input = Array.from({ length: 150_000 }, (_, i) => `w${i.toString(36)}x`).join(" ")
+        yield* Effect.gen(function*() {
+          const memory = yield* Memory.Memory
+          yield* memory.remember({ input, output: "stored" }).pipe(as("alice"))
+          const found = yield* memory.recall("w0x w1x").pipe(as("alice"))
+          assert.deepStrictEqual(found.map((episode) => [episode.input.length, episode.output]), [[input.length, "stored"]])
+        }).pipe(Effect.provide(PgMemory.layer({ namespace: freshNamespace() })))
+      }))
+
     it.effect("anonymous blocks are stored under the sentinel, which the column defaults to", () =>
       Effect.gen(function*() {
         const namespace = freshNamespace()

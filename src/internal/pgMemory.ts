@@ -104,8 +104,30 @@ const migrations = Migrator.fromRecord({
 /** A tsquery matching any of `terms` (letters and digits only, so quoting is enough). */
 const matchAny = (terms: ReadonlyArray<string>) => terms.map((term) => `'${term}'`).join(" | ")
 
-/** The text a tsvector is built from: the words every backend indexes, so `simple` parsing finds the same ones. */
-const searchText = (text: string) => words(text).join(" ")
+/**
+ * Postgres refuses a tsvector over 1 MB; the distinct words a tsvector is
+ * built from stop at this many bytes (each counted with room for its entry
+ * and position), so a huge episode is stored (searchable by its first
+ * distinct words) rather than failing the run that remembers it.
+ */
+const MAX_SEARCH_BYTES = 512 * 1024
+const SEARCH_ENTRY_BYTES = 8
+
+/**
+ * The text a tsvector is built from: the distinct words every backend
+ * indexes, so `simple` parsing finds the same ones, up to
+ * {@link MAX_SEARCH_BYTES}.
+ */
+const searchText = (text: string) => {
+  const kept: Array<string> = []
+  let bytes = 0
+  for (const word of new Set(words(text))) {
+    bytes += Buffer.byteLength(word) + SEARCH_ENTRY_BYTES
+    if (bytes > MAX_SEARCH_BYTES) break
+    kept.push(word)
+  }
+  return kept.join(" ")
+}
 
 /** Postgres's side of the SQL store: every row also carries the namespace. */
 const dialect = (sql: SqlClient.SqlClient, namespace: string): SqlDialect => {
