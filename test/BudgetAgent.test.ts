@@ -149,6 +149,34 @@ describe("Budget in the agent loop", () => {
     }).pipe(Effect.provide(agentLayer(script, Budget.layer({ perUserMaxTokens: 100, softWarningAt: 0.5 }))))
   })
 
+  it.effect("a model whose complete throws before returning its effect: the run dies and the reservation is released", () => {
+    let calls = 0
+    const throwsOnce = Model.make({
+      name: "throws-once",
+      complete: (request) => {
+        calls++
+        if (calls === 1) throw new Error(`cannot encode ${request.messages.length} messages`)
+        return Effect.succeed({ text: "ok", toolCalls: [], usage: { inputTokens: 1, outputTokens: 1, costUsd: 0 }, stopReason: "end_turn" })
+      }
+    })
+    const layer = Agent.layer().pipe(
+      Layer.provideMerge(Layer.mergeAll(Agent.layerDefaults, Budget.layer({ perUserMaxTokens: 1_000 }))),
+      Layer.provide(Layer.succeed(Model.Model, throwsOnce)),
+      Layer.orDie
+    )
+    return Effect.gen(function*() {
+      const agent = yield* Agent.Agent
+      const budget = yield* Budget.Budget
+      const exit = yield* Effect.exit(agent.run("hi", { userId: "alice" }))
+      assert.isTrue(Exit.isFailure(exit) && Cause.isDie(exit.cause), "the run died")
+      assert.strictEqual((yield* budget.usageFor("alice")).tokensTotal, 0)
+      // The estimate (4096 output tokens) is no longer held: the next run is allowed and charged what it used.
+      const next = yield* agent.run("hi", { userId: "alice" })
+      assert.isFalse(next.interrupted)
+      assert.strictEqual((yield* budget.usageFor("alice")).tokensTotal, 2)
+    }).pipe(Effect.provide(layer))
+  })
+
   it.effect("a failed model call releases its reservation", () => {
     let failNext = true
     const script: Model.Script = () => {

@@ -569,9 +569,17 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
 
     // ---- model call -------------------------------------------------------
 
+    /**
+     * `model.complete(request)` called when the effect runs, so that a model
+     * whose `complete` throws before returning its effect fails the call
+     * (a defect) inside the reservation's watch, which releases it, rather
+     * than the step that made the reservation.
+     */
+    const completeCall = (request: Model.ModelRequest) => Effect.suspend(() => model.complete(request))
+
     const callModel = (state: RunState, request: Model.ModelRequest, turn: number) => {
       if (state.emit === undefined) {
-        const completed = Model.retryRetryable(model.complete(request), retrySchedule)
+        const completed = Model.retryRetryable(completeCall(request), retrySchedule)
         return telemetryOn ?
           traced("jeeves.model.complete", modelAttributes(state, turn), completed, undefined, state.turnSpan) :
           completed
@@ -708,7 +716,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       }
       const span = spanNow(fiber, "jeeves.model.complete", spanOptions(modelAttributes(state, turn), state.turnSpan))
       if (span === undefined) return reserved(state, request, turn, restore, reservation)
-      const completed = Model.retryRetryable(model.complete(request), retrySchedule)
+      const completed = Model.retryRetryable(completeCall(request), retrySchedule)
       const previous = fiber.getFiberRef(FiberRef.currentContext)
       const before = refsOf(fiber)
       const installed = span === "unsampled" ?

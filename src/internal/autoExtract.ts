@@ -133,7 +133,8 @@ export const make = (
         Effect.flatMap(restore(budget.reserve(estimate)), (reservation) => {
           if (reservation._tag === "Blocked") return Effect.succeed(Option.none<Model.ModelResponse>())
           return Effect.flatMap(
-            Effect.exit(restore(model.complete({ messages, tools: [], maxTokens }))),
+            // Called when run, so a `complete` that throws is a failure the reservation's release sees.
+            Effect.exit(restore(Effect.suspend(() => model.complete({ messages, tools: [], maxTokens })))),
             (exit): Effect.Effect<Option.Option<Model.ModelResponse>, Model.ModelError | Budget.BudgetUnavailable> =>
               exit._tag === "Failure" ?
                 Effect.zipRight(reservation.release, Effect.failCause(exit.cause)) :
