@@ -119,13 +119,54 @@ const estimateInputTokens = (state: RunState, messages: ReadonlyArray<Model.Mess
   return state.estimatedBytes + fixedBytes
 }
 
-/** Freezes a JSON-like value in place (model-provided tool arguments are small). */
-const deepFreeze = <A>(value: A): A => {
-  if (typeof value === "object" && value !== null && !Object.isFrozen(value)) {
-    Object.freeze(value)
-    for (const key of Object.keys(value)) deepFreeze((value as Record<string, unknown>)[key])
+/** Tool arguments nested deeper than this are refused (JSON Schema tool arguments are a few levels deep). */
+const MAX_ARGS_DEPTH = 64
+
+/**
+ * Checks and freezes model-provided tool arguments in place (frozen so no
+ * hook or approver can change what was approved before the tool runs).
+ * Returns why they cannot be used, if they cannot: nested deeper than
+ * {@link MAX_ARGS_DEPTH} (which would overflow the stack of whatever walks
+ * them), a cycle, or an own `__proto__` key (`JSON.parse` keeps it as a key;
+ * decoding would make it the prototype of the object the tool gets). The
+ * recursion is bounded by the depth limit; shared objects are walked once.
+ */
+const checkArgs = (
+  value: unknown,
+  depth = 0,
+  onPath = new Set<object>(),
+  done = new Set<object>()
+): string | undefined => {
+  if (typeof value !== "object" || value === null || done.has(value)) return undefined
+  if (onPath.has(value)) return "they refer to themselves (a cycle)"
+  if (depth >= MAX_ARGS_DEPTH) return `nested deeper than ${MAX_ARGS_DEPTH} levels`
+  if (Object.prototype.hasOwnProperty.call(value, "__proto__")) return `the key "__proto__" is not allowed`
+  onPath.add(value)
+  for (const key of Object.keys(value)) {
+    const problem = checkArgs((value as Record<string, unknown>)[key], depth + 1, onPath, done)
+    if (problem !== undefined) return problem
   }
-  return value
+  onPath.delete(value)
+  done.add(value)
+  Object.freeze(value)
+  return undefined
+}
+
+/** The calls whose arguments {@link checkArgs} refused, with why: their tool is not run. */
+const refusedArgs = new WeakMap<Tool.Call, string>()
+
+/** An error result's text is cut to this many characters (it goes back to the model, and may echo its input). */
+const MAX_ERROR_CHARS = 2_000
+
+/**
+ * Whether `fiber` itself is being interrupted (by another fiber), as
+ * opposed to running an effect that failed with an interruption of its
+ * own. Effect 3's `FiberRuntime` knows (`isInterrupted`); without it, every
+ * interruption counts as from outside, as before.
+ */
+const interruptedFromOutside = (fiber: Fiber.RuntimeFiber<unknown, unknown>): boolean => {
+  const runtime = fiber as unknown as { readonly isInterrupted?: () => boolean }
+  return typeof runtime.isInterrupted !== "function" || runtime.isInterrupted()
 }
 
 class ToolTimeout {
@@ -455,7 +496,8 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
      * of the run's entries failed since the call began. False = deny.
      */
     const entriesDurable = (state: RunState, failuresBefore: number): Effect.Effect<boolean> =>
-      submit === undefined ? Effect.succeed(true) : Effect.suspend(() =>
+      // An awaited log's entries are durable once appended: only whether one failed is left to check.
+      submit === undefined ? Effect.sync(() => state.auditFailures === failuresBefore) : Effect.suspend(() =>
         state.auditPending === 0 ?
           Effect.succeed(state.auditFailures === failuresBefore) :
           Effect.map(auditDurable(state), () => state.auditFailures === failuresBefore)
@@ -1168,13 +1210,12 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
 
     const execute = (tool: Tool.Any, call: Tool.Call): Effect.Effect<Tool.Result> => {
       const decode = decoders.get(tool.name)!
-      const errorResult = (message: string): Tool.Result => ({
-        callId: call.id,
-        name: call.name,
-        status: "error",
-        output: `ERROR: ${message}`,
-        reason: message
-      })
+      const errorResult = (full: string): Tool.Result => {
+        const message = full.length > MAX_ERROR_CHARS ? `${full.slice(0, MAX_ERROR_CHARS)}…` : full
+        return { callId: call.id, name: call.name, status: "error", output: `ERROR: ${message}`, reason: message }
+      }
+      const refused = refusedArgs.get(call)
+      if (refused !== undefined) return Effect.succeed(errorResult(`invalid arguments: ${refused}`))
       const handled = Effect.suspend(() => {
         const decoded = decode.sync(call.args)
         if (decoded._tag === "Right") return tool.handler(decoded.right)
@@ -1188,7 +1229,15 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         onSuccess: (value) =>
           Effect.succeed<Tool.Result>({ callId: call.id, name: call.name, status: "ok", output: stringifyOutput(value) }),
         onFailure: (cause) => {
-          if (Cause.isInterruptedOnly(cause)) return Effect.failCause(cause as Cause.Cause<never>)
+          if (Cause.isInterruptedOnly(cause)) {
+            // The run (or a sibling's failure) interrupting this fiber goes on as an interruption; a
+            // handler that interrupted itself (or joined an interrupted fiber) failed: an error result.
+            return Effect.withFiberRuntime((fiber) =>
+              interruptedFromOutside(fiber) ?
+                Effect.failCause(cause as Cause.Cause<never>) :
+                Effect.succeed(errorResult("the tool was interrupted"))
+            )
+          }
           const failure = Cause.squash(cause)
           if (ParseResult.isParseError(failure)) {
             return Effect.succeed(
@@ -1299,13 +1348,17 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       turn: number
     ): Effect.Effect<Agent.ToolCallRecord> => {
       const tool = toolsByName.get(modelCall.name)
-      // Frozen so no hook or approver can change what was approved before the tool runs.
+      // Frozen so no hook or approver can change what was approved before the tool runs. Arguments
+      // that cannot be used are not passed on (not even to the audit log or an approver): the call
+      // carries why, and its tool gives an error result.
+      const problem = checkArgs(modelCall.args)
       const call: Tool.Call = Object.freeze({
         id: modelCall.id,
         name: modelCall.name,
-        args: deepFreeze(modelCall.args),
+        args: problem === undefined ? modelCall.args : Object.freeze({ refused_arguments: problem }),
         destructive: tool?.destructive ?? false
       })
+      if (problem !== undefined) refusedArgs.set(call, problem)
       if (tool !== undefined && !auditOn && !governed && !telemetryOn && state.emit === undefined) {
         // Nothing to audit, authorize, trace or emit.
         return Effect.map(execute(tool, call), (result) => toCallRecord(result, call, turn))

@@ -1,0 +1,148 @@
+/**
+ * Hostile and broken tool calls: arguments from the model that would
+ * overflow the stack, poison a prototype or refer to themselves, a handler
+ * that interrupts itself, and an audit log that loses a decision entry. Each
+ * gives the call an error (or denied) result and the run goes on.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Layer, Ref, Schema } from "effect"
+import { Agent, AuditLog, Model, Permissions, Tool } from "jeevesagent"
+
+/** Asks for `calls`, then answers with every tool result it got. */
+const callThenSummarize = (calls: NonNullable<Model.ScriptedTurn["toolCalls"]>): Model.Script => (request) =>
+  request.messages.at(-1)!.role !== "tool" ?
+    { toolCalls: calls } :
+    { text: request.messages.filter((m) => m.role === "tool").map((m) => m.content).join(" | ") }
+
+const agentWith = (script: Model.Script, tools: ReadonlyArray<Tool.Any>, ...services: Array<Layer.Layer<never>>) =>
+  Agent.layer({ tools }).pipe(
+    Layer.provide(Model.layerScripted(script)),
+    Layer.provide(Layer.mergeAll(Agent.layerDefaults, ...(services as []))),
+    Layer.orDie
+  )
+
+const run = Effect.flatMap(Agent.Agent, (agent) => agent.run("x", { userId: "alice" }))
+
+/** `[[[...]]]`, `depth` levels. */
+const nested = (depth: number): unknown => JSON.parse("[".repeat(depth) + "]".repeat(depth))
+
+const counting = (name: string, parameters: Schema.Schema<any, any>) => {
+  let calls = 0
+  const tool = Tool.make(name, { description: name, parameters, handler: () => Effect.sync(() => `${name} ran ${++calls}`) })
+  return { tool, calls: () => calls }
+}
+
+describe("hostile tool arguments from the model", () => {
+  it.effect("nested 3 000 levels where a number belongs: an error result, not a stack overflow", () => {
+    const add = counting("add", Schema.Struct({ a: Schema.Number }))
+    return Effect.gen(function*() {
+      const result = yield* run
+      assert.strictEqual(result.toolCalls[0]!.status, "error")
+      assert.strictEqual(result.toolCalls[0]!.output, "ERROR: invalid arguments: nested deeper than 64 levels")
+      assert.strictEqual(add.calls(), 0)
+    }).pipe(Effect.provide(agentWith(callThenSummarize([{ name: "add", args: { a: nested(3_000) } }]), [add.tool])))
+  })
+
+  it.effect("nested 20 000 levels under an Unknown parameter: an error result, the tool not run", () => {
+    const store = counting("store", Schema.Struct({ a: Schema.Unknown }))
+    return Effect.gen(function*() {
+      const result = yield* run
+      assert.strictEqual(result.toolCalls[0]!.output, "ERROR: invalid arguments: nested deeper than 64 levels")
+      assert.strictEqual(store.calls(), 0)
+      assert.include(result.output, "nested deeper than 64 levels")
+    }).pipe(Effect.provide(agentWith(callThenSummarize([{ name: "store", args: { a: nested(20_000) } }]), [store.tool])))
+  })
+
+  it.effect("a __proto__ key (kept by JSON.parse): refused, so no decoded object gets the model's prototype", () => {
+    const setPrefs = counting("set_prefs", Schema.Record({ key: Schema.String, value: Schema.Unknown }))
+    const args = JSON.parse(`{"theme":"dark","__proto__":{"isAdmin":true}}`)
+    return Effect.gen(function*() {
+      const result = yield* run
+      assert.strictEqual(result.toolCalls[0]!.output, `ERROR: invalid arguments: the key "__proto__" is not allowed`)
+      assert.strictEqual(setPrefs.calls(), 0)
+    }).pipe(Effect.provide(agentWith(callThenSummarize([{ name: "set_prefs", args }]), [setPrefs.tool])))
+  })
+
+  it.effect("arguments that refer to themselves (a custom model's): an error result, and the run's episode is stored", () => {
+    const store = counting("store", Schema.Struct({ a: Schema.Unknown }))
+    const cyclic: Record<string, unknown> = { name: "loop" }
+    cyclic.self = cyclic
+    return Effect.gen(function*() {
+      const result = yield* run
+      assert.strictEqual(result.toolCalls[0]!.output, "ERROR: invalid arguments: they refer to themselves (a cycle)")
+      assert.strictEqual(store.calls(), 0)
+    }).pipe(Effect.provide(agentWith(callThenSummarize([{ name: "store", args: { a: cyclic } }]), [store.tool])))
+  })
+
+  it.effect("shared (not cyclic) arguments and ordinary ones still reach the tool, frozen", () => {
+    let seen: unknown
+    const echo = Tool.make("echo", {
+      description: "echo",
+      parameters: Schema.Struct({ a: Schema.Unknown, b: Schema.Unknown }),
+      handler: (args) => Effect.sync(() => (seen = args)).pipe(Effect.as("ok"))
+    })
+    const shared = { x: [1, 2] }
+    return Effect.gen(function*() {
+      const result = yield* run
+      assert.strictEqual(result.toolCalls[0]!.status, "ok")
+      assert.deepStrictEqual(seen, { a: shared, b: shared })
+      assert.isTrue(Object.isFrozen(result.toolCalls[0]!.args))
+    }).pipe(Effect.provide(agentWith(callThenSummarize([{ name: "echo", args: { a: shared, b: shared } }]), [echo])))
+  })
+
+  it.effect("a huge argument echoed by a schema error is cut in the error result", () => {
+    const add = counting("add", Schema.Struct({ a: Schema.Number }))
+    return Effect.gen(function*() {
+      const result = yield* run
+      const output = result.toolCalls[0]!.output
+      assert.isTrue(output.startsWith("ERROR: invalid arguments"))
+      assert.isAtMost(output.length, 2_010)
+    }).pipe(Effect.provide(agentWith(callThenSummarize([{ name: "add", args: { a: "x".repeat(1_000_000) } }]), [add.tool])))
+  })
+})
+
+describe("broken handlers and logs", () => {
+  it.effect("a tool that interrupts itself gives an error result; the other calls and the run go on", () => {
+    const cancelled = Tool.make("cancelled", { description: "", parameters: Schema.Struct({}), handler: () => Effect.interrupt })
+    const ok = counting("ok", Schema.Struct({}))
+    return Effect.gen(function*() {
+      const result = yield* run
+      assert.deepStrictEqual(result.toolCalls.map((call) => [call.name, call.status]), [["cancelled", "error"], ["ok", "ok"]])
+      assert.strictEqual(result.toolCalls[0]!.output, "ERROR: the tool was interrupted")
+      assert.isFalse(result.interrupted)
+    }).pipe(Effect.provide(agentWith(callThenSummarize([{ name: "cancelled", args: {} }, { name: "ok", args: {} }]), [cancelled, ok.tool])))
+  })
+
+  it.effect("an audit log (awaited, not the built-in) that loses the permission decision: the destructive call does not run", () =>
+    Effect.gen(function*() {
+      const executed = yield* Ref.make<Array<string>>([])
+      const deleteFile = Tool.make("delete_file", {
+        description: "",
+        parameters: Schema.Struct({ path: Schema.String }),
+        destructive: true,
+        handler: ({ path }) => Effect.as(Ref.update(executed, (paths) => [...paths, path]), "deleted")
+      })
+      const losesDecisions = Layer.succeed(AuditLog.AuditLog, {
+        enabled: true,
+        append: (input: AuditLog.AppendInput) =>
+          input.action === "permission_decision" ?
+            Effect.fail(new AuditLog.AuditUnavailable({ description: "SIEM timeout" })) :
+            Effect.succeed(undefined as unknown as AuditLog.AuditEntry),
+        query: () => Effect.succeed([]),
+        verify: Effect.succeed({ valid: true, validCount: 0 })
+      } as AuditLog.Service)
+      const result = yield* run.pipe(
+        Effect.provide(
+          agentWith(
+            callThenSummarize([{ name: "delete_file", args: { path: "/etc/x" } }]),
+            [deleteFile],
+            losesDecisions,
+            Permissions.standard({ mode: "acceptEdits" })
+          )
+        )
+      )
+      assert.strictEqual(result.auditFailures, 1)
+      assert.strictEqual(result.toolCalls[0]!.status, "denied")
+      assert.deepStrictEqual(yield* Ref.get(executed), [])
+    }))
+})
