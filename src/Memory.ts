@@ -290,7 +290,10 @@ export interface InMemoryOptions {
  * In-process memory. All of a user's state — blocks, episodes and facts — is
  * one entry of a table bounded by `maxUsers` (least recently touched dropped
  * first) and `userIdleTtl` (idle users dropped on the next access, no
- * background fiber); dropping the entry drops all of it.
+ * background fiber); dropping the entry drops all of it. A user with an
+ * agent run in flight is in use however long the run takes (a slow tool, a
+ * wait for an approver): neither bound drops them under the run, and the
+ * run's end counts as a touch.
  * Invalid bounds are a defect with a message naming the option.
  *
  * @since 0.1.0

@@ -35,6 +35,7 @@ import { forEachConcurrent } from "./forkAll.js"
 import { newId } from "./ids.js"
 import { canSetRefs, endSpan, makeSpan, refsOf, resetRefs, setRefs, spanNow, withParent, withParentSpan, withSpan } from "./locally.js"
 import * as Metrics from "./metrics.js"
+import { runHoldOf } from "./memory.js"
 import * as MemoryInternal from "./memoryStore.js"
 import * as PermissionsInternal from "./permissions.js"
 import { preRedacted, type PreRedactedOptions, setRedactedAttribute } from "./secretsSinks.js"
@@ -1533,6 +1534,11 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       user_id: userAttribute(state)
     })
 
+    // The in-memory Memory: the user's state is in use (never evicted) while a run of theirs is in flight.
+    const holdRun = runHoldOf(memory)
+    const nowOn = (fiber: Fiber.RuntimeFiber<unknown, unknown>) =>
+      Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
+
     /**
      * The run under its RunContext and `jeeves.run` span: both installed in
      * one step and one FiberRef write, taken down in one on every exit, the
@@ -1557,7 +1563,9 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           const installed = span === undefined ?
             setRefs(fiber, RunContext.ref, state.context) :
             setRefs(fiber, RunContext.ref, state.context, FiberRef.currentContext, withParent(previousContext, span))
+          const release = holdRun?.(RunContext.userKey(state.context.userId), nowOn(fiber))
           const finish = (exit: Exit.Exit<Agent.RunResult, Agent.AgentError>) => {
+            release?.(nowOn(fiber))
             if (span === undefined) resetRefs(fiber, before, installed, RunContext.ref, previousRun)
             else resetRefs(fiber, before, installed, RunContext.ref, previousRun, FiberRef.currentContext, previousContext)
             if (telemetryOn) endTurnSpanNow(state, exit, fiber)
@@ -1588,7 +1596,14 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       // A failed run still has its submitted entries settled before the failure is reported.
       const settled = !auditOn ? looped : Effect.onExit(looped, (exit) =>
         Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause) ? settleAudit(state) : Effect.void)
-      const body = RunContext.locally(state.context)(settled)
+      const held = holdRun === undefined ? settled : Effect.acquireUseRelease(
+        Effect.clockWith((clock) =>
+          Effect.sync(() => holdRun(RunContext.userKey(state.context.userId), clock.unsafeCurrentTimeMillis()))
+        ),
+        () => settled,
+        (release) => Effect.clockWith((clock) => Effect.sync(() => release(clock.unsafeCurrentTimeMillis())))
+      )
+      const body = RunContext.locally(state.context)(held)
       if (!telemetryOn) return body
       return traced("jeeves.run", runAttributes(state), Effect.onExit(body, (exit) => endTurnSpan(state, exit)), runOutcome)
     }

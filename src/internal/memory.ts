@@ -20,16 +20,21 @@ interface StoredFact {
 /** Everything held for one user. Replaced wholesale when the user is idle past the TTL. */
 interface UserState {
   lastTouched: number
-  readonly pinned: false
+  /** Agent runs of the user in flight ({@link RunHold}): while there are any, the state is in use. */
+  runs: number
+  readonly pinned: boolean
   nextSeq: number
   blocks: Map<string, Memory.MemoryBlock>
   episodes: Array<StoredEpisode>
   facts: Array<StoredFact>
 }
 
-const emptyState = (now: number): UserState => ({
+const emptyState = (now: number, runs = 0): UserState => ({
   lastTouched: now,
-  pinned: false,
+  runs,
+  get pinned() {
+    return this.runs > 0
+  },
   nextSeq: 0,
   blocks: new Map(),
   episodes: [],
@@ -120,6 +125,31 @@ const resolveBounds = (options: Memory.InMemoryOptions | undefined) => {
 }
 
 /**
+ * Marks a user (their storage key) as having an agent run in flight from
+ * `now`, and returns the function that ends the mark, at its own `now`.
+ * Calling that function again does nothing.
+ *
+ * @internal
+ */
+export type RunHold = (user: string, now: number) => (now: number) => void
+
+/**
+ * The {@link RunHold} of each in-memory service, keyed by the service's own
+ * `remember`: the write a run ends with. A copy of the service that keeps it
+ * (`{ ...memory, recall: mine }`) still stores the run's episode here, so
+ * still holds; one that replaces it stores elsewhere as far as we know.
+ */
+const runHolds = new WeakMap<Memory.Service["remember"], RunHold>()
+
+/**
+ * The {@link RunHold} of `service`, if it is an in-memory service made by
+ * {@link makeInMemory}; other backends keep nothing that could be evicted.
+ *
+ * @internal
+ */
+export const runHoldOf = (service: Memory.Service): RunHold | undefined => runHolds.get(service.remember)
+
+/**
  * The in-process store and a view of its residency, for tests and benchmarks.
  *
  * Every user's state is one entry of a {@link BoundedUsers} table: at most
@@ -127,6 +157,11 @@ const resolveBounds = (options: Memory.InMemoryOptions | undefined) => {
  * past the TTL dropped by the next access (no background fiber). Dropping a
  * user frees all their blocks, episodes and facts. (Not effect's `Cache`: see
  * `boundedUsers.ts` for why.)
+ *
+ * A user with an agent run in flight is in use, however long the run takes
+ * (a slow tool, a wait for an approver): `holdRun` pins their state, so
+ * neither the TTL nor `maxUsers` drops it under the run, and the run's end
+ * counts as a touch.
  *
  * @internal
  */
@@ -255,13 +290,29 @@ export const makeInMemoryStore = (options?: Memory.InMemoryOptions) =>
         }))
     }
 
+    const holdRun: RunHold = (user, now) => {
+      // A new state is inserted already held: making room never evicts it.
+      const existing = users.get(user, now)
+      const state = existing ?? users.insert(user, emptyState(now, 1), now)
+      if (existing !== undefined) state.runs++
+      let released = false
+      return (end) => {
+        if (released) return
+        released = true
+        // Touched before the count drops, so this access's sweep cannot take it. `get` touches
+        // whatever state the table holds for the user now: an old one is never put back.
+        if (state.runs === 1) users.get(user, end)
+        state.runs--
+      }
+    }
+
     /** Users held, and how many of them hold any data. */
     const residency = Effect.sync(() => {
       const states = [...users.values()]
       return { users: states.length, usersWithData: states.filter(hasData).length }
     })
 
-    return { store: memoryStore, residency }
+    return { store: memoryStore, residency, holdRun }
   })
 
 /**
@@ -270,4 +321,8 @@ export const makeInMemoryStore = (options?: Memory.InMemoryOptions) =>
  * @internal
  */
 export const makeInMemory = (options?: Memory.InMemoryOptions): Effect.Effect<Memory.Service> =>
-  Effect.map(makeInMemoryStore(options), ({ store: memoryStore }) => store.makeService(memoryStore))
+  Effect.map(makeInMemoryStore(options), ({ holdRun, store: memoryStore }) => {
+    const service = store.makeService(memoryStore)
+    runHolds.set(service.remember, holdRun)
+    return service
+  })
