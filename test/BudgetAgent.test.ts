@@ -177,6 +177,30 @@ describe("Budget in the agent loop", () => {
     }).pipe(Effect.provide(layer))
   })
 
+  it.effect("a streamed answer cut off after part of it reached the caller is charged the whole estimate (fail closed)", () => {
+    let calls = 0
+    const script: Model.Script = () => {
+      calls++
+      return { text: "the whole answer", usage: { inputTokens: 30, outputTokens: 30 } }
+    }
+    return Effect.gen(function*() {
+      const agent = yield* Agent.Agent
+      const budget = yield* Budget.Budget
+      // The caller stops at the first chunk: the run is interrupted before the finish part.
+      const events = yield* Stream.runCollect(
+        agent.stream("hi", { userId: "alice" }).pipe(Stream.takeUntil(AgentEvent.AgentEvent.$is("model_chunk")))
+      )
+      assert.isTrue(Chunk.some(events, AgentEvent.AgentEvent.$is("model_chunk")), "part of the answer reached the caller")
+      const used = yield* budget.usageFor("alice")
+      // The estimate: the request's bytes in, the default max_tokens (4096) out.
+      assert.strictEqual(used.tokensOut, 4096)
+      assert.isAbove(used.tokensIn, 0)
+      const next = yield* agent.run("hi", { userId: "alice" })
+      assert.strictEqual(next.interruptionReason, "budget:per_user_max_tokens")
+      assert.strictEqual(calls, 1)
+    }).pipe(Effect.provide(agentLayer(script, Budget.layer({ perUserMaxTokens: 100 }))))
+  })
+
   it.effect("a failed model call releases its reservation", () => {
     let failNext = true
     const script: Model.Script = () => {

@@ -61,6 +61,8 @@ interface RunState {
   /** Budget only: the UTF-8 bytes of the first `estimatedMessages` messages. */
   estimatedBytes: number
   estimatedMessages: number
+  /** Streaming only: part of the current model call's answer has reached the caller (the provider did process it). */
+  answerDelivered?: boolean | undefined
   /** Telemetry only: the open `jeeves.turn` span. */
   turnSpan?: Tracer.Span | undefined
   /** Telemetry only: the user id attribute, computed once per run (`null` = omitted). */
@@ -68,6 +70,9 @@ interface RunState {
   /** Telemetry only: the session id attribute, redacted once per run. */
   sessionTag?: string | undefined
 }
+
+/** Usage no figure of which is known: settling with it charges the whole estimate (`Budget.Reservation`). */
+const UNKNOWN_USAGE: Model.Usage = Object.freeze({ inputTokens: Number.NaN, outputTokens: Number.NaN, costUsd: Number.NaN })
 
 /** The attributes of a call's spans (telemetry only). */
 type CallAttributes = {
@@ -637,6 +642,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
               return Effect.void
             }
             emitted = true
+            state.answerDelivered = true
             return emit(state, AgentEvent.model_chunk({ turn, part }))
           }),
           Effect.flatMap(() =>
@@ -796,17 +802,25 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       if (reservation._tag === "Blocked") {
         return Effect.succeed({ _tag: "Blocked", reason: reservation.reason } as const)
       }
+      state.answerDelivered = false
       const called = restore(
         reservation.warning === undefined ?
           callModel(state, request, turn) :
           Effect.zipRight(budgetWarning(state, turn, reservation.warning), callModel(state, request, turn))
       )
       return Effect.matchCauseEffect(called, {
-        onFailure: (cause) =>
-          Effect.zipRight(
-            reservation instanceof BudgetInternal.Grant ? reservation.release : inTurn(state, reservation.release),
+        onFailure: (cause) => {
+          // A call that failed or was interrupted is released (charged nothing), unless part of its
+          // answer reached the caller: the provider did the work, its usage is unknown, so the whole
+          // estimate is charged (fail closed).
+          const finish = state.answerDelivered === true ?
+            Effect.catchAll(reservation.settle(UNKNOWN_USAGE), (error) => warn(`budget settle failed: ${error.message}`, { turn })) :
+            reservation.release
+          return Effect.zipRight(
+            reservation instanceof BudgetInternal.Grant ? finish : inTurn(state, finish),
             Effect.failCause(cause)
-          ),
+          )
+        },
         onSuccess: (response): Effect.Effect<Metered> => {
           const answered = { _tag: "Answered", response } as const
           if (reservation instanceof BudgetInternal.Grant) {
