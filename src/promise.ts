@@ -5,8 +5,9 @@
  * One `createAgent` call builds one `ManagedRuntime` holding every service
  * (budget, memory, audit log, ...), shared by all runs of all users. Rejected
  * promises carry our typed errors (`instanceof` works), never Effect's
- * `FiberFailure`. Every call takes an `AbortSignal`. Call `dispose()` when done
- * to close files and pools.
+ * `FiberFailure`. Every call takes an `AbortSignal`. Call `dispose()` when done:
+ * it interrupts the calls still in flight (they reject with `AgentDisposed`)
+ * and closes files and pools.
  *
  * @example
  * ```ts
@@ -24,6 +25,7 @@ import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
+import * as Schema from "effect/Schema"
 import type * as Stream from "effect/Stream"
 import * as Agent from "./Agent.js"
 import type { AgentEvent } from "./AgentEvent.js"
@@ -117,12 +119,30 @@ export interface AgentOptions {
 }
 
 /**
+ * The rejection of a call interrupted by `dispose()` (a pending `run()`, an
+ * open `stream()`, an admin call), and of every call made after it.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class AgentDisposed extends Schema.TaggedError<AgentDisposed>("jeevesagent/AgentDisposed")("AgentDisposed", {}) {
+  override get message(): string {
+    return "The agent was disposed: dispose() interrupts the calls in flight and refuses new ones"
+  }
+}
+
+/**
  * Per-call options.
  *
  * @since 0.1.0
  * @category models
  */
 export interface CallOptions {
+  /**
+   * Aborting it, even while the call is still starting (building the services
+   * on first use), interrupts the call, which rejects with the signal's
+   * reason (an `AbortError` by default). An already aborted signal rejects at once.
+   */
   readonly signal?: AbortSignal | undefined
 }
 
@@ -166,9 +186,15 @@ export interface UserMemory {
  * @category models
  */
 export interface JeevesAgent {
-  /** Runs the agent for a user. Rejects with `InvalidUserId`, `ModelError`, ...; an abort rejects with the signal's reason. */
+  /**
+   * Runs the agent for a user. Rejects with `InvalidUserId`, `ModelError`, ...; an abort rejects
+   * with the signal's reason, `dispose()` with `AgentDisposed`.
+   */
   readonly run: (prompt: string, options?: RunOptions) => Promise<Agent.RunResult>
-  /** The same run as events. Breaking out of the loop (or aborting) stops the run. */
+  /**
+   * The same run as events. Breaking out of the loop, aborting (even before the first event) or
+   * `dispose()` stops the run; the iterator then rejects as `run` would.
+   */
   readonly stream: (prompt: string, options?: RunOptions) => AsyncIterable<AgentEvent>
   /** A user's budget totals (`null` for anonymous). */
   readonly usageFor: (userId: string | null, options?: CallOptions) => Promise<Budget.UsageTotals>
@@ -181,9 +207,17 @@ export interface JeevesAgent {
   readonly memory: (userId: string | null) => UserMemory
   /** Builds every service now, surfacing configuration errors (otherwise the first call does). */
   readonly ready: () => Promise<void>
-  /** The runtime, for Effect programs that want to share it. */
+  /**
+   * The runtime, for Effect programs that want to share it. Effects run on it directly are not
+   * calls of this agent: `dispose()` does not interrupt them.
+   */
   readonly runtime: ManagedRuntime.ManagedRuntime<internal.Services, unknown>
-  /** Closes files and pools. Further calls reject. */
+  /**
+   * Interrupts every call in flight (each rejects with `AgentDisposed`; a pending approval is
+   * abandoned), waits for them to finish their cleanup, then closes the services: the audit log
+   * is drained, files and pools are closed. Calls made afterwards reject with `AgentDisposed`.
+   * Calling it again returns the same promise.
+   */
   readonly dispose: () => Promise<void>
 }
 
@@ -196,8 +230,9 @@ export interface JeevesAgent {
  */
 export const createAgent = (options: AgentOptions): JeevesAgent => {
   const runtime = ManagedRuntime.make(internal.layerFromOptions(options))
+  const lifecycle = internal.makeLifecycle(runtime, () => new AgentDisposed())
   const execute = <A>(effect: Effect.Effect<A, unknown, internal.Services>, signal?: AbortSignal) =>
-    internal.runPromise(runtime, effect, signal)
+    internal.runPromise(lifecycle, effect, signal)
 
   const withUser = <A, E>(userId: string | null, effect: Effect.Effect<A, E, internal.Services>) =>
     effect.pipe(RunContext.withUser(userId))
@@ -210,7 +245,7 @@ export const createAgent = (options: AgentOptions): JeevesAgent => {
       execute(Effect.flatMap(Agent.Agent, (agent) => agent.run(prompt, runOptions)), runOptions?.signal),
     stream: (prompt, runOptions) =>
       internal.iterate(
-        runtime,
+        lifecycle,
         Effect.map(Agent.Agent, (agent): Stream.Stream<AgentEvent, unknown> => agent.stream(prompt, runOptions)),
         runOptions?.signal
       ),
@@ -240,6 +275,6 @@ export const createAgent = (options: AgentOptions): JeevesAgent => {
     }),
     ready: () => execute(Effect.void),
     runtime,
-    dispose: () => runtime.dispose()
+    dispose: () => internal.dispose(lifecycle)
   }
 }

@@ -1,6 +1,6 @@
 import { Effect, Layer, Schema } from "effect"
 import { Model, RunContext, Tool } from "jeevesagent"
-import { createAgent } from "jeevesagent/promise"
+import { AgentDisposed, createAgent } from "jeevesagent/promise"
 import { describe, expect, it } from "vitest"
 
 const whoami = Tool.fromPromise("whoami", {
@@ -86,6 +86,34 @@ describe("jeevesagent/promise", () => {
     const already = await agent.run("x", { signal: controller.signal }).catch((e: unknown) => e)
     expect((already as Error).name).toBe("AbortError")
     await agent.dispose()
+  })
+
+  it("an abort while the services are still being built stops run() and stream() before any tool runs", async () => {
+    const ran: Array<string> = []
+    const sideEffect = Tool.make("side_effect", {
+      description: "has a side effect",
+      parameters: Schema.Struct({}),
+      handler: () => Effect.sync(() => ran.push("side_effect"))
+    })
+    let built!: () => void
+    const building = new Promise<void>((resolve) => (built = resolve))
+    const slowToBuild = Layer.unwrapEffect(
+      Effect.as(Effect.promise(() => building), Model.layerScripted(() => ({ toolCalls: [{ name: "side_effect", args: {} }] })))
+    )
+    const [streaming, running] = [1, 2].map(() => createAgent({ model: slowToBuild, tools: [sideEffect] }))
+    const streamAbort = new AbortController()
+    const first = streaming!.stream("x", { signal: streamAbort.signal })[Symbol.asyncIterator]().next()
+    const runAbort = new AbortController()
+    const run = running!.run("x", { signal: runAbort.signal })
+    await new Promise((resolve) => setTimeout(resolve, 5))
+    streamAbort.abort()
+    runAbort.abort()
+    built()
+    expect(((await first.catch((e: unknown) => e)) as Error).name).toBe("AbortError")
+    expect(((await run.catch((e: unknown) => e)) as Error).name).toBe("AbortError")
+    await Promise.all([streaming!.ready(), running!.ready()])
+    expect(ran).toEqual([])
+    await Promise.all([streaming!.dispose(), running!.dispose()])
   })
 
   it("stream yields events; breaking out stops the run", async () => {
@@ -327,5 +355,72 @@ describe("jeevesagent/promise budget", () => {
     const agent = createAgent({ model: "echo", budget: { perUserMaxTokens: -1 } })
     const error = await agent.ready().catch((e: unknown) => e)
     expect((error as Error).message).toContain("perUserMaxTokens")
+  })
+})
+
+describe("jeevesagent/promise dispose", () => {
+  it("interrupts the runs and streams in flight, waits for their cleanup, then refuses calls", async () => {
+    let cleanedUp = 0
+    let started = 0
+    let bothStarted!: () => void
+    const running = new Promise<void>((resolve) => (bothStarted = resolve))
+    const hanging = Tool.make("hang", {
+      description: "hangs",
+      parameters: Schema.Struct({}),
+      handler: () =>
+        Effect.sync(() => ++started === 2 && bothStarted()).pipe(
+          Effect.zipRight(Effect.never),
+          Effect.onInterrupt(() => Effect.delay(Effect.sync(() => cleanedUp++), "20 millis"))
+        )
+    })
+    const agent = createAgent({ model: "scripted", script: () => ({ toolCalls: [{ name: "hang", args: {} }] }), tools: [hanging] })
+    const run = agent.run("x", { userId: "alice" }).catch((e: unknown) => e)
+    const stream = (async () => {
+      for await (const _event of agent.stream("x", { userId: "bob" })) {
+        // waits for the run's end
+      }
+    })().catch((e: unknown) => e)
+    await running
+    const disposing = agent.dispose()
+    expect(agent.dispose()).toBe(disposing)
+    await disposing
+    expect(cleanedUp).toBe(2)
+    expect(await run).toBeInstanceOf(AgentDisposed)
+    expect(await stream).toBeInstanceOf(AgentDisposed)
+    expect((await run as AgentDisposed).message).toContain("disposed")
+    await expect(agent.run("x")).rejects.toBeInstanceOf(AgentDisposed)
+    await expect(agent.stream("x")[Symbol.asyncIterator]().next()).rejects.toBeInstanceOf(AgentDisposed)
+    await expect(agent.memory("alice").working()).rejects.toBeInstanceOf(AgentDisposed)
+    await expect(agent.ready()).rejects.toBeInstanceOf(AgentDisposed)
+  })
+
+  it("aborts the signal of a pending approval request", async () => {
+    let asked!: () => void
+    const asking = new Promise<void>((resolve) => (asked = resolve))
+    let approvalAborted = false
+    const deleteFile = Tool.fromPromise("delete_file", {
+      description: "Deletes a file",
+      parameters: Schema.Struct({ path: Schema.String }),
+      destructive: true,
+      handler: async ({ path }) => `deleted ${path}`
+    })
+    const agent = createAgent({
+      model: Model.layerScripted([{ toolCalls: [{ name: "delete_file", args: { path: "a.txt" } }] }]),
+      tools: [deleteFile],
+      permissions: { mode: "default" },
+      approvalHandler: (_call, _userId, { signal }) =>
+        new Promise<boolean>((resolve) => {
+          signal.addEventListener("abort", () => {
+            approvalAborted = true
+            resolve(false)
+          })
+          asked()
+        })
+    })
+    const run = agent.run("clean up", { userId: "alice" }).catch((e: unknown) => e)
+    await asking
+    await agent.dispose()
+    expect(approvalAborted).toBe(true)
+    expect(await run).toBeInstanceOf(AgentDisposed)
   })
 })

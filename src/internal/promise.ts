@@ -196,78 +196,186 @@ const abortReason = (signal: AbortSignal | undefined): unknown =>
   signal?.reason ?? new DOMException("This operation was aborted", "AbortError")
 
 /**
- * The error a caller sees: the typed failure itself (squashed from the cause),
- * or the abort reason when the call was interrupted by its signal.
+ * One call in flight: how to stop it, and when its fiber has finished
+ * (finalizers included).
+ */
+interface InFlight {
+  readonly stop: () => void
+  readonly done: Promise<unknown>
+}
+
+/**
+ * The runtime of one `createAgent` with the calls in flight on it, so that
+ * `dispose()` can interrupt them: `ManagedRuntime.dispose()` closes the
+ * layers' scope but does not interrupt fibers started with `runFork` /
+ * `runPromise`.
  *
  * @internal
  */
-export const toRejection = (cause: Cause.Cause<unknown>, signal: AbortSignal | undefined): unknown =>
-  Cause.isInterruptedOnly(cause) ? abortReason(signal) : Cause.squash(cause)
+export interface Lifecycle {
+  readonly runtime: ManagedRuntime.ManagedRuntime<Services, unknown>
+  /** The rejection of a call made after `dispose()`, or interrupted by it. */
+  readonly disposedError: () => unknown
+  readonly inFlight: Set<InFlight>
+  closed: boolean
+  disposed: Promise<void> | undefined
+}
+
+/** @internal */
+export const makeLifecycle = (
+  runtime: ManagedRuntime.ManagedRuntime<Services, unknown>,
+  disposedError: () => unknown
+): Lifecycle => ({ runtime, disposedError, inFlight: new Set(), closed: false, disposed: undefined })
+
+/** Tracks `fiber` until it ends, its exit; `stop` is what `dispose()` calls to interrupt it. */
+const track = <A, E>(
+  lifecycle: Lifecycle,
+  fiber: Fiber.RuntimeFiber<A, E>,
+  stop: () => void
+): Promise<Exit.Exit<A, E>> => {
+  const done = Effect.runPromise(Fiber.await(fiber))
+  const call: InFlight = { stop, done }
+  lifecycle.inFlight.add(call)
+  void done.then(() => lifecycle.inFlight.delete(call))
+  return done
+}
+
+/**
+ * Interrupts every call in flight, waits for their fibers to end (their
+ * finalizers run, their audit entries are handed over), then closes the
+ * runtime, which drains the audit log and closes files and pools. Later calls
+ * reject with the disposed error. Idempotent.
+ *
+ * @internal
+ */
+export const dispose = (lifecycle: Lifecycle): Promise<void> => {
+  if (lifecycle.disposed === undefined) {
+    lifecycle.closed = true
+    const calls = Array.from(lifecycle.inFlight)
+    for (const call of calls) call.stop()
+    lifecycle.disposed = Promise.all(calls.map((call) => call.done)).then(() => lifecycle.runtime.dispose())
+  }
+  return lifecycle.disposed
+}
+
+/** Why a call was interrupted: its signal, else `dispose()`, else an AbortError. */
+const interruption = (lifecycle: Lifecycle, signal: AbortSignal | undefined): unknown =>
+  !signal?.aborted && lifecycle.closed ? lifecycle.disposedError() : abortReason(signal)
+
+/** Rejects a call made after `dispose()`, or with an already aborted signal. */
+const refuseToStart = (lifecycle: Lifecycle, signal: AbortSignal | undefined): void => {
+  if (lifecycle.closed) throw lifecycle.disposedError()
+  if (signal?.aborted) throw abortReason(signal)
+}
+
+/**
+ * The error a caller sees: the typed failure itself (squashed from the cause),
+ * or, when the call was interrupted, the abort reason of its signal (or the
+ * disposed error when `dispose()` interrupted it).
+ *
+ * @internal
+ */
+export const toRejection = (
+  lifecycle: Lifecycle,
+  cause: Cause.Cause<unknown>,
+  signal: AbortSignal | undefined
+): unknown =>
+  Cause.isInterruptedOnly(cause) ? interruption(lifecycle, signal) : Cause.squash(cause)
 
 /**
  * The rejection, with secrets masked in its message and fields (a copy of the
  * same class, so `instanceof` still holds). Uses the runtime's Secrets
- * service when it could be built, the key patterns otherwise.
+ * service when it could be built (and is not yet disposed), the key patterns
+ * otherwise.
  */
 const redactedRejection = async (
-  runtime: ManagedRuntime.ManagedRuntime<Services, unknown>,
+  lifecycle: Lifecycle,
   cause: Cause.Cause<unknown>,
   signal: AbortSignal | undefined
 ): Promise<unknown> => {
-  const rejection = toRejection(cause, signal)
+  const rejection = toRejection(lifecycle, cause, signal)
   if (Cause.isInterruptedOnly(cause)) return rejection
-  const secrets = await runtime.runPromiseExit(Secrets.Secrets)
-  return Secrets.redactError(rejection, Exit.isSuccess(secrets) ? secrets.value.redact : Secrets.redactPatterns)
-}
-
-/** @internal */
-export const runPromise = async <A>(
-  runtime: ManagedRuntime.ManagedRuntime<Services, unknown>,
-  effect: Effect.Effect<A, unknown, Services>,
-  signal: AbortSignal | undefined
-): Promise<A> => {
-  if (signal?.aborted) throw abortReason(signal)
-  const exit = await runtime.runPromiseExit(effect, signal === undefined ? undefined : { signal })
-  if (Exit.isSuccess(exit)) return exit.value
-  throw await redactedRejection(runtime, exit.cause, signal)
+  // A runtime disposed meanwhile (its services gone) rejects: the key patterns then.
+  const secrets = await lifecycle.runtime.runPromiseExit(Secrets.Secrets).catch(() => undefined)
+  return Secrets.redactError(
+    rejection,
+    secrets !== undefined && Exit.isSuccess(secrets) ? secrets.value.redact : Secrets.redactPatterns
+  )
 }
 
 /**
- * An async iterable over a stream run on `runtime`. Breaking out of the loop,
- * or aborting `signal`, interrupts the stream (and so the run).
+ * Runs `effect` on the runtime as a call of the facade: aborting `signal`, or
+ * `dispose()`, interrupts it.
+ *
+ * @internal
+ */
+export const runPromise = async <A>(
+  lifecycle: Lifecycle,
+  effect: Effect.Effect<A, unknown, Services>,
+  signal: AbortSignal | undefined
+): Promise<A> => {
+  refuseToStart(lifecycle, signal)
+  const fiber = lifecycle.runtime.runFork(effect)
+  const stop = () => fiber.unsafeInterruptAsFork(FiberId.none)
+  const done = track(lifecycle, fiber, stop)
+  signal?.addEventListener("abort", stop, { once: true })
+  try {
+    const exit = await done
+    if (Exit.isSuccess(exit)) return exit.value
+    throw await redactedRejection(lifecycle, exit.cause, signal)
+  } finally {
+    signal?.removeEventListener("abort", stop)
+  }
+}
+
+/**
+ * An async iterable over a stream run on the runtime. Breaking out of the
+ * loop, aborting `signal`, or `dispose()` interrupts the stream (and so the
+ * run).
  *
  * @internal
  */
 export const iterate = (
-  runtime: ManagedRuntime.ManagedRuntime<Services, unknown>,
+  lifecycle: Lifecycle,
   makeStream: Effect.Effect<Stream.Stream<AgentEvent, unknown>, never, Services>,
   signal: AbortSignal | undefined
 ): AsyncIterable<AgentEvent> => ({
   [Symbol.asyncIterator]: async function*() {
-    if (signal?.aborted) throw abortReason(signal)
-    const queue = await runtime.runPromise(Queue.bounded<Exit.Exit<AgentEvent, unknown> | undefined>(64))
-    const producer = runtime.runFork(
+    // No `await` until the abort listener is added: an abort in between would be
+    // missed, since a `once` listener added to an aborted signal never fires.
+    refuseToStart(lifecycle, signal)
+    const queue = Effect.runSync(Queue.bounded<Exit.Exit<AgentEvent, unknown> | undefined>(64))
+    const producer = lifecycle.runtime.runFork(
       Effect.flatMap(makeStream, (stream) => Stream.runForEach(stream, (event) => Queue.offer(queue, Exit.succeed(event)))).pipe(
         Effect.exit,
         Effect.flatMap((exit) => Queue.offer(queue, Exit.isSuccess(exit) ? undefined : Exit.failCause(exit.cause)))
       )
     )
-    // The producer cannot report its own interruption, so the abort wakes the consumer itself.
-    const onAbort = () =>
-      runtime.runFork(
-        Effect.zipRight(Fiber.interrupt(producer), Queue.offer(queue, Exit.failCause(Cause.interrupt(FiberId.none))))
-      )
-    signal?.addEventListener("abort", onAbort, { once: true })
+    // The producer cannot report its own interruption, so shutting the queue down
+    // wakes the consumer — unless the producer had already finished, its last
+    // events and end marker queued.
+    const stopEffect = Effect.flatMap(
+      Fiber.interrupt(producer),
+      (exit) => Exit.isInterrupted(exit) ? Queue.shutdown(queue) : Effect.void
+    )
+    const stop = () => {
+      producer.unsafeInterruptAsFork(FiberId.none)
+      Effect.runFork(stopEffect)
+    }
+    track(lifecycle, producer, stop)
+    signal?.addEventListener("abort", stop, { once: true })
     try {
       while (true) {
-        const next = await runtime.runPromise(Queue.take(queue))
+        const taken = await Effect.runPromiseExit(Queue.take(queue))
+        if (Exit.isFailure(taken)) throw interruption(lifecycle, signal)
+        const next = taken.value
         if (next === undefined) return
-        if (Exit.isFailure(next)) throw await redactedRejection(runtime, next.cause, signal)
+        if (Exit.isFailure(next)) throw await redactedRejection(lifecycle, next.cause, signal)
         yield next.value
       }
     } finally {
-      signal?.removeEventListener("abort", onAbort)
-      await runtime.runPromise(Fiber.interrupt(producer))
+      signal?.removeEventListener("abort", stop)
+      await Effect.runPromise(stopEffect)
     }
   }
 })
