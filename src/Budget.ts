@@ -16,7 +16,11 @@
  * reserved — but the estimates of calls still in flight are, so K concurrent
  * runs of one user cannot all pass the same last-headroom check: once a
  * call is in flight, the next one sees its estimate. With estimates that
- * bound the real usage, a cap is overshot by at most one call's usage.
+ * bound the real usage, a cap is overshot by at most one call's usage. A
+ * model without a `price` has a cost estimate of 0: a cost cap then bounds
+ * only the cost already charged, so concurrent calls of one user can each
+ * pass its last check; give the model a `price` (`AnthropicModel` has
+ * one) for cost caps that hold under concurrency.
  * Global caps are checked first (`max_tokens`, `max_input_tokens`,
  * `max_output_tokens`, `max_cost_usd`, `max_wall_clock`), then the per-user
  * ones (`per_user_...`), then the soft warnings (`tokens at 85%`,
