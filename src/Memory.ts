@@ -166,9 +166,12 @@ export class MemoryError extends Schema.TaggedError<MemoryError>("jeevesagent/Me
  * {@link MemoryError} naming the method.
  *
  * Search (`recall`, `recallFacts`) matches whole words: lower-cased runs of
- * letters and digits of at least two characters, stop words left out. An
- * item matches when it holds any query word; more matching words rank
- * higher, then newer first. A query without such words returns the newest.
+ * letters and digits of at least two characters, stop words left out, with
+ * accents and other marks folded away (`Café` finds `cafe`, `İstanbul`
+ * finds `Istanbul`). An item matches when it holds any query word; more
+ * distinct matching words rank higher, then newer first — on every backend,
+ * from the item and the query alone (no other user's data weighs in). A
+ * query without such words returns the newest.
  *
  * @since 0.1.0
  * @category models

@@ -1,7 +1,9 @@
 import { assert, describe, it } from "@effect/vitest"
-import { SqlClient } from "@effect/sql"
+import { Migrator, SqlClient } from "@effect/sql"
 import { Effect, Layer } from "effect"
 import { Memory, RunContext } from "jeevesagent"
+import { MIGRATIONS_TABLE, SCHEMA_V1 } from "jeevesagent/internal/pgMemory"
+import { migrateLocked } from "jeevesagent/internal/pgMigrate"
 import * as PgMemory from "jeevesagent/PgMemory"
 import pg from "pg"
 import { afterAll } from "vitest"
@@ -172,6 +174,66 @@ describe.skipIf(!postgresAvailable)("PgMemory", () => {
         Effect.provide(PgMemory.layer().pipe(Layer.provide(pgLayer(url))))
       )
       assert.isTrue(after.some((b) => b.content === "raw insert"))
+    }))
+
+  it.live("upgrading from schema 1 re-indexes rows with non-ASCII words by their folded words", () =>
+    Effect.gen(function*() {
+      const url = yield* Effect.promise(() => newDatabase("words"))
+      // The database as schema 1 left it: tsvectors parsed from the unfolded words.
+      yield* Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const v1 = Migrator.fromRecord({
+          "0001_create_memory": Effect.forEach(SCHEMA_V1, (statement) => sql.unsafe(statement), { discard: true })
+        })
+        yield* migrateLocked({ lock: 1, table: MIGRATIONS_TABLE, loader: v1 })
+        const v1Words = (text: string) => [...new Set(text.toLowerCase().match(/[\p{L}\p{N}]+/gu) ?? [])].join(" ")
+        const episodes: Array<[string, string, number, string]> = [
+          ["ep_1", "alice", 1000, "Lisbon, Lisbon, Lisbon!"],
+          ["ep_2", "alice", 2000, "I finally moved to Lisbon with my whole family"],
+          ["ep_3", "alice", 3000, "I moved to İstanbul"],
+          ["ep_4", "alice", 4000, "cafe\u0301 au lait in Lisbon"],
+          ["ep_5", "bob", 5000, "lisbon porto"]
+        ]
+        for (const [id, user, at, input] of episodes) {
+          yield* sql`INSERT INTO memory_episodes (id, namespace, user_id, session_id, occurred_at, input, output, search)
+            VALUES (${id}, 'default', ${user}, 's1', ${new Date(at)}, ${input}, 'ok',
+              to_tsvector('simple', ${v1Words(`${input} ok`)}))`
+        }
+        yield* sql`INSERT INTO memory_facts (id, namespace, user_id, subject, predicate, object, valid_from, recorded_at, search)
+          VALUES ('fact_1', 'default', 'alice', 'user', 'lives in', 'İzmir', ${new Date(0)}, ${new Date(0)},
+            to_tsvector('simple', ${v1Words("user lives in İzmir")}))`
+      }).pipe(Effect.provide(pgLayer(url)))
+
+      yield* Effect.gen(function*() {
+        const m = yield* Memory.Memory
+        const recall = (query: string, userId = "alice") =>
+          m.recall(query).pipe(as(userId), Effect.map((es) => es.map((e) => e.id)))
+        assert.deepStrictEqual(yield* recall("lisbon"), ["ep_4", "ep_2", "ep_1"])
+        assert.deepStrictEqual(yield* recall("lisbon cafe"), ["ep_4", "ep_2", "ep_1"])
+        assert.deepStrictEqual(yield* recall("İstanbul"), ["ep_3"])
+        assert.deepStrictEqual(yield* recall("Istanbul"), ["ep_3"])
+        assert.deepStrictEqual(yield* recall("café"), ["ep_4"])
+        assert.deepStrictEqual(yield* recall("lisbon", "bob"), ["ep_5"])
+        const facts = yield* m.recallFacts("izmir", { validAt: new Date(1) }).pipe(as("alice"))
+        assert.deepStrictEqual(facts.map((f) => f.id), ["fact_1"])
+        yield* m.remember({ input: "back to İstanbul", output: "ok" }).pipe(as("alice"))
+        assert.deepStrictEqual((yield* recall("istanbul")).length, 2)
+      }).pipe(Effect.provide(PgMemory.layer().pipe(Layer.provide(pgLayer(url)))))
+
+      const rows = yield* Effect.promise(() =>
+        query<{ id: string; search: string }>(url, "SELECT id, search::text AS search FROM memory_episodes ORDER BY seq")
+      )
+      assert.deepStrictEqual(rows.slice(0, 4).map((row) => [row.id, row.search]), [
+        // An ASCII row keeps its schema-1 tsvector (the same lexemes).
+        ["ep_1", "'lisbon':1 'ok':2"],
+        ["ep_2", "'family':9 'finally':2 'i':1 'lisbon':5 'moved':3 'my':7 'ok':10 'to':4 'whole':8 'with':6"],
+        ["ep_3", "'i' 'istanbul' 'moved' 'ok' 'to'"],
+        ["ep_4", "'au' 'cafe' 'in' 'lait' 'lisbon' 'ok'"]
+      ])
+      const migrations = yield* Effect.promise(() =>
+        query<{ migration_id: number }>(url, "SELECT migration_id FROM jeeves_memory_migrations ORDER BY migration_id")
+      )
+      assert.deepStrictEqual(migrations.map((row) => row.migration_id), [1, 2])
     }))
 
   it.live("the migration re-keys a memory_blocks table from before user ids", () =>

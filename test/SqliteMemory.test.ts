@@ -1,8 +1,9 @@
 import { assert, describe, it } from "@effect/vitest"
-import { SqlClient } from "@effect/sql"
+import { Migrator, SqlClient } from "@effect/sql"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import { Effect, Layer } from "effect"
 import { Memory, RunContext } from "jeevesagent"
+import { MIGRATIONS_TABLE, SCHEMA_V1 } from "jeevesagent/internal/sqliteMemory"
 import * as SqliteMemory from "jeevesagent/SqliteMemory"
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -58,11 +59,67 @@ describe("SqliteMemory", () => {
       yield* Effect.gen(function*() {
         const sql = yield* SqlClient.SqlClient
         const migrations = yield* sql<{ migration_id: number }>`SELECT migration_id FROM jeeves_memory_migrations`
-        assert.deepStrictEqual(migrations.map((row) => row.migration_id), [1])
+        assert.deepStrictEqual(migrations.map((row) => row.migration_id), [1, 2])
         const owners = yield* sql<{ user_id: string }>`SELECT user_id FROM memory_blocks ORDER BY user_id`
         assert.deepStrictEqual(owners.map((row) => row.user_id), [RunContext.ANONYMOUS_USER, "alice", "bob"])
         const journal = yield* sql<{ journal_mode: string }>`PRAGMA journal_mode`
         assert.strictEqual(journal[0]!.journal_mode, "wal")
+      }).pipe(Effect.provide(rawClient(filename)))
+    }))
+
+  it.effect("upgrading a schema-1 file re-indexes the stored rows by their words", () =>
+    Effect.gen(function*() {
+      const filename = newFile()
+      // The file as schema 1 left it: the raw text in a unicode61 index.
+      yield* Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const v1 = Migrator.fromRecord({
+          "0001_create_memory": Effect.forEach(SCHEMA_V1, (statement) => sql.unsafe(statement), { discard: true })
+        })
+        yield* Migrator.make({})({ loader: v1, table: MIGRATIONS_TABLE })
+        const episodes: Array<[string, string, number, string]> = [
+          ["ep_1", "alice", 1000, "Lisbon, Lisbon, Lisbon!"],
+          ["ep_2", "alice", 2000, "I finally moved to Lisbon with my whole family"],
+          ["ep_3", "alice", 3000, "I moved to İstanbul"],
+          ["ep_4", "alice", 4000, "cafe\u0301 au lait in Lisbon"],
+          ["ep_5", "bob", 5000, "lisbon porto"]
+        ]
+        for (const [id, user, at, input] of episodes) {
+          yield* sql`INSERT INTO memory_episodes (id, user_id, session_id, occurred_at, input, output)
+            VALUES (${id}, ${user}, 's1', ${at}, ${input}, 'ok')`
+        }
+        yield* sql`INSERT INTO memory_facts (id, user_id, subject, predicate, object, valid_from, recorded_at)
+          VALUES ('fact_1', 'alice', 'user', 'lives in', 'İzmir', 0, 0)`
+      }).pipe(Effect.provide(rawClient(filename)))
+
+      yield* Effect.gen(function*() {
+        const m = yield* Memory.Memory
+        const recall = (query: string, userId = "alice") =>
+          m.recall(query).pipe(as(userId), Effect.map((es) => es.map((e) => e.id)))
+        assert.deepStrictEqual(yield* recall("lisbon"), ["ep_4", "ep_2", "ep_1"])
+        assert.deepStrictEqual(yield* recall("lisbon cafe"), ["ep_4", "ep_2", "ep_1"])
+        assert.deepStrictEqual(yield* recall("İstanbul"), ["ep_3"])
+        assert.deepStrictEqual(yield* recall("Istanbul"), ["ep_3"])
+        assert.deepStrictEqual(yield* recall("café"), ["ep_4"])
+        assert.deepStrictEqual(yield* recall("lisbon", "bob"), ["ep_5"])
+        assert.deepStrictEqual((yield* m.recallFacts("izmir").pipe(as("alice"))).map((f) => f.id), ["fact_1"])
+        // Writes and deletions after the upgrade keep the index in step.
+        yield* m.remember({ input: "back to İstanbul", output: "ok", sessionId: "s2" }).pipe(as("alice"))
+        assert.deepStrictEqual((yield* recall("istanbul")).length, 2)
+        assert.strictEqual(yield* m.forget({ sessionId: "s2" }).pipe(as("alice")), 1)
+        assert.deepStrictEqual(yield* recall("istanbul"), ["ep_3"])
+      }).pipe(Effect.provide(SqliteMemory.layer({ filename })))
+
+      yield* Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const migrations = yield* sql<{ migration_id: number }>`SELECT migration_id FROM jeeves_memory_migrations`
+        assert.deepStrictEqual(migrations.map((row) => row.migration_id), [1, 2])
+        for (const fts of ["memory_episodes_fts", "memory_facts_fts"]) {
+          const check = yield* Effect.either(sql.unsafe(`INSERT INTO ${fts} (${fts}) VALUES ('integrity-check')`))
+          assert.strictEqual(check._tag, "Right", `${fts} matches its table`)
+        }
+        const [row] = yield* sql<{ search: string }>`SELECT search FROM memory_episodes WHERE id = 'ep_3'`
+        assert.strictEqual(row!.search, "i moved to istanbul ok")
       }).pipe(Effect.provide(rawClient(filename)))
     }))
 

@@ -50,11 +50,23 @@ const EPISODE_COLUMNS = "e.id, e.session_id, e.user_id, e.occurred_at, e.input, 
 const FACT_COLUMNS =
   "f.id, f.user_id, f.subject, f.predicate, f.object, f.confidence, f.valid_from, f.valid_until, f.recorded_at, f.sources"
 
-/** A word search: what to select from, the match condition, and the ORDER BY term that puts the best match first. */
+/**
+ * A word search: what to select from, the match condition (the row holds any
+ * of the terms), and an expression counting how many of the distinct terms
+ * the row holds.
+ *
+ * Rows rank by that count, then newest first, then by insertion order: the
+ * order of the in-memory backend, computed from the row and the query alone.
+ * No relevance score with collection statistics (FTS5's bm25, which counts
+ * every user's rows of the shared index) and no length or repetition weights
+ * (ts_rank): those would make the backends disagree, and would let one
+ * user's writes reorder another user's recall.
+ */
 export interface Search {
   readonly from: Statement.Fragment
   readonly match: Statement.Fragment
-  readonly rank: Statement.Fragment
+  /** Undefined when every matching row holds all the terms (a single term). */
+  readonly matched: Statement.Fragment | undefined
 }
 
 /**
@@ -153,7 +165,7 @@ export const makeSqlStore = (sql: SqlClient.SqlClient, dialect: SqlDialect): Sto
       (rows) => rows.map(toFact)
     )
 
-  /** Selects from a search when there are terms, else everything, newest first after the rank. */
+  /** Selects from a search when there are terms, else everything: most matched terms first, then newest. */
   const searched = <Row extends object>(
     table: string,
     alias: "e" | "f",
@@ -166,7 +178,7 @@ export const makeSqlStore = (sql: SqlClient.SqlClient, dialect: SqlDialect): Sto
     sql<Row>`SELECT ${sql.literal(columns)}
       FROM ${search === undefined ? sql`${sql(table)} ${sql(alias)}` : search.from}
       WHERE ${sql.and(search === undefined ? conditions : [search.match, ...conditions])}
-      ORDER BY ${search === undefined ? sql`` : sql`${search.rank}, `}${sql.literal(newest)} LIMIT ${limit}`
+      ORDER BY ${search?.matched === undefined ? sql`` : sql`${search.matched} DESC, `}${sql.literal(newest)} LIMIT ${limit}`
 
   const count = (table: string, alias: string, user: string) =>
     sql`(SELECT CAST(COUNT(*) AS INTEGER) FROM ${sql(table)} ${sql(alias)} WHERE ${owner(alias, user)})`

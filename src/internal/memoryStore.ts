@@ -111,13 +111,37 @@ const STOP_WORDS = new Set([
 
 const MAX_TERMS = 32
 
+const ASCII = /^[\x00-\x7f]*$/
+const MARKS = /\p{M}+/gu
+const WORD = /[\p{L}\p{N}]+/gu
+
 /**
- * The words of `text` as every backend indexes them: lower-cased runs of
- * letters and digits (so `user_10` is `user` and `10`).
+ * The words of `text` as every backend indexes and queries them: runs of
+ * letters and digits (so `user_10` is `user` and `10`), lower-cased, in
+ * compatibility decomposition (NFKD) with every combining mark removed.
+ *
+ * So accents and other marks fold away: `Café`, `cafe\u0301` and `cafe` are
+ * all `cafe`, `İstanbul` and `Istanbul` are `istanbul`, `ﬁ` is `fi`. Folding
+ * happens on both sides, so a search finds the very word it was given, and
+ * a word never breaks apart at a mark (the lower case of `İ` carries one).
+ * Backends never tokenize text themselves: SQLite and Postgres index the
+ * words this returns.
  *
  * @internal
  */
-export const words = (text: string): Array<string> => text.toLowerCase().match(/[\p{L}\p{N}]+/gu) ?? []
+export const words = (text: string): Array<string> => {
+  const lower = text.toLowerCase()
+  const folded = ASCII.test(lower) ? lower : lower.normalize("NFKD").replace(MARKS, "")
+  return folded.match(WORD) ?? []
+}
+
+/**
+ * The distinct {@link words} of `text`, in order of first occurrence: what the
+ * SQL backends index. Search counts matching words, not occurrences.
+ *
+ * @internal
+ */
+export const distinctWords = (text: string): Array<string> => [...new Set(words(text))]
 
 /**
  * The words of a query that take part in a search: distinct, at least two

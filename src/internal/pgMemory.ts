@@ -5,7 +5,7 @@ import * as Effect from "effect/Effect"
 import type * as Memory from "../Memory.js"
 import { MemoryError } from "../Memory.js"
 import { ANONYMOUS_USER } from "../RunContext.js"
-import { makeService, openFailure, words } from "./memoryStore.js"
+import { distinctWords, makeService, openFailure } from "./memoryStore.js"
 import { makeSqlStore, type SqlDialect } from "./memorySql.js"
 
 /** @internal */
@@ -16,7 +16,8 @@ const MIGRATION_LOCK = 0x6a65657665_01
 
 const SENTINEL = `'${ANONYMOUS_USER}'`
 
-const SCHEMA_V1 = [
+/** The first schema, kept as it was for the migrations (and tests of upgrading from it). @internal */
+export const SCHEMA_V1 = [
   // memory_blocks may already exist, written by the Python original.
   `CREATE TABLE IF NOT EXISTS memory_blocks (
     namespace TEXT NOT NULL DEFAULT 'default',
@@ -96,14 +97,6 @@ const SCHEMA_V1 = [
   `CREATE INDEX memory_facts_search ON memory_facts USING GIN (search)`
 ]
 
-const migrations = Migrator.fromRecord({
-  "0001_create_memory": Effect.flatMap(SqlClient.SqlClient, (sql) =>
-    Effect.forEach(SCHEMA_V1, (statement) => sql.unsafe(statement), { discard: true }))
-})
-
-/** A tsquery matching any of `terms` (letters and digits only, so quoting is enough). */
-const matchAny = (terms: ReadonlyArray<string>) => terms.map((term) => `'${term}'`).join(" | ")
-
 /**
  * Postgres refuses a tsvector over 1 MB; the distinct words a tsvector is
  * built from stop at this many bytes (each counted with room for its entry
@@ -113,31 +106,95 @@ const matchAny = (terms: ReadonlyArray<string>) => terms.map((term) => `'${term}
 const MAX_SEARCH_BYTES = 512 * 1024
 const SEARCH_ENTRY_BYTES = 8
 
+/** The longest lexeme a tsvector or tsquery holds; a longer word is not indexed, nor searched for. */
+const MAX_WORD_BYTES = 2047
+
 /**
- * The text a tsvector is built from: the distinct words every backend
- * indexes, so `simple` parsing finds the same ones, up to
- * {@link MAX_SEARCH_BYTES}.
+ * The lexemes of a row's tsvector, space separated: the distinct words every
+ * backend indexes ({@link distinctWords}), up to {@link MAX_SEARCH_BYTES}.
+ * The tsvector is built from them verbatim (`array_to_tsvector`), never by a
+ * text search parser, whose idea of a word depends on the server's locale.
  */
 const searchText = (text: string) => {
   const kept: Array<string> = []
   let bytes = 0
-  for (const word of new Set(words(text))) {
-    bytes += Buffer.byteLength(word) + SEARCH_ENTRY_BYTES
+  for (const word of distinctWords(text)) {
+    const size = Buffer.byteLength(word)
+    if (size > MAX_WORD_BYTES) continue
+    bytes += size + SEARCH_ENTRY_BYTES
     if (bytes > MAX_SEARCH_BYTES) break
     kept.push(word)
   }
   return kept.join(" ")
 }
 
+/** The tsvector of {@link searchText} `text` (a bound parameter). */
+const tsvectorOf = (sql: SqlClient.SqlClient, text: string) =>
+  sql`array_to_tsvector(string_to_array(${searchText(text)}, ' '))`
+
+const REINDEX_BATCH = 500
+
+/**
+ * Rebuilds the tsvector of every row of `table` that `text` (its indexed
+ * text) holds a non-ASCII character in, from `words()` as it is now, a batch
+ * at a time. Schema 1 parsed the words with `to_tsvector('simple', ...)`,
+ * which gives the same lexemes for ASCII words; words with other characters
+ * are folded now (see `words`), so their rows are indexed afresh.
+ */
+const reindexNonAscii = (sql: SqlClient.SqlClient, table: string, text: string) =>
+  Effect.gen(function*() {
+    let after = "0"
+    while (true) {
+      const rows = yield* sql.unsafe<{ seq: string; text: string }>(
+        `SELECT seq::text AS seq, ${text} AS text FROM ${table}
+          WHERE seq > $1::bigint AND octet_length(${text}) <> char_length(${text})
+          ORDER BY seq LIMIT ${REINDEX_BATCH}`,
+        [after]
+      )
+      if (rows.length === 0) return
+      yield* Effect.forEach(
+        rows,
+        (row) =>
+          sql`UPDATE ${sql(table)} SET search = ${tsvectorOf(sql, row.text)} WHERE seq = ${row.seq}::bigint`,
+        { discard: true }
+      )
+      after = rows[rows.length - 1]!.seq
+    }
+  })
+
+const migrations = Migrator.fromRecord({
+  "0001_create_memory": Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    Effect.forEach(SCHEMA_V1, (statement) => sql.unsafe(statement), { discard: true })),
+  "0002_fold_words": Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    Effect.all([
+      reindexNonAscii(sql, "memory_episodes", "(input || ' ' || output)"),
+      reindexNonAscii(sql, "memory_facts", "(subject || ' ' || predicate || ' ' || object)")
+    ], { discard: true }))
+})
+
+/** A tsquery matching any of `terms`, as tsquery input (terms are letters and digits only, so quoting is enough). */
+const matchAny = (terms: ReadonlyArray<string>) => terms.map((term) => `'${term}'`).join(" | ")
+
 /** Postgres's side of the SQL store: every row also carries the namespace. */
 const dialect = (sql: SqlClient.SqlClient, namespace: string): SqlDialect => {
   const owner = (alias: string, user: string) =>
     sql`${sql(alias)}.namespace = ${namespace} AND ${sql(alias)}.user_id = ${user}`
-  const search = (alias: "e" | "f", table: string, terms: ReadonlyArray<string>) => ({
-    from: sql`${sql(table)} ${sql(alias)}, to_tsquery('simple', ${matchAny(terms)}) q`,
-    match: sql`${sql(alias)}.search @@ q`,
-    rank: sql`ts_rank(${sql(alias)}.search, q) DESC`
-  })
+  /**
+   * The query lexemes are the terms verbatim (a `::tsquery` cast, no parser),
+   * as the stored ones are. The count is one `@@` per term on the matching
+   * rows' tsvectors: no ts_rank, which weighs by position and repetition.
+   */
+  const search = (alias: "e" | "f", table: string, allTerms: ReadonlyArray<string>) => {
+    const terms = allTerms.filter((term) => Buffer.byteLength(term) <= MAX_WORD_BYTES)
+    const column = sql`${sql(alias)}.search`
+    return {
+      from: sql`${sql(table)} ${sql(alias)}`,
+      match: terms.length === 0 ? sql`FALSE` : sql`${column} @@ ${matchAny(terms)}::tsquery`,
+      matched: terms.length <= 1 ?
+        undefined :
+        sql.join(" + ", true)(terms.map((term) => sql`(${column} @@ ${matchAny([term])}::tsquery)::int`))
+    }
+  }
   return {
     owner,
     time: (date) => date,
@@ -154,7 +211,7 @@ const dialect = (sql: SqlClient.SqlClient, namespace: string): SqlDialect => {
         (id, namespace, user_id, session_id, occurred_at, input, output, tool_calls, search)
         VALUES (${episode.id}, ${namespace}, ${user}, ${episode.sessionId}, ${episode.occurredAt},
           ${episode.input}, ${episode.output}, ${JSON.stringify(episode.toolCalls)}::jsonb,
-          to_tsvector('simple', ${searchText(`${episode.input} ${episode.output}`)}))`,
+          ${tsvectorOf(sql, `${episode.input} ${episode.output}`)})`,
     insertFact: (user, fact) =>
       sql.withTransaction(Effect.all([
         // Concurrent appends for one (user, subject, predicate) take turns,
@@ -169,7 +226,7 @@ const dialect = (sql: SqlClient.SqlClient, namespace: string): SqlDialect => {
             valid_from, valid_until, recorded_at, sources, search)
           VALUES (${fact.id}, ${namespace}, ${user}, ${fact.subject}, ${fact.predicate}, ${fact.object},
             ${fact.confidence}, ${fact.validFrom}, NULL, ${fact.recordedAt}, ${JSON.stringify(fact.sources)}::jsonb,
-            to_tsvector('simple', ${searchText(`${fact.subject} ${fact.predicate} ${fact.object}`)}))`
+            ${tsvectorOf(sql, `${fact.subject} ${fact.predicate} ${fact.object}`)})`
       ], { discard: true })),
     searchEpisodes: (_user, terms) => search("e", "memory_episodes", terms),
     searchFacts: (_user, terms) => search("f", "memory_facts", terms)

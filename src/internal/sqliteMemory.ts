@@ -7,13 +7,14 @@ import type * as Scope from "effect/Scope"
 import type * as Memory from "../Memory.js"
 import type { MemoryError } from "../Memory.js"
 import { ANONYMOUS_USER } from "../RunContext.js"
-import { makeService, openFailure } from "./memoryStore.js"
+import { distinctWords, makeService, openFailure } from "./memoryStore.js"
 import { makeSqlStore, type SqlDialect } from "./memorySql.js"
 
 /** The migrations table, apart from the host application's own. @internal */
 export const MIGRATIONS_TABLE = "jeeves_memory_migrations"
 
-const TOKENIZER = "unicode61 remove_diacritics 0"
+/** The tokenizer of the first schema, which indexed the raw text. */
+const TOKENIZER_V1 = "unicode61 remove_diacritics 0"
 
 /**
  * The full-text index of a user's rows carries one extra token, `owner`: `u`
@@ -24,7 +25,8 @@ const TOKENIZER = "unicode61 remove_diacritics 0"
  */
 const OWNER = `'u' || hex(user_id)`
 
-const SCHEMA_V1 = [
+/** The first schema, kept as it was for the migrations (and tests of upgrading from it). @internal */
+export const SCHEMA_V1 = [
   `CREATE TABLE memory_blocks (
     user_id TEXT NOT NULL DEFAULT '${ANONYMOUS_USER}',
     name TEXT NOT NULL,
@@ -47,7 +49,7 @@ const SCHEMA_V1 = [
   `CREATE INDEX memory_episodes_user_time ON memory_episodes (user_id, occurred_at, seq)`,
   `CREATE INDEX memory_episodes_user_session ON memory_episodes (user_id, session_id, occurred_at, seq)`,
   `CREATE VIRTUAL TABLE memory_episodes_fts USING fts5(
-    owner, input, output, content = 'memory_episodes', content_rowid = 'seq', tokenize = '${TOKENIZER}'
+    owner, input, output, content = 'memory_episodes', content_rowid = 'seq', tokenize = '${TOKENIZER_V1}'
   )`,
   `CREATE TRIGGER memory_episodes_fts_insert AFTER INSERT ON memory_episodes BEGIN
     INSERT INTO memory_episodes_fts (rowid, owner, input, output) VALUES (new.seq, new.owner, new.input, new.output);
@@ -78,7 +80,7 @@ const SCHEMA_V1 = [
   `CREATE INDEX memory_facts_open ON memory_facts (user_id, subject, predicate) WHERE valid_until IS NULL`,
   `CREATE INDEX memory_facts_user_recorded ON memory_facts (user_id, recorded_at, seq)`,
   `CREATE VIRTUAL TABLE memory_facts_fts USING fts5(
-    owner, subject, predicate, object, content = 'memory_facts', content_rowid = 'seq', tokenize = '${TOKENIZER}'
+    owner, subject, predicate, object, content = 'memory_facts', content_rowid = 'seq', tokenize = '${TOKENIZER_V1}'
   )`,
   `CREATE TRIGGER memory_facts_fts_insert AFTER INSERT ON memory_facts BEGIN
     INSERT INTO memory_facts_fts (rowid, owner, subject, predicate, object)
@@ -103,19 +105,116 @@ const SCHEMA_V1 = [
   END`
 ]
 
-const migrations = Migrator.fromRecord({
-  "0001_create_memory": Effect.flatMap(SqlClient.SqlClient, (sql) =>
-    Effect.forEach(SCHEMA_V1, (statement) => sql.unsafe(statement), { discard: true }))
-})
+/**
+ * The text the full-text index holds for a row: its distinct words as
+ * {@link distinctWords} gives them, space separated. FTS5 never tokenizes the
+ * raw text (unicode61 splits, folds and drops characters its own way), and the
+ * `ascii` tokenizer splits this text exactly at the spaces: ASCII letters and
+ * digits are already lower case and every other character of a word is a
+ * token character to it.
+ */
+const searchText = (text: string) => distinctWords(text).join(" ")
 
 /**
- * An FTS5 query for `user`'s rows (see {@link OWNER}) holding any of `terms`
- * in `columns` (terms are letters and digits only, so quoting is enough).
+ * Schema 2 indexes a stored `search` column (see {@link searchText}) instead
+ * of the raw text, so stored text and queries are split into the same words.
+ * The index is dropped, the column filled from the stored rows, and the index
+ * rebuilt from it.
  */
-const matchAny = (user: string, columns: string, terms: ReadonlyArray<string>) =>
-  `owner : "u${Buffer.from(user, "utf8").toString("hex")}" AND {${columns}} : (${
-    terms.map((term) => `"${term}"`).join(" OR ")
-  })`
+const SEARCH_V2_DROP = [
+  `DROP TRIGGER memory_episodes_fts_insert`,
+  `DROP TRIGGER memory_episodes_fts_delete`,
+  `DROP TRIGGER memory_episodes_fts_update`,
+  `DROP TABLE memory_episodes_fts`,
+  `DROP TRIGGER memory_facts_fts_insert`,
+  `DROP TRIGGER memory_facts_fts_delete`,
+  `DROP TRIGGER memory_facts_fts_update`,
+  `DROP TABLE memory_facts_fts`,
+  `ALTER TABLE memory_episodes ADD COLUMN search TEXT NOT NULL DEFAULT ''`,
+  `ALTER TABLE memory_facts ADD COLUMN search TEXT NOT NULL DEFAULT ''`
+]
+
+/** The FTS5 index of `table` over its `search` words, kept by triggers, rebuilt from the stored rows. */
+const searchIndexV2 = (table: "memory_episodes" | "memory_facts") => [
+  `CREATE VIRTUAL TABLE ${table}_fts USING fts5(
+    owner, search, content = '${table}', content_rowid = 'seq', tokenize = 'ascii'
+  )`,
+  `CREATE TRIGGER ${table}_fts_insert AFTER INSERT ON ${table} BEGIN
+    INSERT INTO ${table}_fts (rowid, owner, search) VALUES (new.seq, new.owner, new.search);
+  END`,
+  `CREATE TRIGGER ${table}_fts_delete AFTER DELETE ON ${table} BEGIN
+    INSERT INTO ${table}_fts (${table}_fts, rowid, owner, search)
+      VALUES ('delete', old.seq, old.owner, old.search);
+  END`,
+  `CREATE TRIGGER ${table}_fts_update AFTER UPDATE OF user_id, search ON ${table} BEGIN
+    INSERT INTO ${table}_fts (${table}_fts, rowid, owner, search)
+      VALUES ('delete', old.seq, old.owner, old.search);
+    INSERT INTO ${table}_fts (rowid, owner, search) VALUES (new.seq, new.owner, new.search);
+  END`,
+  `INSERT INTO ${table}_fts (${table}_fts) VALUES ('rebuild')`
+]
+
+const SEARCH_V2_CREATE = [...searchIndexV2("memory_episodes"), ...searchIndexV2("memory_facts")]
+
+const FILL_BATCH = 500
+
+/** Sets `search` of every row of `table` from its `text` expression, a batch of rows at a time. */
+const fillSearch = (sql: SqlClient.SqlClient, table: string, text: string) =>
+  Effect.gen(function*() {
+    let after = 0
+    while (true) {
+      const rows = yield* sql.unsafe<{ seq: number; text: string }>(
+        `SELECT seq, ${text} AS text FROM ${table} WHERE seq > ? ORDER BY seq LIMIT ${FILL_BATCH}`,
+        [after]
+      )
+      if (rows.length === 0) return
+      yield* Effect.forEach(
+        rows,
+        (row) => sql.unsafe(`UPDATE ${table} SET search = ? WHERE seq = ?`, [searchText(row.text), row.seq]),
+        { discard: true }
+      )
+      after = rows[rows.length - 1]!.seq
+    }
+  })
+
+const statements = (sql: SqlClient.SqlClient, list: ReadonlyArray<string>) =>
+  Effect.forEach(list, (statement) => sql.unsafe(statement), { discard: true })
+
+const migrations = Migrator.fromRecord({
+  "0001_create_memory": Effect.flatMap(SqlClient.SqlClient, (sql) => statements(sql, SCHEMA_V1)),
+  "0002_index_words": Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    Effect.all([
+      statements(sql, SEARCH_V2_DROP),
+      fillSearch(sql, "memory_episodes", "input || ' ' || output"),
+      fillSearch(sql, "memory_facts", "subject || ' ' || predicate || ' ' || object"),
+      statements(sql, SEARCH_V2_CREATE)
+    ], { discard: true }))
+})
+
+/** The index token of `user`'s rows (see {@link OWNER}). */
+const ownerToken = (user: string) => `u${Buffer.from(user, "utf8").toString("hex")}`
+
+/**
+ * An FTS5 query for `user`'s rows holding any of `terms` (terms are letters
+ * and digits only, so quoting is enough).
+ */
+const matchAny = (user: string, terms: ReadonlyArray<string>) =>
+  `owner : "${ownerToken(user)}" AND search : (${terms.map((term) => `"${term}"`).join(" OR ")})`
+
+/**
+ * The number of `terms` the row `rowid` of `fts` holds: one FTS5 lookup per
+ * term, each run once per query (an uncorrelated IN list) over the user's
+ * own rows, so the count costs index lookups, not reading the rows' text.
+ * Counting in SQL keeps recall exact over all of the user's rows and returns
+ * only `limit` of them; ranking in JS instead would mean fetching every match
+ * (with its text) or only the most recent ones (missing older, better ones).
+ */
+const matchedTerms = (sql: SqlClient.SqlClient, fts: string, rowid: string, user: string, terms: ReadonlyArray<string>) =>
+  terms.length === 1 ?
+    undefined :
+    sql.join(" + ", true)(terms.map((term) =>
+      sql`(${sql.literal(rowid)} IN (SELECT rowid FROM ${sql(fts)} WHERE ${sql(fts)} MATCH ${matchAny(user, [term])}))`
+    ))
 
 /**
  * SQLite's side of the SQL store. Every write is one statement, so
@@ -134,23 +233,25 @@ const dialect = (sql: SqlClient.SqlClient): SqlDialect => ({
         content = ${block.append ? sql.literal("memory_blocks.content || excluded.content") : sql.literal("excluded.content")},
         updated_at = excluded.updated_at`,
   insertEpisode: (user, episode) =>
-    sql`INSERT INTO memory_episodes (id, user_id, session_id, occurred_at, input, output, tool_calls)
+    sql`INSERT INTO memory_episodes (id, user_id, session_id, occurred_at, input, output, tool_calls, search)
       VALUES (${episode.id}, ${user}, ${episode.sessionId}, ${episode.occurredAt.getTime()},
-        ${episode.input}, ${episode.output}, ${JSON.stringify(episode.toolCalls)})`,
+        ${episode.input}, ${episode.output}, ${JSON.stringify(episode.toolCalls)},
+        ${searchText(`${episode.input} ${episode.output}`)})`,
   insertFact: (user, fact) =>
     sql`INSERT INTO memory_facts
-      (id, user_id, subject, predicate, object, confidence, valid_from, valid_until, recorded_at, sources)
+      (id, user_id, subject, predicate, object, confidence, valid_from, valid_until, recorded_at, sources, search)
       VALUES (${fact.id}, ${user}, ${fact.subject}, ${fact.predicate}, ${fact.object}, ${fact.confidence},
-        ${fact.validFrom.getTime()}, NULL, ${fact.recordedAt.getTime()}, ${JSON.stringify(fact.sources)})`,
+        ${fact.validFrom.getTime()}, NULL, ${fact.recordedAt.getTime()}, ${JSON.stringify(fact.sources)},
+        ${searchText(`${fact.subject} ${fact.predicate} ${fact.object}`)})`,
   searchEpisodes: (user, terms) => ({
     from: sql`memory_episodes_fts JOIN memory_episodes e ON e.seq = memory_episodes_fts.rowid`,
-    match: sql`memory_episodes_fts MATCH ${matchAny(user, "input output", terms)}`,
-    rank: sql`bm25(memory_episodes_fts, 0, 1, 1)`
+    match: sql`memory_episodes_fts MATCH ${matchAny(user, terms)}`,
+    matched: matchedTerms(sql, "memory_episodes_fts", "e.seq", user, terms)
   }),
   searchFacts: (user, terms) => ({
     from: sql`memory_facts_fts JOIN memory_facts f ON f.seq = memory_facts_fts.rowid`,
-    match: sql`memory_facts_fts MATCH ${matchAny(user, "subject predicate object", terms)}`,
-    rank: sql`bm25(memory_facts_fts, 0, 1, 1, 1)`
+    match: sql`memory_facts_fts MATCH ${matchAny(user, terms)}`,
+    matched: matchedTerms(sql, "memory_facts_fts", "f.seq", user, terms)
   })
 })
 

@@ -422,6 +422,138 @@ export const memoryConformance = <R>(
       assert.strictEqual(fact!.recordedAt.getTime(), t0 + 10 * 86_400_000)
     }))
 
+  // ---- ranking and words: the same on every backend -----------------------------
+
+  test("recall: with as many matching words, newer first (repetition and length do not count)", () =>
+    Effect.gen(function*() {
+      const m = yield* memory
+      yield* m.remember({ input: "Lisbon, Lisbon, Lisbon!", output: "ok" }).pipe(as("alice"))
+      yield* TestClock.adjust("1 minute")
+      yield* m.remember({ input: "I finally moved to Lisbon with my whole family last year", output: "ok" }).pipe(as("alice"))
+      const recalled = yield* m.recall("lisbon").pipe(as("alice"))
+      assert.deepStrictEqual(recalled.map((e) => e.input.slice(0, 9)), ["I finally", "Lisbon, L"])
+      // Same time: the later insert first.
+      yield* m.remember({ input: "lisbon lisbon", output: "ok" }).pipe(as("bob"))
+      yield* m.remember({ input: "a long sentence about lisbon and nothing else", output: "ok" }).pipe(as("bob"))
+      assert.deepStrictEqual((yield* m.recall("lisbon", { limit: 1 }).pipe(as("bob"))).map((e) => e.input), [
+        "a long sentence about lisbon and nothing else"
+      ])
+    }))
+
+  test("recallFacts: with as many matching words, newer first", () =>
+    Effect.gen(function*() {
+      const m = yield* memory
+      yield* m.appendFact({ subject: "lisbon", predicate: "is", object: "lisbon" }).pipe(as("alice"))
+      yield* TestClock.adjust("1 minute")
+      yield* m.appendFact({ subject: "user", predicate: "visited", object: "lisbon in the spring" }).pipe(as("alice"))
+      const recalled = yield* m.recallFacts("lisbon").pipe(as("alice"))
+      assert.deepStrictEqual(recalled.map((f) => f.subject), ["user", "lisbon"])
+    }))
+
+  test("recall: more matching words first, whatever other users store", () =>
+    Effect.gen(function*() {
+      const m = yield* memory
+      yield* m.remember({ input: "madrid", output: "ok" }).pipe(as("alice"))
+      yield* m.remember({ input: "lisbon porto", output: "ok" }).pipe(as("alice"))
+      yield* m.remember({ input: "madrid again", output: "ok" }).pipe(as("alice"))
+      for (let i = 0; i < 10; i++) yield* m.remember({ input: "lisbon porto trip", output: "ok" }).pipe(as("bob"))
+      const recalled = yield* m.recall("lisbon porto madrid").pipe(as("alice"))
+      assert.deepStrictEqual(recalled.map((e) => e.input), ["lisbon porto", "madrid again", "madrid"])
+    }))
+
+  test("recall and recallFacts: one user's writes never change another user's order", () =>
+    Effect.gen(function*() {
+      const m = yield* memory
+      yield* m.remember({ input: "lisbon", output: "ok" }).pipe(as("alice"))
+      yield* m.appendFact({ subject: "lisbon", predicate: "is", object: "far" }).pipe(as("alice"))
+      yield* TestClock.adjust("1 minute")
+      yield* m.remember({ input: "madrid", output: "ok" }).pipe(as("alice"))
+      yield* m.appendFact({ subject: "madrid", predicate: "is", object: "near" }).pipe(as("alice"))
+      const observe = Effect.all([
+        m.recall("lisbon madrid", { limit: 1 }),
+        m.recall("lisbon madrid"),
+        m.recallFacts("lisbon madrid", { limit: 1 }),
+        m.recallFacts("lisbon madrid")
+      ]).pipe(as("alice"), Effect.map((results) => results.map((items) => items.map((item) => item.id))))
+      const before = yield* observe
+      for (let i = 0; i < 10; i++) {
+        yield* m.remember({ input: "madrid again", output: "madrid" }).pipe(as("bob"))
+        yield* m.appendFact({ subject: "madrid", predicate: "is", object: `madrid ${i}` }).pipe(as("bob"))
+        yield* m.remember({ input: "lisbon", output: "ok" }).pipe(as(null))
+      }
+      assert.deepStrictEqual(yield* observe, before, "other users' writes changed what alice recalls")
+      assert.deepStrictEqual((yield* m.recall("lisbon madrid", { limit: 1 }).pipe(as("alice"))).map((e) => e.input), ["madrid"])
+    }))
+
+  it.effect.prop(
+    "recall and recallFacts order: most distinct matching words, then newest, then last written",
+    [
+      FastCheck.array(FastCheck.tuple(phrase, FastCheck.boolean()), { minLength: 1, maxLength: 12 }),
+      FastCheck.array(word, { minLength: 1, maxLength: 4 }),
+      FastCheck.integer({ min: 1, max: 6 })
+    ],
+    ([writes, queryWords, limit]) =>
+      Effect.gen(function*() {
+        const m = yield* memory
+        const written: Array<{ text: string; at: number; index: number }> = []
+        for (const [index, [text, later]] of writes.entries()) {
+          if (later) yield* TestClock.adjust("1 second")
+          yield* m.remember({ input: text, output: "" }).pipe(as("alice"))
+          yield* m.appendFact({ subject: `s${index}`, predicate: "is", object: text }).pipe(as("alice"))
+          yield* m.remember({ input: `${text} ${queryWords.join(" ")}`, output: "" }).pipe(as("bob"))
+          written.push({ text, at: yield* Clock.currentTimeMillis, index })
+        }
+        const query = queryWords.join(" ")
+        const expected = written
+          .map((w) => ({ ...w, score: new Set(queryWords.filter((q) => w.text.split(" ").includes(q))).size }))
+          .filter((w) => w.score > 0)
+          .sort((a, b) => b.score - a.score || b.at - a.at || b.index - a.index)
+          .slice(0, limit)
+          .map((w) => w.index)
+        const episodes = yield* m.recall(query, { limit }).pipe(as("alice"))
+        const byText = (text: string) => written.filter((w) => w.text === text).map((w) => w.index)
+        // Episodes of equal text are interchangeable: compare texts.
+        assert.deepStrictEqual(episodes.map((e) => e.input), expected.map((i) => written[i]!.text), "recall")
+        assert.isTrue(episodes.every((e) => byText(e.input).length > 0))
+        const facts = yield* m.recallFacts(query, { limit }).pipe(as("alice"))
+        assert.deepStrictEqual(facts.map((f) => f.subject), expected.map((i) => `s${i}`), "recallFacts")
+      }).pipe(Effect.provide(fresh())),
+    { fastCheck: { numRuns } }
+  )
+
+  test("words: an item is found by the very words it holds, whatever their Unicode form", () =>
+    Effect.gen(function*() {
+      const m = yield* memory
+      yield* m.remember({ input: "I moved to İstanbul", output: "ok" }).pipe(as("alice"))
+      yield* m.remember({ input: "cafe\u0301 au lait", output: "ok" }).pipe(as("alice"))
+      yield* m.remember({ input: "हिन्दी सीखना", output: "ok" }).pipe(as("alice"))
+      yield* m.appendFact({ subject: "user", predicate: "lives in", object: "İzmir" }).pipe(as("alice"))
+      const recall = (query: string) => m.recall(query).pipe(as("alice"), Effect.map((es) => es.map((e) => e.input)))
+      assert.deepStrictEqual(yield* recall("İstanbul"), ["I moved to İstanbul"])
+      assert.deepStrictEqual(yield* recall("cafe\u0301"), ["cafe\u0301 au lait"])
+      assert.deepStrictEqual(yield* recall("हिन्दी"), ["हिन्दी सीखना"])
+      const facts = yield* m.recallFacts("İzmir").pipe(as("alice"))
+      assert.deepStrictEqual(facts.map((f) => f.object), ["İzmir"])
+      // Case, accents and compatibility forms fold on both sides.
+      assert.deepStrictEqual(yield* recall("ISTANBUL"), ["I moved to İstanbul"])
+      assert.deepStrictEqual(yield* recall("istanbul"), ["I moved to İstanbul"])
+      assert.deepStrictEqual(yield* recall("Café"), ["cafe\u0301 au lait"])
+      assert.deepStrictEqual(yield* recall("cafe"), ["cafe\u0301 au lait"])
+      assert.deepStrictEqual(yield* recall("ｃａｆｅ"), ["cafe\u0301 au lait"])
+      assert.deepStrictEqual((yield* m.recallFacts("izmir").pipe(as("alice"))).map((f) => f.object), ["İzmir"])
+      // A folded word is one word: no stray "i" or "stanbul".
+      assert.deepStrictEqual(yield* recall("stanbul"), [])
+    }))
+
+  test("remember: a very large episode is stored and found by its first words", () =>
+    Effect.gen(function*() {
+      const m = yield* memory
+      const input = Array.from({ length: 150_000 }, (_, i) => `w${i.toString(36)}x`).join(" ")
+      yield* m.remember({ input, output: "stored" }).pipe(as("alice"))
+      const found = yield* m.recall("w0x w1x").pipe(as("alice"))
+      assert.deepStrictEqual(found.map((e) => [e.input.length, e.output]), [[input.length, "stored"]])
+    }))
+
   test("GDPR: profile, export and forget are per user", () =>
     Effect.gen(function*() {
       const m = yield* memory
