@@ -255,3 +255,55 @@ describe("failing closed", () => {
       assert.deepStrictEqual(yield* Ref.get(executed), [])
     }))
 })
+
+describe("long text is redacted before it is cut", () => {
+  const TOKEN = "vault-token-3f9a1c77e2b84d05"
+  /** The token's first 12 characters: what a canary check greps for. */
+  const PREFIX = TOKEN.slice(0, 12)
+  const dict = Secrets.makeDict({ VAULT_TOKEN: TOKEN })
+  const withSecrets = (
+    script: Model.Script,
+    tools: ReadonlyArray<Tool.Any>,
+    audit: Layer.Layer<AuditLog.AuditLog, AuditLog.AuditUnavailable>
+  ) =>
+    Agent.layer({ tools }).pipe(
+      Layer.provide(Model.layerScripted(script)),
+      Layer.provide(Layer.mergeAll(Agent.layerDefaults, Layer.succeed(Secrets.Secrets, dict), audit))
+    )
+  const entriesOf = (prompt: string, script: Model.Script, tools: ReadonlyArray<Tool.Any>) =>
+    Effect.gen(function*() {
+      const audit = yield* Layer.memoize(
+        AuditLog.layerMemory({ secret: SECRET }).pipe(Layer.provide(Layer.succeed(Secrets.Secrets, dict)))
+      )
+      return yield* Effect.flatMap(Agent.Agent, (agent) => agent.run(prompt)).pipe(
+        Effect.zipRight(query()),
+        Effect.provide(Layer.merge(withSecrets(script, tools, audit), audit))
+      )
+    }).pipe(Effect.scoped)
+
+  it.effect("run_started: a known secret across the prompt's 500th character leaves no part of it", () =>
+    Effect.gen(function*() {
+      const prompt = "x".repeat(500 - PREFIX.length) + TOKEN + " please"
+      const entries = yield* entriesOf(prompt, [{ text: "ok" }], [])
+      const started = entries.find((entry) => entry.action === "run_started")!
+      assert.notInclude(JSON.stringify(started.payload), PREFIX)
+      assert.strictEqual(String((started.payload as { readonly prompt: unknown }).prompt).length, 500)
+    }))
+
+  it.effect("tool_result: a known secret across the 2 000th character of a tool error leaves no part of it", () =>
+    Effect.gen(function*() {
+      // An HTTP client error quoting a long response body that echoes the token, say.
+      const failing = Tool.make("fetch", {
+        description: "fails quoting the token",
+        parameters: Schema.Struct({}),
+        handler: () =>
+          Effect.flatMap(Effect.map(dict.resolve("VAULT_TOKEN"), Redacted.value), (token) =>
+            Effect.fail(new Error("upstream said: " + "y".repeat(2000 - 15 - PREFIX.length) + token + " invalid")))
+      })
+      const script: Model.Script = (request) =>
+        request.messages.at(-1)!.role === "tool" ? { text: "done" } : { toolCalls: [{ name: "fetch", args: {} }] }
+      const entries = yield* entriesOf("go", script, [failing])
+      const result = entries.find((entry) => entry.action === "tool_result")!
+      assert.notInclude(JSON.stringify(result.payload), PREFIX)
+    }))
+})

@@ -1226,7 +1226,8 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     const execute = (tool: Tool.Any, call: Tool.Call): Effect.Effect<Tool.Result> => {
       const decode = decoders.get(tool.name)!
       const errorResult = (full: string): Tool.Result => {
-        const message = full.length > MAX_ERROR_CHARS ? `${full.slice(0, MAX_ERROR_CHARS)}…` : full
+        // Redacted before it is cut: a secret cut in two would no longer be recognized downstream.
+        const message = full.length > MAX_ERROR_CHARS ? `${secrets.redact(full).slice(0, MAX_ERROR_CHARS)}…` : full
         return { callId: call.id, name: call.name, status: "error", output: `ERROR: ${message}`, reason: message }
       }
       const refused = refusedArgs.get(call)
@@ -1424,6 +1425,15 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         return submit !== undefined && noteNow(fiber, state, input) ? Effect.void : Effect.asVoid(record(state, input))
       })
 
+    /**
+     * The prompt as its `run_started` entry holds it: the first
+     * {@link PROMPT_AUDIT_CHARS} characters, of the redacted prompt when it is
+     * longer (a secret cut in two would no longer be recognized by the log's
+     * own redaction).
+     */
+    const promptForAudit = (prompt: string): string =>
+      prompt.length > PROMPT_AUDIT_CHARS ? secrets.redact(prompt).slice(0, PROMPT_AUDIT_CHARS) : prompt
+
     const loop = Effect.fnUntraced(function*(prompt: string, state: RunState) {
       const context = state.context
       const clock = yield* Effect.clock
@@ -1431,7 +1441,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       if (auditOn) yield* note(state, {
         actor: "user",
         action: "run_started",
-        payload: { prompt: prompt.slice(0, PROMPT_AUDIT_CHARS), model: model.name, max_turns: maxTurns }
+        payload: { prompt: promptForAudit(prompt), model: model.name, max_turns: maxTurns }
       })
       if (state.emit !== undefined) yield* state.emit(AgentEvent.started({ runId: context.runId, sessionId: context.sessionId, userId: context.userId }))
       const messages = memoryOn ? yield* seed(prompt, context) : unseeded(prompt)
