@@ -230,7 +230,7 @@ export interface JeevesAgent {
  */
 export const createAgent = (options: AgentOptions): JeevesAgent => {
   const runtime = ManagedRuntime.make(internal.layerFromOptions(options))
-  const lifecycle = internal.makeLifecycle(runtime, () => new AgentDisposed())
+  const lifecycle = internal.makeLifecycle(runtime, () => new AgentDisposed(), internal.secretsLayer(options))
   const execute = <A>(effect: Effect.Effect<A, unknown, internal.Services>, signal?: AbortSignal) =>
     internal.runPromise(lifecycle, effect, signal)
 

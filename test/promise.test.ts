@@ -1,5 +1,5 @@
 import { Effect, Layer, Schema } from "effect"
-import { Model, RunContext, Tool } from "jeevesagent"
+import { Memory, Model, RunContext, Tool } from "jeevesagent"
 import { AgentDisposed, createAgent } from "jeevesagent/promise"
 import { describe, expect, it } from "vitest"
 
@@ -231,6 +231,22 @@ describe("jeevesagent/promise redaction", () => {
     expect((error as Error).message).not.toContain(apiKey)
     expect((error as Error).message).toContain("[REDACTED]")
     await agent.dispose()
+  })
+
+  it("a service that fails to build: the rejection still masks the values of the secrets record", async () => {
+    const token = "vault-token-3f9a1c77e2b84d05"
+    const memory = Layer.fail(new Error(`vector store refused credential ${token}`)) as Layer.Layer<Memory.Memory, unknown>
+    const agent = createAgent({ model: "echo", secrets: { VAULT_TOKEN: token }, memory })
+    try {
+      for (const call of [() => agent.run("hi"), () => agent.ready()]) {
+        const error = await call().then(() => undefined, (e: unknown) => e)
+        expect(error).toBeInstanceOf(Error)
+        expect((error as Error).message).toContain("vector store refused credential")
+        expect((error as Error).message).not.toContain(token)
+      }
+    } finally {
+      await agent.dispose()
+    }
   })
 
   it("an async secrets backend is accepted as is", async () => {

@@ -1,6 +1,7 @@
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as Cause from "effect/Cause"
+import * as Context from "effect/Context"
 import * as Redacted from "effect/Redacted"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -217,6 +218,12 @@ export interface Lifecycle {
   /** The rejection of a call made after `dispose()`, or interrupted by it. */
   readonly disposedError: () => unknown
   readonly inFlight: Set<InFlight>
+  /**
+   * The Secrets layer of the options alone: what masks a rejection when the
+   * runtime's services could not be built (the values of a `secrets` record
+   * are known without the rest).
+   */
+  readonly secrets: Layer.Layer<Secrets.Secrets, unknown> | undefined
   closed: boolean
   disposed: Promise<void> | undefined
 }
@@ -224,8 +231,26 @@ export interface Lifecycle {
 /** @internal */
 export const makeLifecycle = (
   runtime: ManagedRuntime.ManagedRuntime<Services, unknown>,
-  disposedError: () => unknown
-): Lifecycle => ({ runtime, disposedError, inFlight: new Set(), closed: false, disposed: undefined })
+  disposedError: () => unknown,
+  secrets?: Layer.Layer<Secrets.Secrets, unknown>
+): Lifecycle => ({ runtime, disposedError, inFlight: new Set(), secrets, closed: false, disposed: undefined })
+
+/**
+ * The redaction of the runtime's Secrets service; when the runtime cannot
+ * give it (its services failed to build, or it was disposed meanwhile), that
+ * of the options' Secrets layer built alone; else the key patterns.
+ */
+const rejectionRedact = async (lifecycle: Lifecycle): Promise<(text: string) => string> => {
+  const fromRuntime = await lifecycle.runtime.runPromiseExit(Secrets.Secrets).catch(() => undefined)
+  if (fromRuntime !== undefined && Exit.isSuccess(fromRuntime)) return fromRuntime.value.redact
+  if (lifecycle.secrets !== undefined) {
+    const alone = await Effect.runPromiseExit(
+      Effect.scoped(Effect.map(Layer.build(lifecycle.secrets), (context) => Context.get(context, Secrets.Secrets).redact))
+    )
+    if (Exit.isSuccess(alone)) return alone.value
+  }
+  return Secrets.redactPatterns
+}
 
 /** Tracks `fiber` until it ends, its exit; `stop` is what `dispose()` calls to interrupt it. */
 const track = <A, E>(
@@ -295,12 +320,7 @@ const redactedRejection = async (
 ): Promise<unknown> => {
   const rejection = toRejection(lifecycle, cause, signal)
   if (Cause.isInterruptedOnly(cause)) return rejection
-  // A runtime disposed meanwhile (its services gone) rejects: the key patterns then.
-  const secrets = await lifecycle.runtime.runPromiseExit(Secrets.Secrets).catch(() => undefined)
-  return Secrets.redactError(
-    rejection,
-    secrets !== undefined && Exit.isSuccess(secrets) ? secrets.value.redact : Secrets.redactPatterns
-  )
+  return Secrets.redactError(rejection, await rejectionRedact(lifecycle))
 }
 
 /**
