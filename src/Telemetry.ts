@@ -102,6 +102,13 @@ export const layerNone: Layer.Layer<Telemetry> = Layer.succeed(Telemetry, none)
  * Records spans and metrics through whatever `Tracer` and metric exporters
  * the program provides (for OpenTelemetry, `Telemetry.layerOtel`).
  *
+ * The agent redacts the attributes it sets itself, but a span's failure (its
+ * status message and exception event, made from the run's error) goes
+ * through the tracer as it is: over a tracer of your own (such as
+ * `@effect/opentelemetry`'s `NodeSdk.layer`), add
+ * `Secrets.layerRedactingTracer` so that secret values in errors are masked
+ * too. `Telemetry.layerOtel` does this itself.
+ *
  * @since 0.1.0
  * @category layers
  */
