@@ -113,6 +113,18 @@ describe("broken handlers and logs", () => {
     }).pipe(Effect.provide(agentWith(callThenSummarize([{ name: "cancelled", args: {} }, { name: "ok", args: {} }]), [cancelled, ok.tool])))
   })
 
+  it.effect("a permissions service of the user's that answers no known decision: the call is denied, the run goes on", () => {
+    const ok = counting("ok", Schema.Struct({}))
+    const confused = Layer.succeed(Permissions.Permissions, {
+      check: () => Effect.succeed({ _tag: "Maybe" } as unknown as Permissions.Decision)
+    })
+    return Effect.gen(function*() {
+      const result = yield* run
+      assert.deepStrictEqual(result.toolCalls.map((call) => [call.status, call.reason]), [["denied", "permission check failed"]])
+      assert.strictEqual(ok.calls(), 0)
+    }).pipe(Effect.provide(agentWith(callThenSummarize([{ name: "ok", args: {} }]), [ok.tool], confused)))
+  })
+
   it.effect("an audit log (awaited, not the built-in) that loses the permission decision: the destructive call does not run", () =>
     Effect.gen(function*() {
       const executed = yield* Ref.make<Array<string>>([])

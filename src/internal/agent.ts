@@ -125,6 +125,9 @@ const estimateInputTokens = (state: RunState, messages: ReadonlyArray<Model.Mess
   return state.estimatedBytes + fixedBytes
 }
 
+/** The denial of a call whose permission check threw, died or answered no decision. */
+const CHECK_FAILED = "permission check failed"
+
 /** Tool arguments nested deeper than this are refused (JSON Schema tool arguments are a few levels deep). */
 const MAX_ARGS_DEPTH = 64
 
@@ -969,7 +972,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     ): Effect.Effect<void, Approval.ToolDenied> => {
       if (call.destructive && !auditWritten) return Effect.fail(deny(call, "audit unavailable"))
       const decided = !permissionsOn ? Effect.void : permissions.check(call).pipe(
-        Effect.catchAllDefect(() => Effect.succeed(Permissions.Decision.Deny({ reason: "permission check failed" }))),
+        Effect.catchAllDefect(() => Effect.succeed(Permissions.Decision.Deny({ reason: CHECK_FAILED }))),
         Effect.flatMap((decision) => {
           switch (decision._tag) {
             case "Allow":
@@ -983,6 +986,12 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
               return Effect.zipRight(
                 decisionRecorded(state, call, turn, "ask", "policy", decision.reason),
                 askApprovalOrFail(state, call, turn, decision.reason, attributes)
+              )
+            default:
+              // A permissions service of the user's that answered something else: deny (fail closed).
+              return Effect.zipRight(
+                decisionRecorded(state, call, turn, "deny", "policy", CHECK_FAILED),
+                Effect.fail(deny(call, CHECK_FAILED))
               )
           }
         })
@@ -1097,7 +1106,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       try {
         decision = syncCheck!(state.context.userId, call)
       } catch {
-        decision = Permissions.Decision.Deny({ reason: "permission check failed" })
+        decision = Permissions.Decision.Deny({ reason: CHECK_FAILED })
       }
       switch (decision._tag) {
         case "Allow": {
