@@ -1,4 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
+import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
 import { Cause, Effect, Exit, HashMap, Layer, Logger, Option, Redacted, Schema, Tracer } from "effect"
 import type { Context, Logger as LoggerNs } from "effect"
 import { Secrets, Telemetry } from "jeevesagent"
@@ -112,6 +116,42 @@ describe("redactError / redactCause", () => {
     assert.strictEqual(Secrets.redactError(`thrown ${TOKEN}`, redact), "thrown [REDACTED]")
   })
 
+  it("reads own accessors through their getters and stores them redacted; a throwing getter is left off", () => {
+    const error = new Error("failed")
+    Object.defineProperty(error, "path", { get: () => `/srv/${TOKEN}`, enumerable: true, configurable: true })
+    Object.defineProperty(error, "broken", {
+      get: () => {
+        throw new Error(`getter ${TOKEN}`)
+      },
+      enumerable: true
+    })
+    Object.defineProperty(error, "sink", { set: () => undefined, enumerable: true })
+    const out = Secrets.redactError(error, redact) as Error & { path?: string }
+    assert.strictEqual(out.path, "/srv/[REDACTED]")
+    assert.isUndefined(Object.getOwnPropertyDescriptor(out, "path")!.get)
+    assert.isFalse(Object.hasOwn(out, "broken"))
+    assert.isFalse(Object.hasOwn(out, "sink"))
+    assertClean(out)
+  })
+
+  it("a Node SystemError (its path is a getter) is redacted in its fields and JSON form", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), `sinks-${TOKEN}-`))
+    let thrown: unknown
+    try {
+      // Copying a directory into itself fails with a SystemError naming both paths.
+      fs.cpSync(dir, path.join(dir, "sub"), { recursive: true })
+    } catch (error) {
+      thrown = error
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true })
+    }
+    assert.instanceOf(thrown, Error)
+    assert.include(JSON.stringify(thrown), TOKEN, "control: the original leaks")
+    const out = Secrets.redactError(thrown, redact) as Error & { path?: string }
+    assert.include(out.path ?? "", "[REDACTED]")
+    assertClean(out)
+  })
+
   it("redacts every failure and defect of a cause, keeping its structure", () => {
     const cause = Cause.sequential(
       Cause.fail(new VaultError({ detail: SECRET })),
@@ -134,6 +174,26 @@ describe("layerRedactingLogger", () => {
   const logfmt = Logger.map(Logger.logfmtLogger, (line) => void lines.push(line))
   const installed = Layer.merge(Logger.replace(Logger.defaultLogger, capture), Logger.add(logfmt))
   const layer = Secrets.layerRedactingLogger.pipe(Layer.provide(installed), Layer.provideMerge(secretsLayer))
+
+  it.effect("annotation keys and log span labels reach every logger redacted", () =>
+    Effect.gen(function*() {
+      captured.length = 0
+      lines.length = 0
+      const secrets = yield* Secrets.Secrets
+      const password = Redacted.value(yield* secrets.resolve("DB_PASSWORD"))
+      yield* Effect.logInfo("calling vault").pipe(
+        Effect.annotateLogs(`header.${password}`, "present"),
+        Effect.withLogSpan(`vault ${TOKEN}`),
+        Effect.withLogSpan("outer")
+      )
+      const [info] = captured
+      assert.deepStrictEqual([...HashMap.keys(info!.annotations)], ["header.[REDACTED]"])
+      assert.deepStrictEqual([...info!.spans].map((span) => span.label), ["vault [REDACTED]", "outer"])
+      assertClean([...HashMap.keys(info!.annotations)])
+      assert.strictEqual(lines.length, 1)
+      assert.notInclude(lines[0]!, TOKEN)
+      assert.notInclude(lines[0]!, "vault-value")
+    }).pipe(Effect.provide(layer)))
 
   it.effect("messages, annotation values and causes reach every logger redacted", () =>
     Effect.gen(function*() {
@@ -171,13 +231,14 @@ describe("layerRedactingTracer", () => {
     readonly name: string
     readonly attributes: Map<string, unknown>
     readonly events: Array<readonly [string, Record<string, unknown> | undefined]>
+    readonly links: Array<Tracer.SpanLink>
     exit: Exit.Exit<unknown, unknown> | undefined
   }
   const recorded: Array<Recorded> = []
   const recordingTracer = Tracer.make({
     context: (f) => f(),
     span: (name, parent, context: Context.Context<never>, links, startTime, kind) => {
-      const record: Recorded = { name, attributes: new Map(), events: [], exit: undefined }
+      const record: Recorded = { name, attributes: new Map(), events: [], links: [...links], exit: undefined }
       recorded.push(record)
       let status: Tracer.SpanStatus = { _tag: "Started", startTime }
       return {
@@ -200,7 +261,7 @@ describe("layerRedactingTracer", () => {
         },
         attribute: (key, value) => void record.attributes.set(key, value),
         event: (eventName, _time, attributes) => void record.events.push([eventName, attributes]),
-        addLinks: () => undefined
+        addLinks: (added) => void record.links.push(...added)
       }
     }
   })
@@ -240,6 +301,54 @@ describe("layerRedactingTracer", () => {
         assert.strictEqual((error as VaultError).detail, "[REDACTED]")
       }
     }).pipe(Effect.provide(layer)))
+
+  it.effect("attribute keys and link attributes (at the start and through addLinks) are redacted", () =>
+    Effect.gen(function*() {
+      recorded.length = 0
+      const other = Tracer.externalSpan({ spanId: "0000000000000001", traceId: "00000000000000000000000000000001" })
+      yield* Effect.gen(function*() {
+        yield* Effect.annotateCurrentSpan(`arg.${TOKEN}`, 1)
+        yield* Effect.linkSpanCurrent(other, { token: `later ${TOKEN}` })
+      }).pipe(
+        Effect.withSpan("linked", {
+          links: [{ _tag: "SpanLink", span: other, attributes: { [`key ${TOKEN}`]: { nested: TOKEN } } }]
+        })
+      )
+      const span = recorded.find((s) => s.name === "linked")!
+      assert.deepStrictEqual([...span.attributes.keys()], ["arg.[REDACTED]"])
+      assert.deepStrictEqual(span.links.map((link) => link.attributes), [
+        { "key [REDACTED]": { nested: "[REDACTED]" } },
+        { token: "later [REDACTED]" }
+      ])
+      assert.strictEqual(span.links[0]!.span, other, "the linked span is kept")
+    }).pipe(Effect.provide(layer)))
+
+  it("a span with no links gets the same (empty) links array", () => {
+    const wrapped = Secrets.redactingTracer(recordingTracer, redact)
+    const none: ReadonlyArray<Tracer.SpanLink> = []
+    const span = wrapped.span("plain", Option.none(), {} as Context.Context<never>, none, 0n, "internal")
+    assert.strictEqual(span.links, none)
+  })
+
+  it.effect("under Telemetry.layerOtel, link attributes reach the exporter redacted", () => {
+    const exporter = new InMemorySpanExporter()
+    const otel = Telemetry.layerOtel({ serviceName: "sinks", spanProcessor: new SimpleSpanProcessor(exporter) }).pipe(
+      Layer.provideMerge(secretsLayer)
+    )
+    return Effect.gen(function*() {
+      const secrets = yield* Secrets.Secrets
+      const password = Redacted.value(yield* secrets.resolve("DB_PASSWORD"))
+      const other = Tracer.externalSpan({ spanId: "0000000000000001", traceId: "00000000000000000000000000000001" })
+      yield* Effect.linkSpanCurrent(other, { added: password }).pipe(
+        Effect.withSpan("linked", { links: [{ _tag: "SpanLink", span: other, attributes: { [password]: TOKEN } }] })
+      )
+      const span = exporter.getFinishedSpans().find((s) => s.name === "linked")!
+      assert.deepStrictEqual(span.links.map((link) => link.attributes), [
+        { "[REDACTED]": "[REDACTED]" },
+        { added: "[REDACTED]" }
+      ])
+    }).pipe(Effect.provide(otel))
+  })
 
   it("options marked preRedacted: the name and setRedactedAttribute values pass as they are, span.attribute still redacts", () => {
     const wrapped = Secrets.redactingTracer(recordingTracer, redact)

@@ -7,6 +7,8 @@
 import * as Cause from "effect/Cause"
 import * as Exit from "effect/Exit"
 import * as HashMap from "effect/HashMap"
+import * as List from "effect/List"
+import type * as LogSpan from "effect/LogSpan"
 import * as Logger from "effect/Logger"
 import * as Redacted from "effect/Redacted"
 import * as Tracer from "effect/Tracer"
@@ -75,15 +77,33 @@ const walk = (value: unknown, redact: Redact, ancestors: Set<object>): unknown =
 
 /**
  * A copy of the error with the same prototype (so `instanceof` and `_tag`
- * still work), its `message` and `stack` redacted, and every own property
- * (including `cause`) redacted deeply.
+ * still work), its `message` and `stack` redacted, and every own
+ * string-keyed property (including `cause`) redacted deeply. An own
+ * accessor (Node's `SystemError` keeps `path` and `dest` behind getters) is
+ * read once through its getter and stored as a redacted data property: a
+ * copied getter would still read the original's unredacted value.
  */
 const cloneError = (error: Error, redact: Redact, ancestors: Set<object>): Error => {
   const copy = Object.create(Object.getPrototypeOf(error)) as Error
   for (const key of Reflect.ownKeys(error)) {
     const descriptor = Object.getOwnPropertyDescriptor(error, key)!
     // Symbol keys are runtime bookkeeping (effect keeps the failing span there): copied as they are.
-    if (typeof key === "string" && "value" in descriptor) descriptor.value = walk(descriptor.value, redact, ancestors)
+    if (typeof key === "string") {
+      if ("value" in descriptor) {
+        descriptor.value = walk(descriptor.value, redact, ancestors)
+      } else {
+        const value = readAccessor(error, descriptor)
+        // A setter-only accessor, or a getter that throws, has nothing to show: left off the copy.
+        if (value === unreadable) continue
+        Object.defineProperty(copy, key, {
+          value: walk(value, redact, ancestors),
+          enumerable: descriptor.enumerable ?? false,
+          writable: true,
+          configurable: true
+        })
+        continue
+      }
+    }
     Object.defineProperty(copy, key, descriptor)
   }
   // `message` may be a getter on the class (computed from fields); pin the redacted text.
@@ -104,9 +124,22 @@ const cloneError = (error: Error, redact: Redact, ancestors: Set<object>): Error
   return copy
 }
 
+const unreadable: unique symbol = Symbol("unreadable")
+
+/** The value an own accessor's getter returns; {@link unreadable} when it has none or it throws. */
+const readAccessor = (error: Error, descriptor: PropertyDescriptor): unknown => {
+  if (descriptor.get === undefined) return unreadable
+  try {
+    return descriptor.get.call(error)
+  } catch {
+    return unreadable
+  }
+}
+
 /**
  * Redacts an error for display or rethrowing: an `Error` becomes a copy of
- * the same class with `message`, `stack`, fields and `cause` redacted
+ * the same class with `message`, `stack`, fields (accessors read through
+ * their getters and stored as redacted values) and `cause` redacted
  * (symbol-keyed properties are copied untouched); any
  * other value goes through {@link redactDeep}.
  *
@@ -131,9 +164,31 @@ export const redactCause = <E>(cause: Cause.Cause<E>, redact: Redact): Cause.Cau
 
 const redactingLoggers = new WeakSet<Logger.Logger<any, any>>()
 
+/** Annotations with keys and values redacted (two keys that redact alike keep the last value). */
+const redactAnnotations = (
+  annotations: HashMap.HashMap<string, unknown>,
+  redact: Redact
+): HashMap.HashMap<string, unknown> =>
+  HashMap.size(annotations) === 0 ? annotations : HashMap.mutate(HashMap.empty<string, unknown>(), (out) => {
+    for (const [key, value] of annotations) HashMap.set(out, redact(key), redactDeep(value, redact))
+  })
+
+/** Log spans with labels redacted; the same list when no label changes (the usual case). */
+const redactLogSpans = (spans: List.List<LogSpan.LogSpan>, redact: Redact): List.List<LogSpan.LogSpan> => {
+  if (List.isNil(spans)) return spans
+  let changed = false
+  const out = List.map(spans, (span) => {
+    const label = redact(span.label)
+    if (label === span.label) return span
+    changed = true
+    return { label, startTime: span.startTime }
+  })
+  return changed ? out : spans
+}
+
 /**
- * Wraps a logger so the message, every annotation value and the cause pass
- * through `redact` before it sees them.
+ * Wraps a logger so the message, every annotation key and value, every log
+ * span label and the cause pass through `redact` before it sees them.
  *
  * @internal
  */
@@ -145,9 +200,8 @@ export const redactingLogger = <Message, Output>(
   const wrapped = Logger.mapInputOptions(logger, (options: Logger.Logger.Options<Message>) => ({
     ...options,
     message: redactDeep(options.message, redact),
-    annotations: HashMap.size(options.annotations) === 0 ?
-      options.annotations :
-      HashMap.map(options.annotations, (value) => redactDeep(value, redact)),
+    annotations: redactAnnotations(options.annotations, redact),
+    spans: redactLogSpans(options.spans, redact),
     cause: redactCause(options.cause, redact)
   }))
   redactingLoggers.add(wrapped)
@@ -161,7 +215,7 @@ const redactingTracers = new WeakSet<Tracer.Tracer>()
  * (the agent's own spans: their strings went through the run's `Secrets`
  * once, when the run or call began). A redacting tracer neither redacts
  * such a name again nor, through {@link setRedactedAttribute}, such an
- * attribute: a second pass is a pattern scan per string, a dozen spans per
+ * attribute's key and value: a second pass is a pattern scan per string, a dozen spans per
  * turn. Attributes set through `span.attribute` are still redacted.
  *
  * @internal
@@ -175,8 +229,9 @@ export type PreRedactedOptions = Tracer.SpanOptions & { readonly [preRedacted]?:
 const rawAttribute = Symbol.for("jeevesagent/Secrets/rawAttribute")
 
 /**
- * `span.attribute(key, value)` for a value redacted already: not redacted
- * again when a redacting tracer made the span.
+ * `span.attribute(key, value)` for a key and value redacted already (or
+ * known to hold no secret): not redacted again when a redacting tracer
+ * made the span.
  *
  * @internal
  */
@@ -192,24 +247,38 @@ export const setRedactedAttribute = (span: Tracer.Span, key: string, value: unkn
  */
 const patched = Symbol.for("jeevesagent/Secrets/redactingSpan")
 
-/** The span's own `event` and `end`, before a redacting tracer patched them. */
+/** The span's own `event`, `end` and `addLinks`, before a redacting tracer patched them. */
 const rawEvent = Symbol.for("jeevesagent/Secrets/rawEvent")
 const rawEnd = Symbol.for("jeevesagent/Secrets/rawEnd")
+const rawAddLinks = Symbol.for("jeevesagent/Secrets/rawAddLinks")
 
 /**
  * A patched span: its own methods kept under symbols and its `redact`
- * under {@link patched}, so the patched methods are three functions shared
- * by every span (called as methods) rather than three closures per span.
+ * under {@link patched}, so the patched methods are four functions shared
+ * by every span (called as methods) rather than four closures per span.
  */
 type Patched = Tracer.Span & {
   [patched]: Redact
   [rawAttribute]: Tracer.Span["attribute"]
   [rawEvent]: Tracer.Span["event"]
   [rawEnd]: Tracer.Span["end"]
+  [rawAddLinks]: Tracer.Span["addLinks"]
 }
 
+/**
+ * Links with their attribute keys and values redacted (the linked span is
+ * kept: ids only). No links, the usual case, costs nothing.
+ */
+const redactLinks = (links: ReadonlyArray<Tracer.SpanLink>, redact: Redact): ReadonlyArray<Tracer.SpanLink> =>
+  links.length === 0 ? links : links.map((link) => ({ ...link, attributes: redactDeep(link.attributes, redact) }))
+
 function redactedAttribute(this: Patched, key: string, value: unknown): void {
-  this[rawAttribute].call(this, key, redactDeep(value, this[patched]))
+  const redact = this[patched]
+  this[rawAttribute].call(this, redact(key), redactDeep(value, redact))
+}
+
+function redactedAddLinks(this: Patched, links: ReadonlyArray<Tracer.SpanLink>): void {
+  this[rawAddLinks].call(this, redactLinks(links, this[patched]))
 }
 
 function redactedEvent(this: Patched, name: string, startTime: bigint, attributes?: Record<string, unknown>): void {
@@ -222,8 +291,10 @@ function redactedEnd(this: Patched, endTime: bigint, exit: Exit.Exit<unknown, un
 }
 
 /**
- * Wraps a tracer so span names, attribute values, event attributes and the
- * failure a span ends with pass through `redact`. The spans are the inner
+ * Wraps a tracer so span names, attribute keys and values, event names and
+ * attributes, link attributes (given at the start or through `addLinks`,
+ * as `Effect.linkSpanCurrent` does) and the failure a span ends with pass
+ * through `redact`. The spans are the inner
  * tracer's own objects (patched, not proxied), so exporters that inspect
  * parent spans keep working. Wrapping a wrapped tracer returns it unchanged.
  *
@@ -235,7 +306,15 @@ export const redactingTracer = (tracer: Tracer.Tracer, redact: Redact): Tracer.T
     context: (f, fiber) => tracer.context(f, fiber),
     span: (name, parent, context, links, startTime, kind, options) => {
       const trusted = (options as PreRedactedOptions | undefined)?.[preRedacted] === true
-      const span = tracer.span(trusted ? name : redact(name), parent, context, links, startTime, kind, options)
+      const span = tracer.span(
+        trusted ? name : redact(name),
+        parent,
+        context,
+        redactLinks(links, redact),
+        startTime,
+        kind,
+        options
+      )
       // A tracer may hand out one shared (no-op) span: patch it once, not once per call.
       const marked = span as Patched
       if (marked[patched] !== undefined) return span
@@ -246,6 +325,11 @@ export const redactingTracer = (tracer: Tracer.Tracer, redact: Redact): Tracer.T
       span.attribute = redactedAttribute
       span.event = redactedEvent
       span.end = redactedEnd
+      // Spans from tracers written before `addLinks` existed may lack it.
+      if (typeof span.addLinks === "function") {
+        marked[rawAddLinks] = span.addLinks
+        span.addLinks = redactedAddLinks
+      }
       return span
     }
   })
