@@ -78,6 +78,32 @@ describe("redactPatterns: token shapes", () => {
     const json = JSON.stringify({ message: `oops\n${token}` })
     assert.strictEqual(redactPatterns(json), JSON.stringify({ message: "oops\n" + REDACTED }))
   })
+
+  it("a token right after a percent escape (URL-encoded text) is masked", () => {
+    const anthropic = tokens.anthropic![0]!
+    assert.strictEqual(
+      redactPatterns(`GET /proxy?cfg=%7B%22key%22%3A%22${anthropic}%22%7D`),
+      `GET /proxy?cfg=%7B%22key%22%3A%22${REDACTED}%22%7D`
+    )
+    for (const samples of Object.values(tokens)) {
+      for (const token of samples) {
+        for (const escape of ["%22", "%3D", "%3d", "%20", "%0A"]) {
+          assertMasked(`q=${encodeURIComponent(`{"k":"`)}${escape}${token}%22`, token)
+        }
+      }
+    }
+  })
+
+  it("a prefix inside a word is still left alone when the characters before it are no percent escape", () => {
+    for (
+      const text of [
+        "task-abcdefghijklmnopqrstuvwxyz",
+        "%2Gsk-abcdefghijklmnopqrstuvwx",
+        "50%2xghp_abcdefghijklmnopqrstuvwxyz",
+        "xeyJhbGciOiJub25lIn0.eyJ1c2VyIjoiYWxpY2UifQ."
+      ]
+    ) assert.strictEqual(redactPatterns(text), text)
+  })
 })
 
 describe("redactPatterns: secrets in context", () => {

@@ -52,6 +52,9 @@ const adversarial: Record<string, (size: number) => string> = {
   "Authorization: Basic repeated": (n) => fill("Authorization: Basic ", n),
   "slack webhook prefix repeated": (n) => fill("hooks.slack.com/services/", n),
   "escaped newlines before prefixes": (n) => fill("\\nsk-\\neyJ", n),
+  "percent escapes before prefixes": (n) => fill("%22sk-%3DeyJ%2", n),
+  "percent escape, eyJ, a long run, no dot": (n) => fill("A", n, "%22eyJ"),
+  "percent-escaped JWT parts with no third": (n) => fill("%22eyJaaaaa.eyJbbbbb", n),
   "one line, no newline": (n) => fill("a", n),
   "prose": (n) => fill("lorem ipsum dolor sit amet ", n)
 }

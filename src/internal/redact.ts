@@ -70,12 +70,19 @@ const contextRule = (name: string, marker: string, source: string, flags = "g"):
 /**
  * A token rule: `prefix` must not be inside a word (not after a letter or a
  * digit) unless it follows an escaped `\n`, `\r` or `\t` (text from JSON
- * logs). The check is a look-behind placed after the literal prefix: a
- * look-behind in front of it stops V8 from skipping ahead to the prefix and
- * costs an order of magnitude on clean text.
+ * logs) or a percent escape such as `%22` or `%3D` (URL-encoded text, where
+ * the escape's last character is a letter or digit). The check is a
+ * look-behind placed after the literal prefix: a look-behind in front of it
+ * stops V8 from skipping ahead to the prefix and costs an order of magnitude
+ * on clean text. A percent escape only admits a start two characters into a
+ * run, so each run is still tried at a bounded number of starts.
  */
 const tokenRule = (name: string, prefix: string, rest: string, notBefore = "A-Za-z0-9"): Rule =>
-  regexRule(name, prefix, String.raw`${prefix}(?<=(?:^|[^${notBefore}]|\\[nrt])${prefix})${rest}`)
+  regexRule(
+    name,
+    prefix,
+    String.raw`${prefix}(?<=(?:^|[^${notBefore}]|\\[nrt]|%[0-9A-Fa-f]{2})${prefix})${rest}`
+  )
 
 const AWS_SECRET_NAME = /secret|key|token|pass|pwd/i
 
@@ -210,31 +217,72 @@ export const redactPatterns = (text: string): string => {
 export const MIN_KNOWN_VALUE_LENGTH = 6
 
 /**
+ * Base64 forms shorter than this, found at a shifted alignment, are not
+ * masked: 10 characters carry 60 bits, so a chance match in other base64 text
+ * is negligible, while shorter fragments would mask ordinary words.
+ */
+const MIN_SHIFTED_BASE64_LENGTH = 10
+
+/**
+ * The value's base64 characters when it sits `shift` bytes (0, 1 or 2) into
+ * a longer encoded text, such as `base64("user:" + value)`: the characters
+ * whose six bits all come from the value. The partial characters at each
+ * edge depend on the neighbouring bytes, so they are left out.
+ */
+const shiftedBase64 = (bytes: Buffer, shift: number, encoding: "base64" | "base64url"): string => {
+  const encoded = Buffer.concat([Buffer.alloc(shift), bytes]).toString(encoding)
+  return encoded.slice(Math.ceil((8 * shift) / 6), Math.floor((8 * (shift + bytes.length)) / 6))
+}
+
+/**
  * The forms a value can take in text: itself, JSON-escaped, URL-encoded,
- * base64, base64url and hex.
+ * form-encoded (`URLSearchParams`: a space is `+`), base64 and base64url
+ * (alone, and inside a longer encoded text at each byte alignment) and hex.
  */
 const encodedForms = (value: string): Array<string> => {
   const bytes = Buffer.from(value, "utf8")
   const hex = bytes.toString("hex")
-  return [
+  const forms = [
     value,
     JSON.stringify(value).slice(1, -1),
     encodeURIComponent(value),
+    new URLSearchParams({ v: value }).toString().slice(2),
     bytes.toString("base64").replace(/=+$/, ""),
     bytes.toString("base64url"),
     hex,
     hex.toUpperCase()
   ]
+  for (const encoding of ["base64", "base64url"] as const) {
+    for (let shift = 0; shift < 3; shift++) {
+      const form = shiftedBase64(bytes, shift, encoding)
+      if (form.length >= MIN_SHIFTED_BASE64_LENGTH) forms.push(form)
+    }
+  }
+  return forms
+}
+
+/** Stretches of text to mask: `[starts[k], ends[k])`, ordered and not overlapping. */
+interface Intervals {
+  readonly starts: Array<number>
+  readonly ends: Array<number>
 }
 
 /**
+ * Below this many strings an automaton keeps its root's transitions in a Map:
+ * filling and scanning the dense 65 536-entry table would cost more than
+ * building the rest.
+ */
+const DENSE_ROOT_MIN_FORMS = 256
+
+/**
  * An Aho–Corasick automaton over UTF-16 code units. The root's transitions
- * are a dense table (most characters of a text leave the root at once); the
- * other nodes mostly have one child (secrets share few prefixes), kept in
- * typed arrays, with a Map for the rest.
+ * are a dense table when there are many values (most characters of a text
+ * leave the root at once); the other nodes mostly have one child (secrets
+ * share few prefixes), kept in typed arrays, with a Map for the rest.
  */
 class Automaton {
-  private readonly rootNext = new Int32Array(0x10000).fill(-1)
+  private readonly rootNext: Int32Array | undefined
+  private readonly rootMap = new Map<number, number>()
   private readonly firstChar: Int32Array
   private readonly firstChild: Int32Array
   /** Children beyond the first, for the few nodes that have them. */
@@ -244,11 +292,13 @@ class Automaton {
   private readonly longest: Int32Array
 
   constructor(values: ReadonlyArray<string>) {
+    this.rootNext = values.length >= DENSE_ROOT_MIN_FORMS ? new Int32Array(0x10000).fill(-1) : undefined
     const capacity = values.reduce((n, value) => n + value.length, 1)
     this.firstChar = new Int32Array(capacity).fill(-1)
     this.firstChild = new Int32Array(capacity)
     this.fail = new Int32Array(capacity)
     this.longest = new Int32Array(capacity)
+    const rootChildren: Array<number> = []
     let size = 1
     for (const value of values) {
       let node = 0
@@ -258,6 +308,7 @@ class Automaton {
         if (next === -1) {
           next = size++
           this.addChild(node, c, next)
+          if (node === 0) rootChildren.push(next)
         }
         node = next
       }
@@ -266,7 +317,7 @@ class Automaton {
     // Breadth-first: a node's fail link is the node of its longest proper suffix.
     const queue = new Int32Array(size)
     let tail = 0
-    for (let c = 0; c < 0x10000; c++) if (this.rootNext[c] !== -1) queue[tail++] = this.rootNext[c]!
+    for (const child of rootChildren) queue[tail++] = child
     for (let head = 0; head < tail; head++) {
       const node = queue[head]!
       if (this.firstChar[node] === -1) continue
@@ -288,7 +339,7 @@ class Automaton {
   }
 
   private child(node: number, c: number): number {
-    if (node === 0) return this.rootNext[c]!
+    if (node === 0) return this.rootNext === undefined ? this.rootMap.get(c) ?? -1 : this.rootNext[c]!
     const first = this.firstChar[node]!
     if (first === c) return this.firstChild[node]!
     if (first === -1 || this.moreChildren.size === 0) return -1
@@ -297,7 +348,8 @@ class Automaton {
 
   private addChild(node: number, c: number, child: number): void {
     if (node === 0) {
-      this.rootNext[c] = child
+      if (this.rootNext === undefined) this.rootMap.set(c, child)
+      else this.rootNext[c] = child
     } else if (this.firstChar[node] === -1) {
       this.firstChar[node] = c
       this.firstChild[node] = child
@@ -309,15 +361,16 @@ class Automaton {
   }
 
   /**
-   * Replaces the union of every occurrence of every value with one marker
-   * per maximal overlapping stretch, so a value overlapping another (or
-   * containing it) leaves no fragment behind.
+   * The union of every occurrence of every value, as maximal overlapping
+   * stretches, so a value overlapping another (or containing it) leaves no
+   * fragment behind.
    */
-  redact(text: string): string {
+  matches(text: string): Intervals {
     // Intervals [start, end) sorted by end; a new interval swallows those it overlaps.
     const starts: Array<number> = []
     const ends: Array<number> = []
     const rootNext = this.rootNext
+    const rootMap = this.rootMap
     const longest = this.longest
     const fail = this.fail
     let node = 0
@@ -325,7 +378,7 @@ class Automaton {
       const c = text.charCodeAt(i)
       if (node === 0) {
         // Most characters of most texts: from the root, back to the root.
-        node = rootNext[c]!
+        node = rootNext === undefined ? rootMap.get(c) ?? -1 : rootNext[c]!
         if (node === -1) {
           node = 0
           continue
@@ -348,28 +401,74 @@ class Automaton {
       starts.push(start)
       ends.push(i + 1)
     }
-    if (starts.length === 0) return text
-    let out = ""
-    let copied = 0
-    for (let k = 0; k < starts.length; k++) {
-      out += text.slice(copied, starts[k]) + REDACTED
-      copied = ends[k]!
-    }
-    return out + text.slice(copied)
+    return { starts, ends }
   }
+}
+
+/** The union of several automata's stretches, overlapping ones merged as one automaton would. */
+const unionOf = (all: ReadonlyArray<Intervals>): Intervals => {
+  const found = all.filter((intervals) => intervals.starts.length > 0)
+  if (found.length <= 1) return found[0] ?? { starts: [], ends: [] }
+  const order: Array<readonly [number, number]> = []
+  for (const { ends, starts } of found) for (let k = 0; k < starts.length; k++) order.push([starts[k]!, ends[k]!])
+  order.sort((a, b) => a[0] - b[0])
+  const starts: Array<number> = []
+  const ends: Array<number> = []
+  for (const [start, end] of order) {
+    if (ends.length > 0 && ends[ends.length - 1]! > start) {
+      ends[ends.length - 1] = Math.max(ends[ends.length - 1]!, end)
+    } else {
+      starts.push(start)
+      ends.push(end)
+    }
+  }
+  return { starts, ends }
+}
+
+const mask = (text: string, { ends, starts }: Intervals): string => {
+  if (starts.length === 0) return text
+  let out = ""
+  let copied = 0
+  for (let k = 0; k < starts.length; k++) {
+    out += text.slice(copied, starts[k]) + REDACTED
+    copied = ends[k]!
+  }
+  return out + text.slice(copied)
+}
+
+/** Values added together, with their forms; the automaton is built when first needed. */
+interface Batch {
+  readonly values: number
+  readonly forms: Array<string>
+  automaton: Automaton | undefined
 }
 
 /**
  * Secret values handed out by a Secrets service; `redact` masks each, in
- * every encoded form, with one pass over the text however many values there
- * are.
+ * every encoded form, with one pass per batch over the text.
+ *
+ * Adding a value must stay cheap when values keep arriving (one per-user
+ * credential per run), so values are kept in batches, each with its own
+ * automaton, like the digits of a binary counter: a new value is a batch of
+ * one, and a batch merges into the one before it while that one is at most
+ * twice its size. Batch sizes then fall by more than half from one to the
+ * next (at most log2(n) + 1 batches), and a value's batch grows by half at
+ * each merge, so each value is rebuilt O(log n) times in all, and the
+ * largest batch only when the number of values has grown by half.
+ *
+ * Each batch is one more pass over the text, so a text at least as long as
+ * every form together first merges all batches into one: the rebuild costs
+ * no more than the passes it saves on that text.
  *
  * @internal
  */
 export class KnownValues {
   private readonly values = new Set<string>()
-  private readonly forms = new Set<string>()
-  private automaton: Automaton | undefined = undefined
+  private batches: Array<Batch> = []
+  /** The length of every form of every value together. */
+  private formsLength = 0
+  /** Automata built so far and the values they held, to test the cost of adding values. */
+  readonly builds = { automata: 0, values: 0 }
 
   get size(): number {
     return this.values.size
@@ -380,15 +479,33 @@ export class KnownValues {
     // redaction non-idempotent.
     if (value.length < MIN_KNOWN_VALUE_LENGTH || this.values.has(value) || REDACTED.includes(value)) return
     this.values.add(value)
-    for (const form of encodedForms(value)) {
-      if (form.length >= MIN_KNOWN_VALUE_LENGTH && !REDACTED.includes(form)) this.forms.add(form)
+    const forms = [...new Set(encodedForms(value))].filter((form) =>
+      form.length >= MIN_KNOWN_VALUE_LENGTH && !REDACTED.includes(form)
+    )
+    for (const form of forms) this.formsLength += form.length
+    let batch: Batch = { values: 1, forms, automaton: undefined }
+    while (this.batches.length > 0 && this.batches[this.batches.length - 1]!.values <= 2 * batch.values) {
+      const previous = this.batches.pop()!
+      batch = { values: previous.values + batch.values, forms: previous.forms.concat(batch.forms), automaton: undefined }
     }
-    this.automaton = undefined
+    this.batches.push(batch)
   }
 
   redact(text: string): string {
-    if (this.forms.size === 0 || text.length === 0) return text
-    if (this.automaton === undefined) this.automaton = new Automaton([...this.forms])
-    return this.automaton.redact(text)
+    if (this.batches.length === 0 || text.length === 0) return text
+    if (this.batches.length > 1 && text.length >= this.formsLength) {
+      const values = this.batches.reduce((n, batch) => n + batch.values, 0)
+      this.batches = [{ values, forms: this.batches.flatMap((batch) => batch.forms), automaton: undefined }]
+    }
+    return mask(text, unionOf(this.batches.map((batch) => this.automatonOf(batch).matches(text))))
+  }
+
+  private automatonOf(batch: Batch): Automaton {
+    if (batch.automaton === undefined) {
+      batch.automaton = new Automaton(batch.forms)
+      this.builds.automata++
+      this.builds.values += batch.values
+    }
+    return batch.automaton
   }
 }
