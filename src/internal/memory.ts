@@ -22,7 +22,8 @@ interface UserState {
   lastTouched: number
   /** Agent runs of the user in flight ({@link RunHold}): while there are any, the state is in use. */
   runs: number
-  readonly pinned: boolean
+  /** `runs > 0`, kept as a plain field (an accessor per state would cost every user a closure). */
+  pinned: boolean
   nextSeq: number
   blocks: Map<string, Memory.MemoryBlock>
   episodes: Array<StoredEpisode>
@@ -32,9 +33,7 @@ interface UserState {
 const emptyState = (now: number, runs = 0): UserState => ({
   lastTouched: now,
   runs,
-  get pinned() {
-    return this.runs > 0
-  },
+  pinned: runs > 0,
   nextSeq: 0,
   blocks: new Map(),
   episodes: [],
@@ -294,7 +293,10 @@ export const makeInMemoryStore = (options?: Memory.InMemoryOptions) =>
       // A new state is inserted already held: making room never evicts it.
       const existing = users.get(user, now)
       const state = existing ?? users.insert(user, emptyState(now, 1), now)
-      if (existing !== undefined) state.runs++
+      if (existing !== undefined) {
+        state.runs++
+        state.pinned = true
+      }
       let released = false
       return (end) => {
         if (released) return
@@ -303,6 +305,7 @@ export const makeInMemoryStore = (options?: Memory.InMemoryOptions) =>
         // whatever state the table holds for the user now: an old one is never put back.
         if (state.runs === 1) users.get(user, end)
         state.runs--
+        state.pinned = state.runs > 0
       }
     }
 
