@@ -258,7 +258,8 @@ const track = <A, E>(
   fiber: Fiber.RuntimeFiber<A, E>,
   stop: () => void
 ): Promise<Exit.Exit<A, E>> => {
-  const done = Effect.runPromise(Fiber.await(fiber))
+  // The fiber's own observer (called at once if it is done already): no second fiber to await it.
+  const done = new Promise<Exit.Exit<A, E>>((resolve) => fiber.addObserver(resolve))
   const call: InFlight = { stop, done }
   lifecycle.inFlight.add(call)
   void done.then(() => lifecycle.inFlight.delete(call))
