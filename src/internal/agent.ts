@@ -140,19 +140,33 @@ const MAX_ARGS_DEPTH = 64
  * decoding would make it the prototype of the object the tool gets). The
  * recursion is bounded by the depth limit; shared objects are walked once.
  */
-const checkArgs = (
-  value: unknown,
-  depth = 0,
-  onPath = new Set<object>(),
-  done = new Set<object>()
-): string | undefined => {
+const checkArgs = (value: unknown): string | undefined => {
+  if (typeof value !== "object" || value === null) return undefined
+  // The usual arguments: one object of plain values, checked and frozen without the walk's sets.
+  const keys = Object.keys(value)
+  let flat = true
+  for (const key of keys) {
+    const field = (value as Record<string, unknown>)[key]
+    if (typeof field === "object" && field !== null) {
+      flat = false
+      break
+    }
+  }
+  if (!flat) return checkNested(value, 0, new Set(), new Set())
+  if (Object.prototype.hasOwnProperty.call(value, "__proto__")) return `the key "__proto__" is not allowed`
+  Object.freeze(value)
+  return undefined
+}
+
+/** {@link checkArgs} over nested arguments: `onPath` finds cycles, `done` walks shared objects once. */
+const checkNested = (value: unknown, depth: number, onPath: Set<object>, done: Set<object>): string | undefined => {
   if (typeof value !== "object" || value === null || done.has(value)) return undefined
   if (onPath.has(value)) return "they refer to themselves (a cycle)"
   if (depth >= MAX_ARGS_DEPTH) return `nested deeper than ${MAX_ARGS_DEPTH} levels`
   if (Object.prototype.hasOwnProperty.call(value, "__proto__")) return `the key "__proto__" is not allowed`
   onPath.add(value)
   for (const key of Object.keys(value)) {
-    const problem = checkArgs((value as Record<string, unknown>)[key], depth + 1, onPath, done)
+    const problem = checkNested((value as Record<string, unknown>)[key], depth + 1, onPath, done)
     if (problem !== undefined) return problem
   }
   onPath.delete(value)
