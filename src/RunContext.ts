@@ -64,7 +64,7 @@ export interface RunContext {
  * @since 0.1.0
  * @category models
  */
-export type UserIdRule = "empty" | "too_long" | "control_characters" | "reserved"
+export type UserIdRule = "empty" | "too_long" | "control_characters" | "lone_surrogate" | "reserved"
 
 /**
  * A user id was rejected. `rule` names the rule it broke.
@@ -75,7 +75,7 @@ export type UserIdRule = "empty" | "too_long" | "control_characters" | "reserved
 export class InvalidUserId extends Schema.TaggedError<InvalidUserId>("jeevesagent/InvalidUserId")(
   "InvalidUserId",
   {
-    rule: Schema.Literal("empty", "too_long", "control_characters", "reserved"),
+    rule: Schema.Literal("empty", "too_long", "control_characters", "lone_surrogate", "reserved"),
     userId: Schema.String
   }
 ) {
@@ -87,6 +87,10 @@ export class InvalidUserId extends Schema.TaggedError<InvalidUserId>("jeevesagen
         return `Invalid user id: it is ${this.userId.length} characters long; the limit is ${MAX_USER_ID_LENGTH}`
       case "control_characters":
         return `Invalid user id ${JSON.stringify(this.userId.slice(0, 64))}: it contains control characters`
+      case "lone_surrogate":
+        return `Invalid user id ${
+          JSON.stringify(this.userId.slice(0, 64))
+        }: it contains a lone surrogate (not well-formed Unicode, so stores that encode it as UTF-8 would merge it with another id)`
       case "reserved":
         return `Invalid user id: ${JSON.stringify(ANONYMOUS_USER)} is reserved for the anonymous bucket`
     }
@@ -106,6 +110,7 @@ export const checkUserId = (userId: string): UserIdRule | undefined => {
   if (userId.length === 0) return "empty"
   if (userId.length > MAX_USER_ID_LENGTH) return "too_long"
   if (CONTROL_CHARACTERS.test(userId)) return "control_characters"
+  if (!(userId as unknown as { isWellFormed(): boolean }).isWellFormed()) return "lone_surrogate"
   if (userId === ANONYMOUS_USER) return "reserved"
   return undefined
 }

@@ -248,3 +248,51 @@ describe("tamper matrix", () => {
       )
     }))
 })
+
+describe("the live file log's verify checks what it acknowledged", () => {
+  const SECRET_LIVE = "tamper-live-secret-0123456789"
+  const liveLayer = (path: string) =>
+    AuditLog.layerFile({ path, secret: SECRET_LIVE, durability: "none", signing: "inline" }).pipe(
+      Layer.provide(NodeFileSystem.layer)
+    )
+  const appendLive = (i: number) =>
+    Effect.flatMap(AuditLog.AuditLog, (audit) => audit.append({ actor: "system", action: "a", payload: { i } }))
+  const verifyLive = Effect.flatMap(AuditLog.AuditLog, (audit) => audit.verify)
+  const livePath = () => join(nodeFs.mkdtempSync(join(tmpdir(), "jeeves-tamper-live-")), "audit.jsonl")
+
+  it.live("the newest acknowledged entries cut off the file: invalid, with the count it acknowledged", () =>
+    Effect.gen(function*() {
+      const path = livePath()
+      const report = yield* Effect.gen(function*() {
+        for (let i = 0; i < 5; i++) yield* appendLive(i)
+        nodeFs.writeFileSync(path, joined(readLines(path).slice(0, 3)))
+        return yield* verifyLive
+      }).pipe(Effect.provide(liveLayer(path)))
+      assert.isFalse(report.valid)
+      assert.strictEqual(report.failure, "seq_gap")
+      assert.include(report.detail, "acknowledged 5 entries")
+    }))
+
+  it.live("a cut through an acknowledged line is tampering, not a torn tail", () =>
+    Effect.gen(function*() {
+      const path = livePath()
+      const report = yield* Effect.gen(function*() {
+        for (let i = 0; i < 5; i++) yield* appendLive(i)
+        nodeFs.truncateSync(path, nodeFs.statSync(path).size - 40)
+        return yield* verifyLive
+      }).pipe(Effect.provide(liveLayer(path)))
+      assert.isFalse(report.valid)
+      assert.strictEqual(report.failure, "seq_gap")
+    }))
+
+  it.live("an intact live log verifies, with every entry it acknowledged", () =>
+    Effect.gen(function*() {
+      const path = livePath()
+      const report = yield* Effect.gen(function*() {
+        for (let i = 0; i < 5; i++) yield* appendLive(i)
+        return yield* verifyLive
+      }).pipe(Effect.provide(liveLayer(path)))
+      assert.isTrue(report.valid, report.detail)
+      assert.strictEqual(report.validCount, 5)
+    }))
+})

@@ -115,6 +115,28 @@ describe.skipIf(!postgresAvailable)("PgAuditLog", () => {
       assert.deepStrictEqual([outcome.report.valid, outcome.report.validCount], [true, 2])
     }), 60_000)
 
+  it.live("a NUL in one run's session id fails no other user's append, and a session filter matches exactly", () =>
+    Effect.gen(function*() {
+      const [bad, good] = yield* Effect.all([
+        Effect.either(append("odd").pipe(RunContext.withUser("mallory", { sessionId: "s\u0000" }))),
+        Effect.either(append("good").pipe(RunContext.withUser("bob", { sessionId: "s1" })))
+      ], { concurrency: "unbounded" }).pipe(
+        Effect.zipLeft(append("look-alike").pipe(RunContext.withUser("eve", { sessionId: "s\ufffd" }))),
+        Effect.flatMap((results) =>
+          Effect.gen(function*() {
+            const odd = yield* Effect.flatMap(AuditLog.AuditLog, (audit) => audit.query({ sessionId: "s\u0000" }))
+            const report = yield* verify
+            assert.isTrue(report.valid, report.detail)
+            assert.deepStrictEqual(odd.map((entry) => [entry.userId, entry.sessionId]), [["mallory", "s\u0000"]])
+            return results
+          })
+        ),
+        Effect.provide(layerFor(freshChain()))
+      )
+      assert.strictEqual(bad._tag, "Right")
+      assert.strictEqual(good._tag, "Right")
+    }))
+
   it.live("an unreachable server fails the layer with a typed error", () =>
     Effect.gen(function*() {
       const error = yield* Effect.flip(

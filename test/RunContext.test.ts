@@ -118,6 +118,15 @@ describe("RunContext", () => {
           yield* rejects(id, "control_characters")
         }
       }))
+    it.effect("a lone surrogate (UTF-8 stores would merge it with the id holding U+FFFD there)", () =>
+      Effect.gen(function*() {
+        for (const id of ["alice\ud800", "\udfffbob", "x\ud83d"]) {
+          const message = yield* rejects(id, "lone_surrogate")
+          assert.include(message, "lone surrogate")
+        }
+        assert.strictEqual(yield* userOf.pipe(RunContext.withUser("alice\ufffd")), "alice\ufffd")
+        assert.strictEqual(yield* userOf.pipe(RunContext.withUser("emoji \ud83d\ude00")), "emoji \ud83d\ude00")
+      }))
     it.effect("the reserved anonymous sentinel", () =>
       Effect.map(rejects(RunContext.ANONYMOUS_USER, "reserved"), (message) => assert.include(message, "reserved")))
     it.effect("unicode and punctuation are fine; absent means anonymous", () =>

@@ -359,12 +359,31 @@ const openFileStore = (
         Effect.suspend(() => Stream.runCollect(streamEntries(fs, path, filter, committedBytes))).pipe(
           Effect.map((chunk) => Array.from(chunk))
         ),
-      verify: Effect.suspend(() =>
-        Effect.map(
+      // Up to what the log has acknowledged, then checked against the writer's head (as the Postgres
+      // store checks its head row): every byte read was acknowledged, so entries missing at the end,
+      // or a line cut short, is tampering, not a crash.
+      verify: Effect.suspend(() => {
+        const expected = head
+        return Effect.map(
           scanFile(fs, path, signing.verify, { logId: chainLogId, bytesToRead: committedBytes }),
-          ({ verifier }) => verifier.report()
+          ({ verifier }) => {
+            if (verifier.ok) {
+              const last = verifier.head
+              if (last.seq !== expected.seq) {
+                verifier.fail(
+                  "seq_gap",
+                  last.seq + 1,
+                  last.seq + 1,
+                  `the log has acknowledged ${expected.seq} entries, but the file's entries end at seq ${last.seq}`
+                )
+              } else if (last.hash !== expected.hash) {
+                verifier.fail("chain", last.seq, last.seq, `the hash of seq ${last.seq} is not the one the log acknowledged`)
+              }
+            }
+            return verifier.report()
+          }
         )
-      )
+      })
     } satisfies Store
   })
 

@@ -82,6 +82,28 @@ interface HeadRow {
 }
 
 /** @internal */
+/**
+ * A value as the index columns hold it: Postgres `text` refuses NUL, and one
+ * run's session id holding one would fail the whole batch, other users'
+ * entries with it. The entry itself (what is signed, verified and returned)
+ * keeps the value exactly, JSON-escaped; only the column used for filtering
+ * has U+FFFD in place of a NUL or a lone surrogate.
+ */
+const column = (value: string): string => {
+  const wellFormed = (value as unknown as { isWellFormed(): boolean; toWellFormed(): string }).isWellFormed() ?
+    value :
+    (value as unknown as { toWellFormed(): string }).toWellFormed()
+  return wellFormed.includes("\u0000") ? wellFormed.replaceAll("\u0000", "\ufffd") : wellFormed
+}
+
+/** Whether `entry` has exactly the user, session, run and action `filter` names (those it names). */
+const matchesExactly = (entry: AuditLog.AuditEntry, filter: AuditLog.QueryFilter | undefined): boolean =>
+  filter === undefined ||
+  ((filter.userId === undefined || entry.userId === filter.userId) &&
+    (filter.sessionId === undefined || entry.sessionId === filter.sessionId) &&
+    (filter.runId === undefined || entry.runId === filter.runId) &&
+    (filter.action === undefined || entry.action === filter.action))
+
 export const makePgStore = (
   options: PgStoreOptions,
   signing: SigningKey
@@ -130,10 +152,10 @@ export const makePgStore = (
               log_id: logId,
               seq: built.entry.seq,
               ts: built.entry.timestamp,
-              session_id: built.entry.sessionId,
-              user_id: built.entry.userId,
-              run_id: built.entry.runId,
-              action: built.entry.action,
+              session_id: column(built.entry.sessionId),
+              user_id: built.entry.userId === null ? null : column(built.entry.userId),
+              run_id: column(built.entry.runId),
+              action: column(built.entry.action),
               entry: built.line
             })
             next = built.head
@@ -157,10 +179,10 @@ export const makePgStore = (
     const query = (filter?: AuditLog.QueryFilter) => {
       const clauses = [sql`log_id = ${logId}`]
       if (filter?.userId === null) clauses.push(sql`user_id IS NULL`)
-      else if (filter?.userId !== undefined) clauses.push(sql`user_id = ${filter.userId}`)
-      if (filter?.sessionId !== undefined) clauses.push(sql`session_id = ${filter.sessionId}`)
-      if (filter?.action !== undefined) clauses.push(sql`action = ${filter.action}`)
-      if (filter?.runId !== undefined) clauses.push(sql`run_id = ${filter.runId}`)
+      else if (filter?.userId !== undefined) clauses.push(sql`user_id = ${column(filter.userId)}`)
+      if (filter?.sessionId !== undefined) clauses.push(sql`session_id = ${column(filter.sessionId)}`)
+      if (filter?.action !== undefined) clauses.push(sql`action = ${column(filter.action)}`)
+      if (filter?.runId !== undefined) clauses.push(sql`run_id = ${column(filter.runId)}`)
       if (filter?.since !== undefined) clauses.push(sql`ts >= ${filter.since.toISOString()}`)
       if (filter?.until !== undefined) clauses.push(sql`ts < ${filter.until.toISOString()}`)
       return sql<{ readonly seq: string; readonly entry: string }>`SELECT seq, entry FROM jeeves_audit_entries
@@ -175,7 +197,9 @@ export const makePgStore = (
                 new AuditLog.AuditUnavailable({ description: `stored entry seq ${row.seq} is not an audit entry: ${parsed.problem}` })
               )
           })
-        )
+        ),
+        // The columns hold U+FFFD for a NUL or a lone surrogate ({@link column}): the entries themselves decide.
+        Effect.map((entries) => entries.filter((entry) => matchesExactly(entry, filter)))
       )
     }
 
