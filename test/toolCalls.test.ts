@@ -101,6 +101,41 @@ describe("hostile tool arguments from the model", () => {
   })
 })
 
+describe("an answer cut off at max_tokens", () => {
+  it.effect("its tool calls are not run: each gets an error result, and the model is asked again", () => {
+    const send = counting("send_email", Schema.Struct({ to: Schema.String, body: Schema.optional(Schema.String) }))
+    let calls = 0
+    const cutting = Model.make({
+      name: "cuts-off",
+      complete: () =>
+        Effect.sync(() => {
+          calls++
+          return calls === 1 ?
+            {
+              text: "Sending.",
+              toolCalls: [{ id: "toolu_1", name: "send_email", args: { to: "bob@example.com" } }],
+              usage: { inputTokens: 10, outputTokens: 512, costUsd: 0 },
+              stopReason: "max_tokens"
+            } :
+            { text: "I will keep it shorter.", toolCalls: [], usage: { inputTokens: 10, outputTokens: 5, costUsd: 0 }, stopReason: "end_turn" }
+        })
+    })
+    const layer = Agent.layer({ tools: [send.tool] }).pipe(
+      Layer.provide(Layer.succeed(Model.Model, cutting)),
+      Layer.provide(Agent.layerDefaults),
+      Layer.orDie
+    )
+    return Effect.gen(function*() {
+      const result = yield* run
+      assert.strictEqual(send.calls(), 0)
+      assert.strictEqual(result.toolCalls[0]!.status, "error")
+      assert.include(result.toolCalls[0]!.output, "max_tokens")
+      assert.deepStrictEqual(result.toolCalls[0]!.args, { to: "bob@example.com" }, "the audit trail keeps what the model asked")
+      assert.strictEqual(result.output, "I will keep it shorter.")
+    }).pipe(Effect.provide(layer))
+  })
+})
+
 describe("broken handlers and logs", () => {
   it.effect("a tool that interrupts itself gives an error result; the other calls and the run go on", () => {
     const cancelled = Tool.make("cancelled", { description: "", parameters: Schema.Struct({}), handler: () => Effect.interrupt })

@@ -175,7 +175,10 @@ const checkNested = (value: unknown, depth: number, onPath: Set<object>, done: S
   return undefined
 }
 
-/** The calls whose arguments {@link checkArgs} refused, with why: their tool is not run. */
+/** Why the calls of an answer cut off at `max_tokens` are not run. */
+const CUT_OFF = "the answer was cut off (max_tokens) before this call was surely complete; it was not run"
+
+/** The calls whose arguments {@link checkArgs} refused, or whose answer was cut off, with why: their tool is not run. */
 const refusedArgs = new WeakMap<Tool.Call, string>()
 
 /** An error result's text is cut to this many characters (it goes back to the model, and may echo its input). */
@@ -1254,7 +1257,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         return { callId: call.id, name: call.name, status: "error", output: `ERROR: ${message}`, reason: message }
       }
       const refused = refusedArgs.get(call)
-      if (refused !== undefined) return Effect.succeed(errorResult(`invalid arguments: ${refused}`))
+      if (refused !== undefined) return Effect.succeed(errorResult(refused))
       const handled = Effect.suspend(() => {
         const decoded = decode.sync(call.args)
         if (decoded._tag === "Right") return tool.handler(decoded.right)
@@ -1384,7 +1387,8 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     const runTool = (
       state: RunState,
       modelCall: Model.ToolCall,
-      turn: number
+      turn: number,
+      cutOff = false
     ): Effect.Effect<Agent.ToolCallRecord> => {
       const tool = toolsByName.get(modelCall.name)
       // Frozen so no hook or approver can change what was approved before the tool runs. Arguments
@@ -1397,7 +1401,8 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         args: problem === undefined ? modelCall.args : Object.freeze({ refused_arguments: problem }),
         destructive: tool?.destructive ?? false
       })
-      if (problem !== undefined) refusedArgs.set(call, problem)
+      const refusal = problem !== undefined ? `invalid arguments: ${problem}` : cutOff ? CUT_OFF : undefined
+      if (refusal !== undefined) refusedArgs.set(call, refusal)
       if (tool !== undefined && !auditOn && !governed && !telemetryOn && state.emit === undefined) {
         // Nothing to audit, authorize, trace or emit.
         return Effect.map(execute(tool, call), (result) => toCallRecord(result, call, turn))
@@ -1407,12 +1412,12 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       return attributes !== undefined ? traced("jeeves.tool", attributes, body, undefined, state.turnSpan) : body
     }
 
-    const runTools = (state: RunState, calls: ReadonlyArray<Model.ToolCall>, turn: number) =>
+    const runTools = (state: RunState, calls: ReadonlyArray<Model.ToolCall>, turn: number, cutOff: boolean) =>
       calls.length === 1 ?
-        Effect.map(runTool(state, calls[0]!, turn), (result) => [result]) :
+        Effect.map(runTool(state, calls[0]!, turn, cutOff), (result) => [result]) :
         // runTool turns every failure into a result except an interruption (the run's, or a
         // handler's own), so the calls can start in this fiber (see forEachConcurrent).
-        forEachConcurrent(calls, (call) => runTool(state, call, turn))
+        forEachConcurrent(calls, (call) => runTool(state, call, turn, cutOff))
 
     // ---- the loop ---------------------------------------------------------
 
@@ -1499,7 +1504,9 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         state.output = response.text
         messages.push({ role: "assistant", content: response.text, toolCalls: response.toolCalls })
         if (response.toolCalls.length === 0) break
-        const results = yield* runTools(state, response.toolCalls, turn)
+        // An answer cut off at max_tokens may end inside a tool call: none of its calls is run (each gets an
+        // error result), so a side-effecting tool never runs on arguments the model did not finish.
+        const results = yield* runTools(state, response.toolCalls, turn, response.stopReason === "max_tokens")
         for (const result of results) {
           state.toolCalls.push(result)
           messages.push({
