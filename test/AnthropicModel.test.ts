@@ -402,7 +402,13 @@ describe("AnthropicModel", () => {
             event: "content_block_delta",
             data: { type: "content_block_delta", index: 0, delta: { type: "input_json_delta", partial_json: "{\"a\": " } }
           },
-          { event: "content_block_stop", data: { type: "content_block_stop", index: 0 } }
+          { event: "content_block_stop", data: { type: "content_block_stop", index: 0 } },
+          // Judged once the stop reason is known: only a cut-off answer (max_tokens) may end a call's input early.
+          {
+            event: "message_delta",
+            data: { type: "message_delta", delta: { stop_reason: "tool_use", stop_sequence: null }, usage: { output_tokens: 9 } }
+          },
+          { event: "message_stop", data: { type: "message_stop" } }
         ]),
         "invalid_response",
         false
@@ -697,6 +703,45 @@ describe("AnthropicModel", () => {
         assert.strictEqual(yield* optionOf({ maxTokens: 0 }), "maxTokens")
         assert.strictEqual(yield* optionOf({ model: " " }), "model")
         assert.strictEqual(yield* optionOf({ timeout: "-1 seconds" }), "timeout")
+      }))
+  })
+  describe("an answer cut off at max_tokens", () => {
+    const cutToolJson = (fake: Fake.FakeAnthropic, stopReason: string) => {
+      const start = Fake.streamEvents(Fake.message([Fake.text("x")])).slice(0, 2)
+      fake.enqueue(Fake.sseEvents([
+        ...start,
+        { event: "content_block_start", data: { type: "content_block_start", index: 0, content_block: { type: "tool_use", id: "t", name: "add", input: {} } } },
+        { event: "content_block_delta", data: { type: "content_block_delta", index: 0, delta: { type: "input_json_delta", partial_json: "{\"a\": 1, \"b\"" } } },
+        { event: "content_block_stop", data: { type: "content_block_stop", index: 0 } },
+        { event: "message_delta", data: { type: "message_delta", delta: { stop_reason: stopReason, stop_sequence: null }, usage: { output_tokens: 512 } } },
+        { event: "message_stop", data: { type: "message_stop" } }
+      ]))
+    }
+
+    it.scoped("streamed: the tool JSON cut short ends the stream with the max_tokens finish, the call given as it came", () =>
+      Effect.gen(function*() {
+        const fake = yield* Fake.make
+        cutToolJson(fake, "max_tokens")
+        const model = yield* modelFor(fake)
+        const parts = Chunk.toReadonlyArray(yield* Stream.runCollect(model.stream(ask("go"))))
+        const finish = parts.at(-1)!
+        assert.strictEqual(finish._tag, "Finish")
+        if (finish._tag === "Finish") {
+          assert.strictEqual(finish.response.stopReason, "max_tokens")
+          assert.deepStrictEqual(finish.response.toolCalls.map((call) => [call.name, call.args]), [
+            ["add", { incomplete_input: "{\"a\": 1, \"b\"" }]
+          ])
+        }
+      }))
+
+    it.scoped("streamed: invalid tool JSON with any other stop reason is still an invalid response", () =>
+      Effect.gen(function*() {
+        const fake = yield* Fake.make
+        cutToolJson(fake, "tool_use")
+        const model = yield* modelFor(fake)
+        const error = yield* Effect.flip(Stream.runCollect(model.stream(ask("go"))))
+        assert.strictEqual(error.reason, "invalid_response")
+        assert.include(error.description, "not valid JSON")
       }))
   })
 })

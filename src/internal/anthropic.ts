@@ -183,6 +183,13 @@ export class StreamAccumulator {
   private text = ""
   private readonly toolCalls: Array<Model.ToolCall> = []
   private readonly toolBlocks = new Map<number, { id: string; name: string; json: string }>()
+  /**
+   * Tool calls whose input was not valid JSON when their block stopped: an
+   * answer cut off at `max_tokens` ends that way (the stop reason comes
+   * after the block), anything else is an invalid response. Decided at
+   * `message_stop`.
+   */
+  private readonly cutCalls: Array<{ id: string; name: string; json: string; cause: unknown }> = []
   private startUsage: RawUsage = {}
   private deltaUsage: RawUsage = {}
   private stopReason: string | null = null
@@ -221,7 +228,8 @@ export class StreamAccumulator {
         try {
           args = block.json.trim() === "" ? {} : JSON.parse(block.json)
         } catch (cause) {
-          return invalidResponse(`the input of tool call ${block.id} (${block.name}) is not valid JSON`, cause)
+          this.cutCalls.push({ ...block, cause })
+          return []
         }
         const call: Model.ToolCall = { id: block.id, name: block.name, args }
         this.toolCalls.push(call)
@@ -231,9 +239,21 @@ export class StreamAccumulator {
         this.stopReason = event.delta.stop_reason ?? this.stopReason
         this.deltaUsage = event.usage
         return []
-      case "message_stop":
+      case "message_stop": {
+        const parts: Array<Model.StreamPart> = []
+        for (const cut of this.cutCalls) {
+          if (this.stopReason !== "max_tokens") {
+            return invalidResponse(`the input of tool call ${cut.id} (${cut.name}) is not valid JSON`, cut.cause)
+          }
+          // Cut off: given as it came, for the record (the agent does not run a call of a cut-off answer).
+          const call: Model.ToolCall = { id: cut.id, name: cut.name, args: { incomplete_input: cut.json } }
+          this.toolCalls.push(call)
+          parts.push({ _tag: "ToolCallPart", call })
+        }
         this.finished = true
-        return [{ _tag: "Finish", response: this.response() }]
+        parts.push({ _tag: "Finish", response: this.response() })
+        return parts
+      }
       default:
         return []
     }
