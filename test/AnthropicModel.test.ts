@@ -744,4 +744,20 @@ describe("AnthropicModel", () => {
         assert.include(error.description, "not valid JSON")
       }))
   })
+  it.scoped("whitespace-only text is not sent as a text block (the API refuses one)", () =>
+    Effect.gen(function*() {
+      const fake = yield* Fake.make
+      fake.enqueue(Fake.json(Fake.message([Fake.text("ok")])))
+      const model = yield* modelFor(fake)
+      yield* model.complete({
+        messages: [
+          { role: "user", content: "add" },
+          { role: "assistant", content: "\n\n", toolCalls: [{ id: "t1", name: "add", args: { a: 1, b: 2 } }] },
+          { role: "tool", toolCallId: "t1", toolName: "add", content: "3", isError: false }
+        ],
+        tools: []
+      })
+      const assistant = fake.requests[0]!.body.messages[1]
+      assert.deepStrictEqual(assistant.content.map((block: { type: string }) => block.type), ["tool_use"])
+    }))
 })

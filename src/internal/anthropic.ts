@@ -48,7 +48,8 @@ interface Turn {
   readonly blocks: Array<Block>
 }
 
-const textBlocks = (text: string): Array<Block> => (text === "" ? [] : [{ type: "text", text }])
+/** A text block, unless the text is empty or only whitespace (the API refuses such a block with a 400). */
+const textBlocks = (text: string): Array<Block> => (text.trim() === "" ? [] : [{ type: "text", text }])
 
 /**
  * Our messages as the Messages API wants them: system messages joined into
