@@ -182,6 +182,12 @@ export class ModelError extends Schema.TaggedError<ModelError>("jeevesagent/Mode
   ),
   retryable: Schema.Boolean,
   status: Schema.optional(Schema.Number),
+  /**
+   * How long the provider asked to wait before a retry (a 429's or 529's
+   * `retry-after`), in milliseconds. {@link retryRetryable} waits at least
+   * this long, and does not retry when it is over a minute.
+   */
+  retryAfterMillis: Schema.optional(Schema.Number),
   description: Schema.String,
   cause: Schema.optional(Schema.Defect)
 }) {
@@ -377,5 +383,32 @@ export const retryRetryable = <A, R>(
       replayFirst = false
       return Effect.fail(first)
     })
-    return Effect.retry(attempt, { schedule, while: (error) => error.retryable })
+    return retryModelErrors(attempt, schedule, () => true)
   })
+
+/** A retry after a provider's `retry-after` over this long is not made: the call fails now. */
+const MAX_RETRY_AFTER_MILLIS = 60_000
+
+/**
+ * `Effect.retry` of a model call while `retryable` and `more()` hold, the
+ * schedule's delay stretched to the `retry-after` the provider gave (at most
+ * a minute; a longer one fails the call at once).
+ *
+ * @internal
+ */
+export const retryModelErrors = <A, R>(
+  self: Effect.Effect<A, ModelError, R>,
+  schedule: Schedule.Schedule<unknown, unknown>,
+  more: (error: ModelError) => boolean
+): Effect.Effect<A, ModelError, R> => {
+  // The error's wait, read before the schedule steps (the input is seen first), stretches its delay.
+  let asked = 0
+  const honoured = schedule.pipe(
+    Schedule.modifyDelay((_, delay) => (asked > Duration.toMillis(delay) ? Duration.millis(asked) : delay)),
+    Schedule.tapInput((error: ModelError) => Effect.sync(() => void (asked = error.retryAfterMillis ?? 0)))
+  )
+  return Effect.retry(self, {
+    schedule: honoured,
+    while: (error) => error.retryable && (error.retryAfterMillis ?? 0) <= MAX_RETRY_AFTER_MILLIS && more(error)
+  })
+}

@@ -760,4 +760,17 @@ describe("AnthropicModel", () => {
       const assistant = fake.requests[0]!.body.messages[1]
       assert.deepStrictEqual(assistant.content.map((block: { type: string }) => block.type), ["tool_use"])
     }))
+  it.scoped("a 429's retry-after (seconds, or retry-after-ms) is on the ModelError", () =>
+    Effect.gen(function*() {
+      const fake = yield* Fake.make
+      fake.enqueue(
+        Fake.error(429, "rate_limit_error", "slow down", { "retry-after": "2" }),
+        Fake.error(529, "overloaded_error", "busy", { "retry-after-ms": "1500", "retry-after": "9" }),
+        Fake.error(400, "invalid_request_error", "bad", { "retry-after": "2" })
+      )
+      const model = yield* modelFor(fake)
+      const waits: Array<number | undefined> = []
+      for (let i = 0; i < 3; i++) waits.push((yield* Effect.flip(model.complete(ask("hi")))).retryAfterMillis)
+      assert.deepStrictEqual(waits, [2000, 1500, undefined])
+    }))
 })

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Chunk, Effect, Fiber, Option, Stream, TestClock } from "effect"
+import { Chunk, Effect, Fiber, Option, Schedule, Stream, TestClock } from "effect"
 import { Model, RunContext } from "jeevesagent"
 
 const request = (content: string): Model.ModelRequest => ({
@@ -85,4 +85,36 @@ describe("Model helpers", () => {
   it("costOf prices per million tokens", () => {
     assert.closeTo(Model.costOf({ inputPerMillion: 3, outputPerMillion: 15 }, 1_000_000, 100_000), 4.5, 1e-12)
   })
+})
+
+describe("Model.retryRetryable and retry-after", () => {
+  const failingThen = (errors: ReadonlyArray<Model.ModelError>) => {
+    let calls = 0
+    const call = Effect.suspend(() => {
+      calls++
+      return calls <= errors.length ? Effect.fail(errors[calls - 1]!) : Effect.succeed("answered")
+    })
+    return { call, calls: () => calls }
+  }
+  const limited = (retryAfterMillis: number) =>
+    new Model.ModelError({ reason: "rate_limited", retryable: true, status: 429, retryAfterMillis, description: "slow down" })
+
+  it.effect("waits at least the provider's retry-after, longer than the schedule's own delay", () =>
+    Effect.gen(function*() {
+      const { call, calls } = failingThen([limited(5_000)])
+      const fiber = yield* Effect.fork(Model.retryRetryable(call, Schedule.spaced("1 second")))
+      yield* TestClock.adjust("1 second")
+      assert.strictEqual(calls(), 1, "not retried after the schedule's 1 s")
+      yield* TestClock.adjust("4 seconds")
+      assert.strictEqual(yield* Fiber.join(fiber), "answered")
+      assert.strictEqual(calls(), 2)
+    }))
+
+  it.effect("a retry-after over a minute fails at once", () =>
+    Effect.gen(function*() {
+      const { call, calls } = failingThen([limited(120_000)])
+      const error = yield* Effect.flip(Model.retryRetryable(call, Schedule.spaced("1 second")))
+      assert.strictEqual(error.retryAfterMillis, 120_000)
+      assert.strictEqual(calls(), 1)
+    }))
 })

@@ -678,7 +678,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           )
         )
         // A stream is retried only while nothing of it has reached the consumer.
-        return Effect.retry(attempt, { schedule: retrySchedule, while: (error) => error.retryable && !emitted })
+        return Model.retryModelErrors(attempt, retrySchedule, () => !emitted)
       })
       return telemetryOn ?
         traced("jeeves.model.stream", modelAttributes(state, turn), streamed, undefined, state.turnSpan) :

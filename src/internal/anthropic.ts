@@ -336,6 +336,24 @@ const isNetworkFailure = (error: unknown): error is Error => {
 }
 
 /**
+ * The wait a response asked for before a retry, in milliseconds:
+ * `retry-after-ms`, else `retry-after` in seconds or as an HTTP date;
+ * `undefined` when absent or unreadable.
+ */
+const retryAfterOf = (headers: unknown): number | undefined => {
+  const get = (name: string): string | null | undefined =>
+    headers instanceof Headers ? headers.get(name) : (headers as Record<string, string | undefined> | undefined)?.[name]
+  const millis = Number(get("retry-after-ms") ?? Number.NaN)
+  if (Number.isFinite(millis) && millis >= 0) return millis
+  const value = get("retry-after")
+  if (value === null || value === undefined || value.trim() === "") return undefined
+  const seconds = Number(value)
+  if (Number.isFinite(seconds) && seconds >= 0) return seconds * 1000
+  const date = Date.parse(value)
+  return Number.isFinite(date) ? Math.max(0, date - Date.now()) : undefined
+}
+
+/**
  * Maps whatever the SDK threw to a {@link Model.ModelError}: HTTP statuses
  * and stream error types to reasons, connection failures and timeouts to a
  * retryable `connection`.
@@ -351,9 +369,11 @@ export const toModelError = (error: unknown): Model.ModelError => {
   }
   if (error instanceof APIError) {
     const classification = error.status === undefined ? classifyType(error.type) : classifyStatus(error.status)
+    const retryAfterMillis = classification.retryable ? retryAfterOf(error.headers) : undefined
     return new Model.ModelError({
       ...classification,
       ...(error.status === undefined ? {} : { status: error.status }),
+      ...(retryAfterMillis === undefined ? {} : { retryAfterMillis }),
       description: error.apiMessage ?? error.message,
       cause: error
     })

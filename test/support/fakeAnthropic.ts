@@ -76,12 +76,23 @@ export interface SseEvent {
 export type Reply =
   | { readonly _tag: "Json"; readonly body: MessageBody }
   | { readonly _tag: "Sse"; readonly events: ReadonlyArray<SseEvent>; readonly then: "end" | "hang" | "drop" }
-  | { readonly _tag: "Error"; readonly status: number; readonly type: string; readonly message: string }
+  | {
+    readonly _tag: "Error"
+    readonly status: number
+    readonly type: string
+    readonly message: string
+    readonly headers?: Readonly<Record<string, string>> | undefined
+  }
   | { readonly _tag: "Hang" }
 
 export const json = (body: MessageBody): Reply => ({ _tag: "Json", body })
 
-export const error = (status: number, type: string, message: string): Reply => ({ _tag: "Error", status, type, message })
+export const error = (
+  status: number,
+  type: string,
+  message: string,
+  headers?: Readonly<Record<string, string>>
+): Reply => ({ _tag: "Error", status, type, message, headers })
 
 /** Answers nothing until the client goes away. */
 export const hang: Reply = { _tag: "Hang" }
@@ -239,7 +250,11 @@ export const make: Effect.Effect<FakeAnthropic, never, Scope.Scope> = Effect.gen
         res.end(JSON.stringify(reply.body))
         return
       case "Error":
-        res.writeHead(reply.status, { "content-type": "application/json", "request-id": `req_${requests.length}` })
+        res.writeHead(reply.status, {
+          "content-type": "application/json",
+          "request-id": `req_${requests.length}`,
+          ...reply.headers
+        })
         res.end(JSON.stringify({ type: "error", error: { type: reply.type, message: reply.message } }))
         return
       case "Sse":
