@@ -6,7 +6,7 @@ import { assert, describe, it } from "@effect/vitest"
 import * as nodeFs from "node:fs"
 import { join } from "node:path"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
-import { Effect, Layer, Redacted, Ref, Schema } from "effect"
+import { Deferred, Effect, Fiber, Layer, Redacted, Ref, Schema } from "effect"
 import { Agent, AuditLog, Model, Permissions, Secrets, Tool } from "jeevesagent"
 import { afterAll } from "vitest"
 import { faultyFileSystem, scratchDirectories } from "./support/auditFileSystem.js"
@@ -73,6 +73,44 @@ describe("the audit trail of a run", () => {
         assert.deepStrictEqual([entry.userId, entry.sessionId, entry.runId], ["alice", result.sessionId, result.runId])
       }
       assert.strictEqual(result.auditFailures, 0)
+    }).pipe(Effect.scoped))
+
+  it.effect("a run that fails still ends its trail: run_completed, interrupted with reason error and the failure", () =>
+    Effect.gen(function*() {
+      const audit = yield* Layer.memoize(AuditLog.layerMemory({ secret: SECRET }))
+      const failing: Model.Script = () => ({
+        error: new Model.ModelError({ reason: "bad_request", retryable: false, status: 400, description: "prompt too long" })
+      })
+      const [exit, entries] = yield* Effect.all([Effect.exit(run("hi", { userId: "alice" })), query()]).pipe(
+        Effect.provide(Layer.merge(agentWith(failing, [], audit), audit))
+      )
+      assert.strictEqual(exit._tag, "Failure")
+      assert.deepStrictEqual(entries.map((e) => e.action), ["run_started", "run_completed"])
+      const completed = entries[1]!.payload as Record<string, unknown>
+      assert.strictEqual(completed.interrupted, true)
+      assert.strictEqual(completed.interruption_reason, "error")
+      assert.include(String(completed.error), "prompt too long")
+    }).pipe(Effect.scoped))
+
+  it.effect("a run interrupted mid-tool still ends its trail: run_completed, interrupted with reason cancelled", () =>
+    Effect.gen(function*() {
+      const audit = yield* Layer.memoize(AuditLog.layerMemory({ secret: SECRET }))
+      const started = yield* Deferred.make<void>()
+      const hang = Tool.make("hang", {
+        description: "never answers",
+        parameters: Schema.Struct({}),
+        handler: () => Effect.zipRight(Deferred.succeed(started, undefined), Effect.never)
+      })
+      const entries = yield* Effect.gen(function*() {
+        const fiber = yield* Effect.fork(run("hi", { userId: "alice" }))
+        yield* Deferred.await(started)
+        yield* Fiber.interrupt(fiber)
+        return yield* query()
+      }).pipe(Effect.provide(Layer.merge(agentWith(callThenSummarize([{ name: "hang", args: {} }]), [hang], audit), audit)))
+      assert.deepStrictEqual(entries.map((e) => e.action), ["run_started", "tool_call", "run_completed"])
+      const completed = entries.at(-1)!.payload as Record<string, unknown>
+      assert.strictEqual(completed.interruption_reason, "cancelled")
+      assert.notProperty(completed, "error")
     }).pipe(Effect.scoped))
 
   it.effect("tool_call and tool_result carry tool, call_id and ok; run_completed carries the run summary", () =>

@@ -61,6 +61,8 @@ interface RunState {
   /** Budget only: the UTF-8 bytes of the first `estimatedMessages` messages. */
   estimatedBytes: number
   estimatedMessages: number
+  /** Clock millis when the run's loop began (its `run_started`); undefined before. */
+  startedMillis?: number | undefined
   /** Streaming only: part of the current model call's answer has reached the caller (the provider did process it). */
   answerDelivered?: boolean | undefined
   /** Telemetry only: the open `jeeves.turn` span. */
@@ -1462,10 +1464,46 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     const promptForAudit = (prompt: string): string =>
       prompt.length > PROMPT_AUDIT_CHARS ? secrets.redact(prompt).slice(0, PROMPT_AUDIT_CHARS) : prompt
 
+    /**
+     * The `run_completed` entry of a run that failed or was interrupted (one
+     * whose `run_started` was written): `interrupted: true`, the reason
+     * `"error"` (with the failure, redacted, cut at 500 characters) or
+     * `"cancelled"`, so no started run is left without an end in the log.
+     * Submitted in the caller's step; for a failure through a log that
+     * takes no entries without waiting, the append to await, else undefined.
+     */
+    const closeFailedRunNow = (
+      fiber: Fiber.RuntimeFiber<unknown, unknown>,
+      state: RunState,
+      cause: Cause.Cause<unknown>
+    ): Effect.Effect<boolean> | undefined => {
+      if (!auditOn || state.startedMillis === undefined) return undefined
+      const cancelled = Cause.isInterruptedOnly(cause)
+      const now = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
+      const input: AuditLog.AppendInput = {
+        actor: "system",
+        action: "run_completed",
+        payload: {
+          turns: state.turns,
+          interrupted: true,
+          interruption_reason: cancelled ? "cancelled" : "error",
+          ...(cancelled ? {} : { error: secrets.redact(describeFailure(Cause.squash(cause))).slice(0, PROMPT_AUDIT_CHARS) }),
+          tokens_in: state.usage.inputTokens,
+          tokens_out: state.usage.outputTokens,
+          cost_usd: state.usage.costUsd,
+          elapsed_ms: now - state.startedMillis
+        }
+      }
+      if (submit !== undefined && noteNow(fiber, state, input)) return undefined
+      // An awaited log: a failure waits for its entry (as for its other entries); a cancelled run does not.
+      return cancelled ? undefined : record(state, input)
+    }
+
     const loop = Effect.fnUntraced(function*(prompt: string, state: RunState) {
       const context = state.context
       const clock = yield* Effect.clock
       const startedMillis = clock.unsafeCurrentTimeMillis()
+      state.startedMillis = startedMillis
       if (auditOn) yield* note(state, {
         actor: "user",
         action: "run_started",
@@ -1635,7 +1673,10 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
                 finish(Exit.failCause(cause))
                 return Effect.failCause(cause)
               }
-              return auditOn && !Cause.isInterruptedOnly(cause) ? Effect.flatMap(settleAudit(state), failed) : failed()
+              const closing = closeFailedRunNow(fiber, state, cause)
+              if (!auditOn || Cause.isInterruptedOnly(cause)) return failed()
+              const settled = Effect.flatMap(settleAudit(state), failed)
+              return closing === undefined ? settled : Effect.zipRight(closing, settled)
             },
             onSuccess: (result) => {
               finish(Exit.succeed(result))
@@ -1649,7 +1690,11 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     const runComposed = (state: RunState, looped: Effect.Effect<Agent.RunResult, Agent.AgentError>) => {
       // A failed run still has its submitted entries settled before the failure is reported.
       const settled = !auditOn ? looped : Effect.onExit(looped, (exit) =>
-        Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause) ? settleAudit(state) : Effect.void)
+        Exit.isSuccess(exit) ? Effect.void : Effect.withFiberRuntime((fiber) => {
+          const closing = closeFailedRunNow(fiber, state, exit.cause)
+          if (Cause.isInterruptedOnly(exit.cause)) return Effect.void
+          return closing === undefined ? settleAudit(state) : Effect.zipRight(closing, settleAudit(state))
+        }))
       const held = holdRun === undefined ? settled : Effect.acquireUseRelease(
         Effect.clockWith((clock) =>
           Effect.sync(() => holdRun(RunContext.userKey(state.context.userId), clock.unsafeCurrentTimeMillis()))
