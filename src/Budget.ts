@@ -4,9 +4,11 @@
  * Before every model call the agent reserves an estimate of the call
  * ({@link Service.reserve}); afterwards it settles the reservation to the
  * usage the model reported, or releases it if the call failed or was
- * interrupted — unless part of a streamed answer had reached the caller by
- * then: the provider did the work and its usage is unknown, so the whole
- * estimate is charged (fail closed). A blocked reservation ends the run with
+ * interrupted — unless the provider had reported usage before the call
+ * failed (a stream cut off after it began: that usage is charged), or part
+ * of a streamed answer had reached the caller by then: the provider did the
+ * work and its usage is unknown, so the whole estimate is charged (fail
+ * closed). A blocked reservation ends the run with
  * `interrupted: true` and `interruptionReason: "budget:<field>"`.
  *
  * The rule, for every cap: a step is **blocked when the scope's committed

@@ -188,6 +188,11 @@ export class ModelError extends Schema.TaggedError<ModelError>("jeevesagent/Mode
    * this long, and does not retry when it is over a minute.
    */
   retryAfterMillis: Schema.optional(Schema.Number),
+  /**
+   * What the provider reported using before the call failed (a stream cut
+   * off after it began): the agent charges this rather than nothing.
+   */
+  usage: Schema.optional(Schema.Struct({ inputTokens: Schema.Number, outputTokens: Schema.Number, costUsd: Schema.Number })),
   description: Schema.String,
   cause: Schema.optional(Schema.Defect)
 }) {

@@ -11,7 +11,7 @@ import {
   Schema,
   Stream
 } from "effect"
-import { Agent, AgentEvent, Model, Secrets, Tool } from "jeevesagent"
+import { Agent, AgentEvent, Budget, Model, Secrets, Tool } from "jeevesagent"
 import * as AnthropicModel from "jeevesagent/AnthropicModel"
 import * as Fake from "./support/fakeAnthropic.js"
 
@@ -772,5 +772,24 @@ describe("AnthropicModel", () => {
       const waits: Array<number | undefined> = []
       for (let i = 0; i < 3; i++) waits.push((yield* Effect.flip(model.complete(ask("hi")))).retryAfterMillis)
       assert.deepStrictEqual(waits, [2000, 1500, undefined])
+    }))
+  it.scoped("a stream dropped after the response began charges the usage it had reported, not nothing", () =>
+    Effect.gen(function*() {
+      const fake = yield* Fake.make
+      const start = Fake.streamEvents(Fake.message([Fake.text("x")], { inputTokens: 5000 })).slice(0, 2)
+      fake.enqueue(Fake.sseEvents([
+        ...start,
+        { event: "content_block_start", data: { type: "content_block_start", index: 0, content_block: { type: "tool_use", id: "t", name: "add", input: {} } } },
+        { event: "content_block_delta", data: { type: "content_block_delta", index: 0, delta: { type: "input_json_delta", partial_json: "{\"a\": 1" } } }
+      ], { then: "drop" }))
+      const layer = Agent.layer({ instructions: "x", tools: [add], retrySchedule: Schedule.stop }).pipe(
+        Layer.provideMerge(Layer.mergeAll(Agent.layerDefaults, Budget.layer({ perUserMaxTokens: 10_000_000 }))),
+        Layer.provide(AnthropicModel.layer(options(fake)).pipe(Layer.provide(Secrets.layerDict({}))))
+      )
+      const { agent, budget } = yield* Effect.provide(Effect.all({ agent: Agent.Agent, budget: Budget.Budget }), layer)
+      const outcome = yield* Effect.either(Stream.runDrain(agent.stream("add", { userId: "alice" })))
+      assert.strictEqual(outcome._tag, "Left")
+      if (outcome._tag === "Left") assert.strictEqual((outcome.left as Model.ModelError).usage?.inputTokens, 5000)
+      assert.strictEqual((yield* budget.usageFor("alice")).tokensIn, 5000)
     }))
 })

@@ -76,6 +76,15 @@ interface RunState {
 /** Usage no figure of which is known: settling with it charges the whole estimate (`Budget.Reservation`). */
 const UNKNOWN_USAGE: Model.Usage = Object.freeze({ inputTokens: Number.NaN, outputTokens: Number.NaN, costUsd: Number.NaN })
 
+/**
+ * The usage a failed model call had reported before it failed (a stream cut
+ * off after it began, `ModelError.usage`): charged instead of nothing.
+ */
+const failedUsage = (cause: Cause.Cause<unknown>): Model.Usage | undefined => {
+  const failure = Cause.failureOption(cause)
+  return failure._tag === "Some" && failure.value instanceof Model.ModelError ? failure.value.usage : undefined
+}
+
 /** The attributes of a call's spans (telemetry only). */
 type CallAttributes = {
   readonly tool: string
@@ -799,7 +808,9 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
             resetRefs(fiber, before, installed, FiberRef.currentContext, previous)
             endSpan(span, Exit.failCause(cause), fiber)
           }
-          return Effect.zipRight(reservation.release, Effect.failCause(cause))
+          const partial = failedUsage(cause)
+          if (partial !== undefined) reservation.unsafeSettle(partial)
+          return Effect.zipRight(partial === undefined ? reservation.release : Effect.void, Effect.failCause(cause))
         },
         onSuccess: (response): Effect.Effect<Metered> => {
           if (span !== "unsampled") {
@@ -832,11 +843,12 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       )
       return Effect.matchCauseEffect(called, {
         onFailure: (cause) => {
-          // A call that failed or was interrupted is released (charged nothing), unless part of its
-          // answer reached the caller: the provider did the work, its usage is unknown, so the whole
-          // estimate is charged (fail closed).
-          const finish = state.answerDelivered === true ?
-            Effect.catchAll(reservation.settle(UNKNOWN_USAGE), (error) => warn(`budget settle failed: ${error.message}`, { turn })) :
+          // A call that failed or was interrupted is released (charged nothing), unless the provider had
+          // reported usage before it failed (charged that), or part of its answer reached the caller: the
+          // provider did the work, its usage is unknown, so the whole estimate is charged (fail closed).
+          const partial = failedUsage(cause) ?? (state.answerDelivered === true ? UNKNOWN_USAGE : undefined)
+          const finish = partial !== undefined ?
+            Effect.catchAll(reservation.settle(partial), (error) => warn(`budget settle failed: ${error.message}`, { turn })) :
             reservation.release
           return Effect.zipRight(
             reservation instanceof BudgetInternal.Grant ? finish : inTurn(state, finish),

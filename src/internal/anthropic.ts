@@ -170,6 +170,20 @@ export const fromMessage = (message: Anthropic.Message, price: Model.Price | und
   return { text, toolCalls, usage: toUsage(message.usage, price), stopReason: message.stop_reason ?? "end_turn" }
 }
 
+/** `error` with the usage the response had reported when it failed, if any. */
+const withUsage = (error: Model.ModelError, usage: Model.Usage | undefined): Model.ModelError =>
+  usage === undefined || error.usage !== undefined ?
+    error :
+    new Model.ModelError({
+      reason: error.reason,
+      retryable: error.retryable,
+      ...(error.status === undefined ? {} : { status: error.status }),
+      ...(error.retryAfterMillis === undefined ? {} : { retryAfterMillis: error.retryAfterMillis }),
+      usage,
+      description: error.description,
+      ...(error.cause === undefined ? {} : { cause: error.cause })
+    })
+
 const invalidResponse = (description: string, cause?: unknown) =>
   new Model.ModelError({ reason: "invalid_response", retryable: false, description, cause })
 
@@ -263,6 +277,11 @@ export class StreamAccumulator {
   private appendText(text: string): Model.StreamPart {
     this.text += text
     return { _tag: "TextDelta", text }
+  }
+
+  /** The usage reported so far, once `message_start` came: what a call cut off after it began used. */
+  partialUsage(): Model.Usage | undefined {
+    return this.startUsage.input_tokens === undefined ? undefined : this.response().usage
   }
 
   /** `message_delta` usage is cumulative; fields it leaves out come from `message_start`. */
@@ -503,13 +522,15 @@ export const make = (
         })
         const iterator = events[Symbol.asyncIterator]()
         const accumulator = new StreamAccumulator(price)
-        const next = Effect.tryPromise({ try: () => iterator.next(), catch: (error) => Option.some(toModelError(error)) })
+        // A failure after the response began carries what it reported using (charged, not nothing).
+        const failed = (error: Model.ModelError) => Option.some(withUsage(error, accumulator.partialUsage()))
+        const next = Effect.tryPromise({ try: () => iterator.next(), catch: (error) => failed(toModelError(error)) })
         const parts = Stream.repeatEffectOption(
           Effect.flatMap(next, (result) => {
             if (result.done === true) {
               return accumulator.finished ?
                 Effect.fail(Option.none()) :
-                Effect.fail(Option.some(
+                Effect.fail(failed(
                   new Model.ModelError({
                     reason: "connection",
                     retryable: true,
@@ -518,7 +539,7 @@ export const make = (
                 ))
             }
             const pushed = accumulator.push(result.value)
-            return pushed instanceof Model.ModelError ? Effect.fail(Option.some(pushed)) : Effect.succeed(pushed)
+            return pushed instanceof Model.ModelError ? Effect.fail(failed(pushed)) : Effect.succeed(pushed)
           })
         )
         return Stream.flattenIterables(parts)
