@@ -1440,6 +1440,27 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
      * submitted `run_completed` entry (awaited where the log does not take
      * entries without waiting).
      */
+    /** The `run_completed` entry: the run's summary, and `error` (redacted already) for a failed run. */
+    const runCompleted = (
+      state: RunState,
+      elapsedMillis: number,
+      interruptionReason: string | undefined,
+      error?: string
+    ): AuditLog.AppendInput => ({
+      actor: "system",
+      action: "run_completed",
+      payload: {
+        turns: state.turns,
+        interrupted: interruptionReason !== undefined,
+        interruption_reason: interruptionReason ?? null,
+        ...(error === undefined ? {} : { error }),
+        tokens_in: state.usage.inputTokens,
+        tokens_out: state.usage.outputTokens,
+        cost_usd: state.usage.costUsd,
+        elapsed_ms: elapsedMillis
+      }
+    })
+
     const closeRun = (state: RunState, elapsedMillis: number, interruptionReason: string | undefined): Effect.Effect<void> =>
       Effect.withFiberRuntime((fiber) => {
         const interrupted = interruptionReason !== undefined
@@ -1451,19 +1472,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           }, fiber.getFiberRef(FiberRef.currentMetricLabels))
         }
         if (!auditOn) return Effect.void
-        const input: AuditLog.AppendInput = {
-          actor: "system",
-          action: "run_completed",
-          payload: {
-            turns: state.turns,
-            interrupted,
-            interruption_reason: interruptionReason ?? null,
-            tokens_in: state.usage.inputTokens,
-            tokens_out: state.usage.outputTokens,
-            cost_usd: state.usage.costUsd,
-            elapsed_ms: elapsedMillis
-          }
-        }
+        const input = runCompleted(state, elapsedMillis, interruptionReason)
         return submit !== undefined && noteNow(fiber, state, input) ? Effect.void : Effect.asVoid(record(state, input))
       })
 
@@ -1492,20 +1501,14 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       if (!auditOn || state.startedMillis === undefined) return undefined
       const cancelled = Cause.isInterruptedOnly(cause)
       const now = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
-      const input: AuditLog.AppendInput = {
-        actor: "system",
-        action: "run_completed",
-        payload: {
-          turns: state.turns,
-          interrupted: true,
-          interruption_reason: cancelled ? "cancelled" : "error",
-          ...(cancelled ? {} : { error: secrets.redact(describeFailure(Cause.squash(cause))).slice(0, PROMPT_AUDIT_CHARS) }),
-          tokens_in: state.usage.inputTokens,
-          tokens_out: state.usage.outputTokens,
-          cost_usd: state.usage.costUsd,
-          elapsed_ms: now - state.startedMillis
-        }
-      }
+      const input = cancelled ?
+        runCompleted(state, now - state.startedMillis, "cancelled") :
+        runCompleted(
+          state,
+          now - state.startedMillis,
+          "error",
+          secrets.redact(describeFailure(Cause.squash(cause))).slice(0, PROMPT_AUDIT_CHARS)
+        )
       if (submit !== undefined && noteNow(fiber, state, input)) return undefined
       // An awaited log: a failure waits for its entry (as for its other entries); a cancelled run does not.
       return cancelled ? undefined : record(state, input)

@@ -772,3 +772,26 @@ export const runWritersTogether = async (argsList: ReadonlyArray<ReadonlyArray<s
   for (const writer of writers) writer.go()
   return Promise.all(writers.map((writer) => writer.done))
 }
+
+/**
+ * What a store opened over a schema-1 database (the episodes ep_1..ep_4 of
+ * alice — Lisbon twice, İstanbul, a café in Lisbon — ep_5 of bob, and the
+ * fact fact_1 "user lives in İzmir") must find after its upgrade: the new
+ * ranking, folded words, other users left out, and a new episode indexed.
+ */
+export const upgradedSearchHolds = Effect.gen(function*() {
+  const m = yield* Memory.Memory
+  const as = (userId: string) => RunContext.withUser(userId, { sessionId: "s1" })
+  const recall = (query: string, userId = "alice") => m.recall(query).pipe(as(userId), Effect.map((es) => es.map((e) => e.id)))
+  assert.deepStrictEqual(yield* recall("lisbon"), ["ep_4", "ep_2", "ep_1"])
+  assert.deepStrictEqual(yield* recall("lisbon cafe"), ["ep_4", "ep_2", "ep_1"])
+  assert.deepStrictEqual(yield* recall("İstanbul"), ["ep_3"])
+  assert.deepStrictEqual(yield* recall("Istanbul"), ["ep_3"])
+  assert.deepStrictEqual(yield* recall("café"), ["ep_4"])
+  assert.deepStrictEqual(yield* recall("lisbon", "bob"), ["ep_5"])
+  const facts = yield* m.recallFacts("izmir", { validAt: new Date(1) }).pipe(as("alice"))
+  assert.deepStrictEqual(facts.map((f) => f.id), ["fact_1"])
+  yield* m.remember({ input: "back to İstanbul", output: "ok", sessionId: "s2" }).pipe(as("alice"))
+  assert.deepStrictEqual((yield* recall("istanbul")).length, 2)
+  return recall
+})
