@@ -79,6 +79,19 @@ const conformance = <R>(it: Vitest.MethodsNonLive<R>, make: MakeBudget<R>) => {
         }))
     }
 
+    it.scoped("decimal costs that sum to a cost cap reach it ($0.70 + $0.10 at $0.80: floats sum to 0.7999999999999999)", () =>
+      Effect.gen(function*() {
+        const budget = yield* make({ maxCostUsd: 0.9, perUserMaxCostUsd: 0.8, softWarningAt: 1 })
+        yield* consume(budget, "alice", usage(0, 0, 0.7))
+        yield* consume(budget, "alice", usage(0, 0, 0.1))
+        assert.strictEqual(reasonOf(yield* reserveAs(budget, "alice")), "per_user_max_cost_usd")
+        assert.strictEqual(reasonOf(yield* reserveAs(budget, "bob")), "granted(no warning)")
+        const global = yield* make({ maxCostUsd: 0.9, softWarningAt: 1 })
+        yield* consume(global, "alice", usage(0, 0, 0.3))
+        yield* consume(global, "bob", usage(0, 0, 0.6))
+        assert.strictEqual(reasonOf(yield* reserveAs(global, "carol")), "max_cost_usd")
+      }))
+
     it.scoped("a cap of 0 blocks the very first step, global and per user", () =>
       Effect.gen(function*() {
         const global = yield* make({ maxTokens: 0 })

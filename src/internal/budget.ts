@@ -197,6 +197,18 @@ export interface Load {
 export const zeroLoad: Load = { tokensIn: 0, tokensOut: 0, costUsd: 0 }
 
 /**
+ * Costs are summed in binary floating point, where $0.70 + $0.10 is
+ * 0.7999999999999999: an exact `>=` would let one more call through at a
+ * $0.80 cap. A cost cap therefore counts as reached within this fraction of
+ * it (a billionth: a millionth of a cent on a $10 cap), which covers the
+ * rounding of millions of additions. It errs on the closed side only.
+ */
+export const COST_CAP_TOLERANCE = 1e-9
+
+/** Whether a cost load has reached a cost cap, within {@link COST_CAP_TOLERANCE}. */
+export const costReached = (load: number, cap: number): boolean => load >= cap - cap * COST_CAP_TOLERANCE
+
+/**
  * The first cap of a scope that `load` has reached, in the original's order
  * (total tokens, input, output, cost, wall clock); `undefined` when none.
  * `elapsedMillis` is `undefined` while the scope's clock has not started.
@@ -210,7 +222,7 @@ export const blockedBy = (
   if (caps.tokens !== undefined && load.tokensIn + load.tokensOut >= caps.tokens) return names.tokens
   if (caps.inputTokens !== undefined && load.tokensIn >= caps.inputTokens) return names.inputTokens
   if (caps.outputTokens !== undefined && load.tokensOut >= caps.outputTokens) return names.outputTokens
-  if (caps.costUsd !== undefined && load.costUsd >= caps.costUsd) return names.costUsd
+  if (caps.costUsd !== undefined && costReached(load.costUsd, caps.costUsd)) return names.costUsd
   if (caps.wallClockMillis !== undefined && elapsedMillis !== undefined && elapsedMillis >= caps.wallClockMillis) {
     return names.wallClock
   }
