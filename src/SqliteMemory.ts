@@ -5,7 +5,11 @@
  * acknowledged write survives a crash of the process (and of the machine,
  * where the disk honours flushes). Tables are created and upgraded by
  * migrations recorded in `jeeves_memory_migrations`; recall uses FTS5
- * full-text indexes. Anonymous data is stored under
+ * full-text indexes. `forget` erases the text from the file, not just the
+ * tables: deleted rows and index entries are overwritten with zeros
+ * (`secure_delete`, FTS5 `secure-delete`), and the WAL is checkpointed and
+ * emptied (best effort: a connection reading at that moment keeps its
+ * frames until the next checkpoint). Anonymous data is stored under
  * `RunContext.ANONYMOUS_USER`, which no real user id can equal.
  *
  * @example

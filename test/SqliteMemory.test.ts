@@ -5,7 +5,7 @@ import { Effect, Layer } from "effect"
 import { Memory, RunContext } from "jeevesagent"
 import { MIGRATIONS_TABLE, SCHEMA_V1 } from "jeevesagent/internal/sqliteMemory"
 import * as SqliteMemory from "jeevesagent/SqliteMemory"
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs"
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll } from "vitest"
@@ -59,7 +59,7 @@ describe("SqliteMemory", () => {
       yield* Effect.gen(function*() {
         const sql = yield* SqlClient.SqlClient
         const migrations = yield* sql<{ migration_id: number }>`SELECT migration_id FROM jeeves_memory_migrations`
-        assert.deepStrictEqual(migrations.map((row) => row.migration_id), [1, 2])
+        assert.deepStrictEqual(migrations.map((row) => row.migration_id), [1, 2, 3])
         const owners = yield* sql<{ user_id: string }>`SELECT user_id FROM memory_blocks ORDER BY user_id`
         assert.deepStrictEqual(owners.map((row) => row.user_id), [RunContext.ANONYMOUS_USER, "alice", "bob"])
         const journal = yield* sql<{ journal_mode: string }>`PRAGMA journal_mode`
@@ -103,7 +103,7 @@ describe("SqliteMemory", () => {
       yield* Effect.gen(function*() {
         const sql = yield* SqlClient.SqlClient
         const migrations = yield* sql<{ migration_id: number }>`SELECT migration_id FROM jeeves_memory_migrations`
-        assert.deepStrictEqual(migrations.map((row) => row.migration_id), [1, 2])
+        assert.deepStrictEqual(migrations.map((row) => row.migration_id), [1, 2, 3])
         for (const fts of ["memory_episodes_fts", "memory_facts_fts"]) {
           const check = yield* Effect.either(sql.unsafe(`INSERT INTO ${fts} (${fts}) VALUES ('integrity-check')`))
           assert.strictEqual(check._tag, "Right", `${fts} matches its table`)
@@ -111,6 +111,32 @@ describe("SqliteMemory", () => {
         const [row] = yield* sql<{ search: string }>`SELECT search FROM memory_episodes WHERE id = 'ep_3'`
         assert.strictEqual(row!.search, "i moved to istanbul ok")
       }).pipe(Effect.provide(rawClient(filename)))
+    }))
+
+  it.effect("forget erases the forgotten text from the database's files, not just from its tables", () =>
+    Effect.gen(function*() {
+      const filename = newFile()
+      const secrets = ["quokkapassport", "wombatdiagnosis", "numbatsalary", "dingoaddress"]
+      const onDisk = () => {
+        const bytes = [filename, `${filename}-wal`].filter(existsSync).map((file) => readFileSync(file).toString("latin1")).join("")
+        return secrets.filter((word) => bytes.includes(word))
+      }
+      yield* Effect.gen(function*() {
+        const m = yield* Memory.Memory
+        for (let i = 0; i < 20; i++) {
+          yield* m.remember({ input: `my ${secrets[0]} number ${i}`, output: `noted ${secrets[1]}` }).pipe(as("alice"))
+        }
+        yield* m.appendFact({ subject: "alice", predicate: "earns", object: secrets[2]! }).pipe(as("alice"))
+        yield* m.updateBlock("profile", `lives at ${secrets[3]}`).pipe(as("alice"))
+        yield* m.remember({ input: "bob keeps his words", output: "ok" }).pipe(as("bob"))
+        assert.deepStrictEqual(onDisk(), secrets, "the words are on disk before forget")
+        assert.strictEqual(yield* m.forget({}).pipe(as("alice")), 22)
+        // Gone while the store is open (the WAL included) ...
+        assert.deepStrictEqual(onDisk(), [])
+        assert.deepStrictEqual((yield* m.recall("words").pipe(as("bob"))).map((e) => e.input), ["bob keeps his words"])
+      }).pipe(Effect.provide(SqliteMemory.layer({ filename })))
+      // ... and after it closed.
+      assert.deepStrictEqual(onDisk(), [])
     }))
 
   it.effect("make sets synchronous = FULL on the connection", () =>

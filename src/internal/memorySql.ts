@@ -88,6 +88,8 @@ export interface SqlDialect {
   readonly searchEpisodes: (user: string, terms: ReadonlyArray<string>) => Search
   /** A search of `user`'s facts (`f`) holding any of `terms`. */
   readonly searchFacts: (user: string, terms: ReadonlyArray<string>) => Search
+  /** Runs after a `forget` that deleted rows, outside its transaction. */
+  readonly afterForget?: Effect.Effect<void, SqlError> | undefined
 }
 
 const fromJson = <A>(value: string | A): A => (typeof value === "string" ? JSON.parse(value) as A : value)
@@ -264,7 +266,9 @@ export const makeSqlStore = (sql: SqlClient.SqlClient, dialect: SqlDialect): Sto
         deletions.push(sql`DELETE FROM memory_blocks AS b WHERE ${owner("b", user)} AND ${beforeIf("b.updated_at")} RETURNING 1`)
       }
       const total = Effect.reduce(deletions, 0, (sum, deletion) => Effect.map(deletion, (rows) => sum + rows.length))
-      return runQuery("forget", sql.withTransaction(total), (n) => n)
+      const after = dialect.afterForget
+      const forgotten = sql.withTransaction(total)
+      return runQuery("forget", after === undefined ? forgotten : Effect.tap(forgotten, (n) => (n > 0 ? after : Effect.void)), (n) => n)
     },
     export: (user) =>
       Effect.all({

@@ -188,7 +188,10 @@ const migrations = Migrator.fromRecord({
       fillSearch(sql, "memory_episodes", "input || ' ' || output"),
       fillSearch(sql, "memory_facts", "subject || ' ' || predicate || ' ' || object"),
       statements(sql, SEARCH_V2_CREATE)
-    ], { discard: true }))
+    ], { discard: true })),
+  // FTS5 otherwise keeps a deleted row's words in its index segments until they merge.
+  "0003_secure_delete": Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    statements(sql, ["memory_episodes_fts", "memory_facts_fts"].map((fts) => `INSERT INTO ${fts} (${fts}, rank) VALUES ('secure-delete', 1)`)))
 })
 
 /** The index token of `user`'s rows (see {@link OWNER}). */
@@ -252,7 +255,10 @@ const dialect = (sql: SqlClient.SqlClient): SqlDialect => ({
     from: sql`memory_facts_fts JOIN memory_facts f ON f.seq = memory_facts_fts.rowid`,
     match: sql`memory_facts_fts MATCH ${matchAny(user, terms)}`,
     matched: matchedTerms(sql, "memory_facts_fts", "f.seq", user, terms)
-  })
+  }),
+  // The WAL still holds the pages as they were before the deletion: copy the zeroed ones
+  // back and empty it (best effort: another connection reading keeps the frames it needs).
+  afterForget: Effect.asVoid(sql`PRAGMA wal_checkpoint(TRUNCATE)`)
 })
 
 /**
@@ -266,6 +272,8 @@ export const make: Effect.Effect<Memory.Service, MemoryError, SqlClient.SqlClien
   yield* sql`PRAGMA journal_mode = WAL`
   yield* sql`PRAGMA synchronous = FULL`
   yield* sql`PRAGMA busy_timeout = 5000`
+  // Deleted rows are overwritten with zeros, so `forget` erases the text from the file, not just from the tables.
+  yield* sql`PRAGMA secure_delete = ON`
   yield* Migrator.make({})({ loader: migrations, table: MIGRATIONS_TABLE })
   return makeService(makeSqlStore(sql, dialect(sql)))
 }).pipe(
