@@ -211,11 +211,14 @@ export const layerPromise = (handler: PromiseHandler, options?: Options): Layer.
 
 /**
  * The outcome of an approval request, for audit entries and metrics.
+ * `cancelled`: the run was interrupted while the request was pending (its
+ * `approval_decision` entry has the reason `run interrupted`, and the call
+ * never runs).
  *
  * @since 0.1.0
  * @category models
  */
-export type Outcome = "approved" | "declined" | "no_approver" | "failed" | "timed_out"
+export type Outcome = "approved" | "declined" | "no_approver" | "failed" | "timed_out" | "cancelled"
 
 /**
  * The outcome a denial of the approval gate stands for. A reason this module
@@ -224,7 +227,7 @@ export type Outcome = "approved" | "declined" | "no_approver" | "failed" | "time
  * @since 0.1.0
  * @category utils
  */
-export const outcomeOf = (denied: ToolDenied): Exclude<Outcome, "approved"> => {
+export const outcomeOf = (denied: ToolDenied): Exclude<Outcome, "approved" | "cancelled"> => {
   switch (denied.reason) {
     case reasons.noApprover:
       return "no_approver"

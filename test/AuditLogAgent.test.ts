@@ -7,7 +7,7 @@ import * as nodeFs from "node:fs"
 import { join } from "node:path"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import { Deferred, Effect, Fiber, Layer, Redacted, Ref, Schema } from "effect"
-import { Agent, AuditLog, Model, Permissions, Secrets, Tool } from "jeevesagent"
+import { Agent, Approval, AuditLog, Model, Permissions, Secrets, Tool } from "jeevesagent"
 import { afterAll } from "vitest"
 import { faultyFileSystem, scratchDirectories } from "./support/auditFileSystem.js"
 
@@ -111,6 +111,37 @@ describe("the audit trail of a run", () => {
       const completed = entries.at(-1)!.payload as Record<string, unknown>
       assert.strictEqual(completed.interruption_reason, "cancelled")
       assert.notProperty(completed, "error")
+    }).pipe(Effect.scoped))
+
+  it.effect("a run interrupted while a human decides records the pending approval as cancelled before run_completed", () =>
+    Effect.gen(function*() {
+      const audit = yield* Layer.memoize(AuditLog.layerMemory({ secret: SECRET }))
+      const asked = yield* Deferred.make<void>()
+      const executed = yield* Ref.make<Array<string>>([])
+      const gate = Approval.layer(() => Effect.zipRight(Deferred.succeed(asked, undefined), Effect.never))
+      const asksForDestructive = Permissions.perUser({ policies: {}, default: { mode: "default" } })
+      const entries = yield* Effect.gen(function*() {
+        const fiber = yield* Effect.fork(run("clean up", { userId: "alice" }))
+        yield* Deferred.await(asked)
+        yield* Fiber.interrupt(fiber)
+        return yield* query()
+      }).pipe(Effect.provide(Layer.merge(
+        agentWith(callThenSummarize([{ name: "delete_file", args: { path: "/tmp/x" } }]), [deleteFile(executed)], Layer.mergeAll(audit, gate, asksForDestructive)),
+        audit
+      )))
+      assert.deepStrictEqual(entries.map((e) => e.action), [
+        "run_started",
+        "tool_call",
+        "permission_decision",
+        "approval_decision",
+        "run_completed"
+      ])
+      const decision = entries[3]!.payload as Record<string, unknown>
+      assert.strictEqual(decision.outcome, "cancelled")
+      assert.strictEqual(decision.reason, "run interrupted")
+      assert.strictEqual(typeof decision.duration_ms, "number")
+      assert.strictEqual((entries[4]!.payload as Record<string, unknown>).interruption_reason, "cancelled")
+      assert.deepStrictEqual(yield* Ref.get(executed), [])
     }).pipe(Effect.scoped))
 
   it.effect("tool_call and tool_result carry tool, call_id and ok; run_completed carries the run summary", () =>

@@ -138,6 +138,8 @@ const estimateInputTokens = (state: RunState, messages: ReadonlyArray<Model.Mess
 
 /** The denial of a call whose permission check threw, died or answered no decision. */
 const CHECK_FAILED = "permission check failed"
+/** The reason of an approval request that was pending when its run was interrupted. */
+const CANCELLED_REASON = "run interrupted"
 
 /** Tool arguments nested deeper than this are refused (JSON Schema tool arguments are a few levels deep). */
 const MAX_ARGS_DEPTH = 64
@@ -927,27 +929,23 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       const answered = Effect.withFiberRuntime<Either.Either<void, Approval.ToolDenied>>((fiber) => {
         const clock = Context.get(fiber.currentDefaultServices, Clock.Clock)
         const startedNanos = clock.unsafeCurrentTimeNanos()
-        const decided = (denial: Approval.ToolDenied | undefined): Effect.Effect<Either.Either<void, Approval.ToolDenied>> => {
-          const outcome = denial === undefined ? "approved" : Approval.outcomeOf(denial)
+        /** Counts and times the outcome; its audit entry. */
+        const outcomeEntry = (outcome: Approval.Outcome, reason: string | null): AuditLog.AppendInput => {
           const millis = Number(clock.unsafeCurrentTimeNanos() - startedNanos) / 1_000_000
           if (telemetryOn) {
             const tags = fiber.getFiberRef(FiberRef.currentMetricLabels)
             Metrics.unsafeRecord(Metrics.approvalRequests, 1, { tool: call.name, outcome, user_id: metricUserAttribute(state) }, tags)
             Metrics.unsafeRecord(Metrics.approvalDuration, millis, { tool: call.name, outcome }, tags)
           }
-          const audited = !auditOn ? true : guardingNow(fiber, state, call, {
+          return {
             actor: "system",
             action: "approval_decision",
-            payload: {
-              tool: call.name,
-              call_id: call.id,
-              turn,
-              outcome,
-              reason: denial === undefined ? null : denial.reason,
-              policy_reason: policyReason,
-              duration_ms: millis
-            }
-          })
+            payload: { tool: call.name, call_id: call.id, turn, outcome, reason, policy_reason: policyReason, duration_ms: millis }
+          }
+        }
+        const decided = (denial: Approval.ToolDenied | undefined): Effect.Effect<Either.Either<void, Approval.ToolDenied>> => {
+          const entry = outcomeEntry(denial === undefined ? "approved" : Approval.outcomeOf(denial), denial === undefined ? null : denial.reason)
+          const audited = !auditOn ? true : guardingNow(fiber, state, call, entry)
           const recorded = (written: boolean): Either.Either<void, Approval.ToolDenied> => {
             if (denial !== undefined) return Either.left(denial)
             // An approved destructive call runs only once its approval is on record.
@@ -955,7 +953,12 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           }
           return typeof audited === "boolean" ? Effect.succeed(recorded(audited)) : Effect.map(audited, recorded)
         }
-        return Effect.matchCauseEffect(approval.request(call, policyReason), {
+        // A run interrupted while the gate waits (a human deciding) still records how the request ended.
+        const request = Effect.onInterrupt(approval.request(call, policyReason), () => {
+          const entry = outcomeEntry("cancelled", CANCELLED_REASON)
+          return auditOn ? note(state, entry) : Effect.void
+        })
+        return Effect.matchCauseEffect(request, {
           onFailure: (cause) => {
             // Interrupted only: no failure in it.
             if (Cause.isInterruptedOnly(cause)) return Effect.failCause(cause as Cause.Cause<never>)
