@@ -33,7 +33,9 @@
  * @since 0.1.0
  */
 import * as FileSystem from "@effect/platform/FileSystem"
+import { open } from "node:fs/promises"
 import * as Context from "effect/Context"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Redacted from "effect/Redacted"
@@ -111,7 +113,11 @@ export interface QueryFilter {
  * log), `seq_gap` (entries missing or out of order), `duplicate` (a seq seen
  * before), `bad_json` (not an entry in canonical form), `unknown_key` (its key
  * id is not in the keyring) and `torn_tail` (the last line was cut short by a
- * crash: never acknowledged, so the report stays valid).
+ * crash: never acknowledged, so the report stays valid). With
+ * {@link VerifyOptions.checkpoints}: `checkpoint_missing` (a checkpoint says
+ * the log reached a seq its entries do not: cut off, or rolled back to an
+ * older copy) and `checkpoint_mismatch` (the entry at a checkpointed seq is
+ * not the one checkpointed, or a checkpoint of the log does not verify).
  *
  * @since 0.1.0
  * @category models
@@ -124,6 +130,8 @@ export type VerifyFailure =
   | "bad_json"
   | "torn_tail"
   | "unknown_key"
+  | "checkpoint_missing"
+  | "checkpoint_mismatch"
 
 /**
  * The result of verifying a log.
@@ -150,6 +158,59 @@ export interface VerifyReport {
   readonly logId?: string | undefined
   /** The unterminated final line, by byte offset and length. */
   readonly tornTail?: { readonly offset: number; readonly bytes: number } | undefined
+  /** With checkpoints, when valid: the newest checkpointed seq found in the log (0 when none). */
+  readonly anchoredSeq?: number | undefined
+  /**
+   * With checkpoints, when valid: the entries after the newest checkpoint.
+   * Their chain verifies, but no checkpoint vouches that the log did not
+   * end later: entries after them could have been cut off.
+   */
+  readonly unanchoredTail?: { readonly fromSeq: number; readonly toSeq: number } | undefined
+}
+
+/**
+ * A checkpoint: a signed statement, made by the writer and kept outside the
+ * log, that log `logId` had reached entry `seq`, whose hash (the `prevHash`
+ * of the entry after it) is `hash`. The chain alone cannot show that entries
+ * were cut off the end of a file, or that the file was replaced by an older
+ * copy of itself; checkpoints kept where the writer of the file cannot
+ * rewrite them can ({@link VerifyOptions.checkpoints}). `signature` is the
+ * hex HMAC-SHA256, with the key of `keyId`, of the JCS of the other fields
+ * plus `"type": "jeevesagent/audit-checkpoint/1"`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Checkpoint {
+  readonly logId: string
+  readonly seq: number
+  readonly hash: string
+  /** When it was made (ISO-8601 UTC). */
+  readonly timestamp: string
+  readonly keyId: string
+  readonly signature: string
+}
+
+/**
+ * Where a file log publishes its checkpoints ({@link FileOptions.checkpoints}).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface CheckpointOptions {
+  /**
+   * Stores one checkpoint somewhere the process writing the log cannot
+   * rewrite it: a database table without UPDATE or DELETE grants, object
+   * storage with a retention lock, a SIEM, another machine
+   * ({@link checkpointFile} appends them to a file). Called one at a time.
+   * A failure, a defect or a rejected promise is logged as a warning and
+   * never fails an append; the next checkpoint covers everything before it.
+   */
+  readonly sink: (checkpoint: Checkpoint) => Effect.Effect<unknown, unknown> | PromiseLike<unknown>
+  /** A checkpoint once this many entries were written since the last one (default 100). */
+  readonly everyEntries?: number | undefined
+  /** ... and at least this often while new entries come in (default 1 minute); one more when the log closes. */
+  readonly interval?: Duration.DurationInput | undefined
 }
 
 /**
@@ -231,6 +292,13 @@ export type FileOptions = KeyOptions & {
    * always on the main thread.
    */
   readonly signing?: "worker" | "inline" | undefined
+  /**
+   * Publishes checkpoints of the chain's head, so that cutting entries off
+   * the end of the file, or rolling it back to an older copy, is detected
+   * by verifying it with them ({@link VerifyOptions.checkpoints}). Off by
+   * default.
+   */
+  readonly checkpoints?: CheckpointOptions | undefined
 }
 
 /**
@@ -242,6 +310,15 @@ export type FileOptions = KeyOptions & {
 export interface VerifyOptions {
   /** Require the entries to belong to this log (catches a whole file copied from another log). */
   readonly logId?: string | undefined
+  /**
+   * Checkpoints of the log, from wherever its writer published them
+   * ({@link readCheckpoints} reads a {@link checkpointFile}); those of other
+   * logs are ignored. The log must hold every checkpointed entry, unchanged:
+   * otherwise the report fails with `checkpoint_missing` or
+   * `checkpoint_mismatch`. A valid report then gives `anchoredSeq` and
+   * the `unanchoredTail`.
+   */
+  readonly checkpoints?: Iterable<Checkpoint> | undefined
 }
 
 /**
@@ -418,6 +495,53 @@ export const verifyFile = (
 ): Effect.Effect<VerifyReport, AuditUnavailable, FileSystem.FileSystem> =>
   Effect.flatMap(FileSystem.FileSystem, (fs) =>
     Effect.map(file.scanFile(fs, path, chain.verifyKeys(keys), options), ({ verifier }) => verifier.report()))
+
+/**
+ * A checkpoint sink ({@link CheckpointOptions.sink}) that appends each
+ * checkpoint as a JSON line to `path` and syncs it. Put the file where the
+ * process writing the log cannot rewrite it (another volume, an append-only
+ * mount, a directory shipped off the machine); {@link readCheckpoints} reads
+ * it back for {@link verifyFile}.
+ *
+ * @since 0.1.0
+ * @category checkpoints
+ */
+export const checkpointFile = (path: string): CheckpointOptions["sink"] => async (checkpoint) => {
+  const handle = await open(path, "a")
+  try {
+    await handle.writeFile(`${JSON.stringify(checkpoint)}\n`)
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
+}
+
+/**
+ * The checkpoints of a {@link checkpointFile}, for
+ * {@link VerifyOptions.checkpoints}. A missing file holds none; a line that
+ * is not JSON fails with `AuditUnavailable` (the verifier checks each
+ * checkpoint's fields and signature).
+ *
+ * @since 0.1.0
+ * @category checkpoints
+ */
+export const readCheckpoints = (path: string): Effect.Effect<ReadonlyArray<Checkpoint>, AuditUnavailable, FileSystem.FileSystem> =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const unreadable = (cause: unknown) =>
+      new AuditUnavailable({ description: `cannot read the checkpoints in ${path}: ${cause instanceof Error ? cause.message : String(cause)}`, cause })
+    if (!(yield* Effect.mapError(fs.exists(path), unreadable))) return []
+    const text = yield* Effect.mapError(fs.readFileString(path), unreadable)
+    const checkpoints: Array<Checkpoint> = []
+    let number = 0
+    for (const line of text.split("\n")) {
+      number++
+      if (line.trim() === "") continue
+      const parsed = yield* Effect.try({ try: () => JSON.parse(line) as Checkpoint, catch: (cause) => unreadable(new Error(`line ${number} is not JSON (${String(cause)})`)) })
+      checkpoints.push(parsed)
+    }
+    return checkpoints
+  })
 
 /**
  * The entries of an audit file that match `filter`, read line by line

@@ -8,6 +8,10 @@
  * cannot be read, the key is missing or the arguments are wrong. With a
  * rotated keyring, repeat `--secret-env KEY_ID=NAME` for each key.
  *
+ * With `--checkpoints FILE` (the log's `AuditLog.checkpointFile`), the file
+ * must also still hold every checkpointed entry: cutting entries off its end,
+ * or rolling it back to an older copy, is reported as tampering.
+ *
  * `audit query FILE [--user ID | --anonymous] [--action A] [--session S]
  * [--run R] [--json]` prints matching entries without verifying them.
  *
@@ -65,11 +69,27 @@ const logId = Options.text("log-id").pipe(
   Options.withDescription("require every entry to belong to this log id")
 )
 
+const checkpointsFile = Options.text("checkpoints").pipe(
+  Options.optional,
+  Options.withDescription(
+    "a file of the log's checkpoints (AuditLog.checkpointFile): the log must still hold every checkpointed entry"
+  )
+)
+
+/** What a variable name looks like; anything else may be the secret itself, typed where its name belongs. */
+const VARIABLE_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/
+
 const readEnv = (name: string): Effect.Effect<Redacted.Redacted<string>, Unusable> => {
   const value = process.env[name]
-  return value === undefined || value === ""
-    ? Effect.fail(new Unusable(`the environment variable ${name} (given by --secret-env) is not set`))
-    : Effect.succeed(Redacted.make(value))
+  if (value !== undefined && value !== "") return Effect.succeed(Redacted.make(value))
+  return Effect.fail(
+    new Unusable(
+      VARIABLE_NAME.test(name) ?
+        `the environment variable ${name} (given by --secret-env) is not set` :
+        "--secret-env takes the name of an environment variable that holds the key, not the key itself " +
+          "(what was given is not a variable name, so it is not printed)"
+    )
+  )
 }
 
 /** One bare NAME gives a secret; KEY_ID=NAME pairs give a keyring. */
@@ -86,15 +106,21 @@ const keysFrom = (specs: ReadonlyArray<string>): Effect.Effect<AuditLog.Secret |
       if (keyId === undefined || keyId === "" || name === "") {
         return yield* Effect.fail(new Unusable(`with several keys, write each as --secret-env KEY_ID=NAME (got ${JSON.stringify(specs)})`))
       }
+      if (Object.hasOwn(keys, keyId)) {
+        return yield* Effect.fail(new Unusable(`the key id ${JSON.stringify(keyId)} is given twice to --secret-env`))
+      }
       keys[keyId] = yield* readEnv(name)
     }
     return { current: pairs[0]!.keyId!, keys }
   })
 
-const verify = Command.make("verify", { file, secretEnv, logId, json }, (args) =>
+const verify = Command.make("verify", { file, secretEnv, logId, checkpoints: checkpointsFile, json }, (args) =>
   Effect.gen(function*() {
     const keys = yield* keysFrom(args.secretEnv)
-    const report = yield* AuditLog.verifyFile(args.file, keys, { logId: Option.getOrUndefined(args.logId) }).pipe(
+    const checkpoints = Option.isSome(args.checkpoints) ?
+      yield* AuditLog.readCheckpoints(args.checkpoints.value).pipe(Effect.mapError((error) => new Unusable(error.message))) :
+      undefined
+    const report = yield* AuditLog.verifyFile(args.file, keys, { logId: Option.getOrUndefined(args.logId), checkpoints }).pipe(
       Effect.mapError((error) => new Unusable(error.message))
     )
     if (args.json) {
@@ -102,8 +128,15 @@ const verify = Command.make("verify", { file, secretEnv, logId, json }, (args) =
     } else if (report.valid) {
       yield* Console.log(
         `OK: ${report.validCount} entries verified` +
-          (report.logId === undefined ? "" : ` (log ${report.logId}, last seq ${report.lastSeq})`)
+          (report.logId === undefined ? "" : ` (log ${report.logId}, last seq ${report.lastSeq})`) +
+          (report.anchoredSeq === undefined ? "" : `, anchored by checkpoints up to seq ${report.anchoredSeq}`)
       )
+      if (report.unanchoredTail !== undefined) {
+        const { fromSeq, toSeq } = report.unanchoredTail
+        yield* Console.error(
+          `warning: entries ${fromSeq} to ${toSeq} come after the newest checkpoint: nothing shows the log did not go on past them`
+        )
+      }
       if (report.tornTail !== undefined) yield* Console.error(`warning: torn tail: ${report.detail}`)
     } else {
       yield* Console.log(
@@ -129,14 +162,18 @@ const queryOptions = {
   json
 }
 
+/** Control characters escaped: an entry's text cannot move the cursor, recolour the terminal or fake a line. */
+const printable = (text: string): string =>
+  text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`)
+
 const describeEntry = (entry: AuditLog.AuditEntry): string =>
   [
     String(entry.seq).padStart(6),
-    entry.timestamp,
-    entry.userId ?? "(anonymous)",
-    entry.actor,
-    entry.action,
-    JSON.stringify(entry.payload)
+    printable(String(entry.timestamp)),
+    entry.userId === null ? "(anonymous)" : printable(String(entry.userId)),
+    printable(String(entry.actor)),
+    printable(String(entry.action)),
+    printable(JSON.stringify(entry.payload))
   ].join("  ")
 
 const query = Command.make("query", queryOptions, (args) =>
@@ -181,5 +218,11 @@ const main = Effect.suspend(() => cli(process.argv)).pipe(
   ),
   Effect.provide(NodeContext.layer)
 )
+
+// A reader that closes the pipe (`... | head -1`) ends the output: stop quietly, as Unix tools do.
+process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+  if (error.code !== "EPIPE") process.stderr.write(`error: cannot write the output: ${error.message}\n`)
+  process.exit(error.code === "EPIPE" ? EXIT_OK : EXIT_UNUSABLE)
+})
 
 NodeRuntime.runMain(main, { disableErrorReporting: true })

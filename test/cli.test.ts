@@ -4,7 +4,7 @@
  * bundle of the same file (a TypeScript compile per case would dominate).
  */
 import { assert, describe, it } from "@effect/vitest"
-import { execFile } from "node:child_process"
+import { execFile, spawn } from "node:child_process"
 import * as nodeFs from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -115,6 +115,72 @@ describe("jeevesagent audit", () => {
       const report = JSON.parse(json.stdout)
       assert.deepStrictEqual([report.valid, report.failure, report.firstBadSeq, report.validCount], [false, "signature", 2, 1])
       assert.notInclude(valid.stdout + valid.stderr + bad.stdout + bad.stderr, KEY, "the key is never printed")
+    }), 120_000)
+
+  it.live("verify --checkpoints: a file cut short is tampered (exit 1); an intact one is anchored; a duplicate key id is a usage error", () =>
+    Effect.promise(async () => {
+      const log = join(dir, "checkpointed.jsonl")
+      const anchors = join(dir, "checkpointed.anchors.jsonl")
+      await Effect.runPromise(
+        Effect.forEach([1, 2, 3, 4, 5, 6, 7], (i) =>
+          Effect.flatMap(AuditLog.AuditLog, (audit) => audit.append({ actor: "system", action: "step", payload: { i } })), { discard: true }).pipe(
+            Effect.provide(
+              AuditLog.layerFile({ path: log, secret: KEY, checkpoints: { sink: AuditLog.checkpointFile(anchors), everyEntries: 3 } }).pipe(
+                Layer.provide(NodeFileSystem.layer)
+              )
+            )
+          )
+      )
+      const env = { AUDIT_KEY: KEY, TYPO_KEY: "some-other-key-abcdef" }
+      const intact = await cli(["audit", "verify", log, "--secret-env", "AUDIT_KEY", "--checkpoints", anchors], env)
+      assert.strictEqual(intact.code, 0, intact.stderr)
+      assert.match(intact.stdout, /^OK: 7 entries verified \(log log_\w+, last seq 7\), anchored by checkpoints up to seq 7/)
+      const lines = nodeFs.readFileSync(log, "utf8").split("\n").filter((l) => l !== "")
+      const cut = join(dir, "checkpointed-cut.jsonl")
+      nodeFs.writeFileSync(cut, lines.slice(0, 5).map((l) => `${l}\n`).join(""))
+      const [plain, checked, twice, secretAsName] = await Promise.all([
+        cli(["audit", "verify", cut, "--secret-env", "AUDIT_KEY"], env),
+        cli(["audit", "verify", cut, "--secret-env", "AUDIT_KEY", "--checkpoints", anchors], env),
+        cli(["audit", "verify", log, "--secret-env", "default=AUDIT_KEY", "--secret-env", "default=TYPO_KEY"], env),
+        cli(["audit", "verify", log, "--secret-env", "s3cr3t-value/with+chars"], env)
+      ])
+      assert.strictEqual(plain.code, 0, "the chain alone cannot tell")
+      assert.strictEqual(checked.code, 1, checked.stdout + checked.stderr)
+      assert.match(checked.stdout, /TAMPERED: checkpoint_missing at seq 6/)
+      assert.strictEqual(twice.code, 2, twice.stdout + twice.stderr)
+      assert.notMatch(twice.stdout, /TAMPERED/)
+      assert.include(twice.stderr, "given twice")
+      assert.strictEqual(secretAsName.code, 2)
+      assert.notInclude(secretAsName.stderr, "s3cr3t-value", "a key typed where its variable's name belongs is not printed")
+    }), 120_000)
+
+  it.live("query: a reader that closes the pipe (| head -1) ends the output quietly; control characters are escaped", () =>
+    Effect.promise(async () => {
+      const big = join(dir, "big.jsonl")
+      await Effect.runPromise(
+        Effect.forEach(Array.from({ length: 2000 }, (_, i) => i), (i) =>
+          Effect.flatMap(AuditLog.AuditLog, (audit) =>
+            audit.append({ actor: "model", action: i === 0 ? "evil\u001b[2J\u009b31m\nfake line" : "tool_call", payload: { note: "x".repeat(200), i } })), {
+          discard: true
+        }).pipe(Effect.provide(AuditLog.layerFile({ path: big, secret: KEY }).pipe(Layer.provide(NodeFileSystem.layer))))
+      )
+      const outcome = await new Promise<{ code: number | null; stderr: string; first: string }>((resolve, reject) => {
+        const child = spawn(process.execPath, [bundle, "audit", "query", big], { stdio: ["ignore", "pipe", "pipe"] })
+        let stderr = ""
+        let first = ""
+        child.stderr.on("data", (chunk) => (stderr += String(chunk)))
+        child.stdout.once("data", (chunk) => {
+          first = String(chunk)
+          child.stdout.destroy()
+        })
+        child.on("error", reject)
+        child.on("close", (code) => resolve({ code, stderr, first }))
+      })
+      assert.strictEqual(outcome.stderr, "")
+      assert.strictEqual(outcome.code, 0)
+      const firstLine = outcome.first.split("\n")[0]!
+      assert.include(firstLine, "evil\\u001b[2J\\u009b31m\\u000afake line")
+      assert.notMatch(firstLine, /[\u0000-\u001f\u007f-\u009f]/)
     }), 120_000)
 
   it.live("query: filters by user, anonymity and action; --json prints one entry per line", () =>

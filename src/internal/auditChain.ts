@@ -447,6 +447,49 @@ const canonicalOf = (value: unknown): string | undefined => {
   }
 }
 
+// ---- checkpoints -----------------------------------------------------------------
+
+/** What a checkpoint's canonical text says it is: no entry has a `type` member, so no entry's signed text is a checkpoint's. */
+const CHECKPOINT_TYPE = "jeevesagent/audit-checkpoint/1"
+
+/** The canonical text a checkpoint's signature covers. */
+const checkpointText = (c: Omit<AuditLog.Checkpoint, "signature">): string =>
+  `{"hash":${quote(c.hash)},"keyId":${quote(c.keyId)},"logId":${quote(c.logId)},"seq":${c.seq},` +
+  `"timestamp":${quote(c.timestamp)},"type":"${CHECKPOINT_TYPE}"}`
+
+/**
+ * A signed checkpoint of `head` (its seq and hash) in log `logId`.
+ *
+ * @internal
+ */
+export const signCheckpoint = (
+  signing: Pick<SigningKey, "keyId" | "key">,
+  logId: string,
+  head: Head,
+  nowMillis: number
+): AuditLog.Checkpoint => {
+  const unsigned = { logId, seq: head.seq, hash: head.hash, timestamp: isoTimestamp(nowMillis), keyId: signing.keyId }
+  return { ...unsigned, signature: hmacHex(signing.key, checkpointText(unsigned)) }
+}
+
+/** A checkpoint read back: its fields, or what is wrong with it. */
+const readCheckpoint = (value: unknown, keys: VerifyKeys): AuditLog.Checkpoint | string => {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return "it is not an object"
+  const c = value as Record<string, unknown>
+  if (typeof c.logId !== "string") return "its logId is not a string"
+  if (typeof c.seq !== "number" || !Number.isSafeInteger(c.seq) || c.seq < 1) return "its seq is not a positive integer"
+  if (typeof c.hash !== "string" || !HEX64.test(c.hash)) return "its hash is not 64 lowercase hex digits"
+  if (typeof c.timestamp !== "string" || typeof c.keyId !== "string") return "its timestamp or keyId is not a string"
+  if (typeof c.signature !== "string" || !HEX64.test(c.signature)) return "its signature is not 64 lowercase hex digits"
+  const checkpoint = c as unknown as AuditLog.Checkpoint
+  const key = keys.byId.get(checkpoint.keyId) ?? keys.any
+  if (key === undefined) return `it is signed with key ${JSON.stringify(checkpoint.keyId)}, which is not in the keyring`
+  const expected = Buffer.from(hmacHex(key, checkpointText(checkpoint)), "hex")
+  const actual = Buffer.from(checkpoint.signature, "hex")
+  if (!crypto.timingSafeEqual(actual, expected)) return "its signature does not match its contents"
+  return checkpoint
+}
+
 // ---- verification -------------------------------------------------------------
 
 const signatureMatches = (key: HmacKey, canonical: string, signature: string): boolean => {
@@ -461,6 +504,8 @@ const signatureMatches = (key: HmacKey, canonical: string, signature: string): b
 export interface VerifierOptions {
   /** The log the entries must belong to; by default the first entry's. */
   readonly logId?: string | undefined
+  /** Checkpoints kept outside the log (see `AuditLog.Checkpoint`); those of other logs are ignored. */
+  readonly checkpoints?: Iterable<unknown> | undefined
 }
 
 /**
@@ -479,9 +524,44 @@ export class ChainVerifier {
   private logId: string | undefined
   private failed: AuditLog.VerifyReport | undefined
   private torn: { readonly offset: number; readonly bytes: number } | undefined
+  /** The checkpoints given, until the log's id is known; then `byId`'s, by seq. */
+  private pendingCheckpoints: Array<unknown> | undefined
+  private checkpointHashes: Map<number, Array<string>> | undefined
+  private newestCheckpoint = 0
+  private anchored = 0
 
   constructor(private readonly keys: VerifyKeys, options?: VerifierOptions) {
     this.logId = options?.logId
+    if (options?.checkpoints !== undefined) {
+      this.pendingCheckpoints = Array.from(options.checkpoints)
+      this.checkpointHashes = new Map()
+      if (this.logId !== undefined) this.takeCheckpoints(this.logId, 0)
+    }
+  }
+
+  /**
+   * Keeps the checkpoints of `logId`, each checked; fails at the first bad
+   * one. (A checkpoint of another log whose signature does not verify is
+   * skipped with the rest of that log's: it says nothing about this one.)
+   */
+  private takeCheckpoints(logId: string, line: number): boolean {
+    const given = this.pendingCheckpoints
+    if (given === undefined) return true
+    this.pendingCheckpoints = undefined
+    let position = 0
+    for (const value of given) {
+      position++
+      if (typeof value === "object" && value !== null && (value as { logId?: unknown }).logId !== logId) continue
+      const checkpoint = readCheckpoint(value, this.keys)
+      if (typeof checkpoint === "string") {
+        return this.fail("checkpoint_mismatch", this.lastSeq + 1, line, `checkpoint ${position} of log ${JSON.stringify(logId)}: ${checkpoint}`)
+      }
+      const hashes = this.checkpointHashes!.get(checkpoint.seq)
+      if (hashes === undefined) this.checkpointHashes!.set(checkpoint.seq, [checkpoint.hash])
+      else hashes.push(checkpoint.hash)
+      if (checkpoint.seq > this.newestCheckpoint) this.newestCheckpoint = checkpoint.seq
+    }
+    return true
   }
 
   get ok(): boolean {
@@ -532,12 +612,37 @@ export class ChainVerifier {
 
   report(): AuditLog.VerifyReport {
     if (this.failed !== undefined) return this.failed
+    if (this.pendingCheckpoints !== undefined) {
+      // No entry named the log: every checkpoint given is taken as one of it.
+      const ids = new Set(this.pendingCheckpoints.map((c) => (typeof c === "object" && c !== null ? (c as { logId?: unknown }).logId : undefined)))
+      const only = ids.size === 1 ? [...ids][0] : undefined
+      if (typeof only === "string") this.takeCheckpoints(only, this.validCount + 1)
+      else if (this.pendingCheckpoints.length > 0) {
+        this.fail("checkpoint_missing", 1, 1, "the log has no entries, but checkpoints were given for it")
+      }
+      if (this.failed !== undefined) return this.failed
+    }
+    if (this.newestCheckpoint > this.lastSeq) {
+      this.fail(
+        "checkpoint_missing",
+        this.lastSeq + 1,
+        this.validCount + 1,
+        `a checkpoint says the log reached seq ${this.newestCheckpoint}, but its entries end at seq ${this.lastSeq}: ` +
+          "entries were cut off, or the log was rolled back to an older copy"
+      )
+      return this.failed!
+    }
+    const anchors = this.checkpointHashes === undefined ? {} : {
+      anchoredSeq: this.anchored,
+      ...(this.lastSeq > this.anchored ? { unanchoredTail: { fromSeq: this.anchored + 1, toSeq: this.lastSeq } } : {})
+    }
     const base = {
       valid: true,
       validCount: this.validCount,
       lastSeq: this.lastSeq,
       lastHash: this.lastHash,
-      logId: this.logId
+      logId: this.logId,
+      ...anchors
     }
     if (this.torn === undefined) return base
     return {
@@ -566,16 +671,32 @@ export class ChainVerifier {
     if (entry.seq > expected) {
       return this.fail("seq_gap", entry.seq, line, `expected seq ${expected}, found ${entry.seq}: entries are missing or out of order`)
     }
-    if (this.logId === undefined) this.logId = entry.logId
+    if (this.logId === undefined) {
+      this.logId = entry.logId
+      if (!this.takeCheckpoints(entry.logId, line)) return false
+    }
     if (entry.logId !== this.logId) {
       return this.fail("chain", entry.seq, line, `seq ${entry.seq} belongs to log ${JSON.stringify(entry.logId)}, not ${JSON.stringify(this.logId)}`)
     }
     if (entry.prevHash !== this.lastHash) {
       return this.fail("chain", entry.seq, line, `seq ${entry.seq}: prevHash does not match the hash of seq ${this.lastSeq}`)
     }
+    const hash = sha256Hex(canonical)
+    const checkpointed = this.checkpointHashes?.get(entry.seq)
+    if (checkpointed !== undefined) {
+      if (checkpointed.some((h) => h !== hash)) {
+        return this.fail(
+          "checkpoint_mismatch",
+          entry.seq,
+          line,
+          `seq ${entry.seq} is not the entry its checkpoint recorded: the log was rewritten from there, or rolled back and written again`
+        )
+      }
+      this.anchored = entry.seq
+    }
     this.validCount++
     this.lastSeq = entry.seq
-    this.lastHash = sha256Hex(canonical)
+    this.lastHash = hash
     const millis = Date.parse(entry.timestamp)
     this.lastTimestampMillis = Number.isNaN(millis) ? this.lastTimestampMillis : millis
     return true

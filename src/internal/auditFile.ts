@@ -7,10 +7,13 @@
 import { basename, dirname } from "node:path"
 import * as FileSystem from "@effect/platform/FileSystem"
 import type { PlatformError } from "@effect/platform/Error"
+import * as Cause from "effect/Cause"
 import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Fiber from "effect/Fiber"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as AuditLog from "../AuditLog.js"
@@ -25,6 +28,7 @@ import {
   matches,
   parseLine,
   sha256Hex,
+  signCheckpoint,
   type SigningKey,
   type VerifyKeys
 } from "./auditChain.js"
@@ -135,10 +139,10 @@ export const scanFile = (
   fs: FileSystem.FileSystem,
   path: string,
   keys: VerifyKeys,
-  options?: { readonly logId?: string | undefined; readonly bytesToRead?: number | undefined }
+  options?: AuditLog.VerifyOptions & { readonly bytesToRead?: number | undefined }
 ): Effect.Effect<Scan, AuditLog.AuditUnavailable> =>
   Effect.suspend(() => {
-    const verifier = new ChainVerifier(keys, { logId: options?.logId })
+    const verifier = new ChainVerifier(keys, { logId: options?.logId, checkpoints: options?.checkpoints })
     let tornBytes: Uint8Array | undefined
     const push = (line: RawLine) => {
       if (!line.terminated) {
@@ -258,6 +262,88 @@ export interface FileStoreOptions {
   readonly durability?: "fsync" | "none" | undefined
   readonly logId?: string | undefined
   readonly signing?: "worker" | "inline" | undefined
+  readonly checkpoints?: AuditLog.CheckpointOptions | undefined
+}
+
+// ---- checkpoints ------------------------------------------------------------------
+
+const DEFAULT_CHECKPOINT_ENTRIES = 100
+const DEFAULT_CHECKPOINT_INTERVAL = Duration.minutes(1)
+/** How long one checkpoint may take to publish; a slower sink is logged, and the next one tried later. */
+const PUBLISH_TIMEOUT = Duration.seconds(30)
+
+/** The checkpoint publisher of a file log: `written` after each batch, `close` once the writer has drained. */
+interface CheckpointPublisher {
+  readonly written: (seq: number) => void
+}
+
+/**
+ * Publishes signed checkpoints of the head `current()` reads to the sink,
+ * one at a time, from a fiber of its own: when `everyEntries` entries were
+ * written since the last one, when `interval` passed with new entries, and
+ * once more when the scope closes (the writer has drained by then: this is
+ * made before it, so it closes after it). Never fails the log.
+ */
+const makeCheckpointPublisher = (
+  options: AuditLog.CheckpointOptions,
+  signing: SigningKey,
+  path: string,
+  current: () => { readonly head: Head; readonly logId: string }
+): Effect.Effect<CheckpointPublisher, AuditLog.AuditUnavailable, Scope.Scope> =>
+  Effect.gen(function*() {
+    const every = options.everyEntries ?? DEFAULT_CHECKPOINT_ENTRIES
+    if (!Number.isSafeInteger(every) || every < 1) {
+      return yield* new AuditLog.AuditUnavailable({ description: `${path}: checkpoints.everyEntries must be a positive integer, got ${every}` })
+    }
+    const interval = Duration.decodeUnknown(options.interval ?? DEFAULT_CHECKPOINT_INTERVAL)
+    if (interval._tag === "None" || !Duration.isFinite(interval.value) || Duration.toMillis(interval.value) <= 0) {
+      return yield* new AuditLog.AuditUnavailable({ description: `${path}: checkpoints.interval must be a positive duration` })
+    }
+    let publishedSeq = current().head.seq
+    let wake: (() => void) | undefined
+    const publish = Effect.suspend(() => {
+      const { head, logId } = current()
+      if (head.seq <= publishedSeq) return Effect.void
+      return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        const checkpoint = signCheckpoint(signing, logId, head, now)
+        return Effect.suspend(() => {
+          const sent = options.sink(checkpoint)
+          return Effect.isEffect(sent) ? sent : Effect.tryPromise({ try: () => Promise.resolve(sent), catch: (cause) => cause })
+        }).pipe(
+          Effect.timeoutFail({ duration: PUBLISH_TIMEOUT, onTimeout: () => `it took longer than ${Duration.format(PUBLISH_TIMEOUT)}` }),
+          Effect.matchCauseEffect({
+            onFailure: (cause) =>
+              Effect.logWarning(`audit log ${path}: the checkpoint of seq ${head.seq} was not published: ${describeCause(cause)}`),
+            onSuccess: () =>
+              Effect.sync(() => {
+                publishedSeq = Math.max(publishedSeq, head.seq)
+              })
+          })
+        )
+      })
+    })
+    const woken = Effect.async<void>((resume) => {
+      wake = () => {
+        wake = undefined
+        resume(Effect.void)
+      }
+      return Effect.sync(() => {
+        wake = undefined
+      })
+    })
+    const loop = Effect.forever(Effect.zipRight(Effect.raceFirst(woken, Effect.sleep(interval.value)), publish))
+    // Forked inside the (uninterruptible) acquire: interruptible again, so the race and the close can stop it.
+    yield* Effect.acquireRelease(Effect.forkDaemon(Effect.interruptible(loop)), (fiber) => Effect.zipRight(Fiber.interrupt(fiber), publish))
+    return {
+      written: (seq) => {
+        if (wake !== undefined && seq - publishedSeq >= every) wake()
+      }
+    }
+  })
+
+const describeCause = (cause: Cause.Cause<unknown>): string => {
+  const squashed = Cause.squash(cause)
+  return squashed instanceof Error ? squashed.message : typeof squashed === "string" ? squashed : String(squashed)
 }
 
 /** The log's signer: the process's signing worker unless `inline` is asked for. */
@@ -324,6 +410,9 @@ const openFileStore = (
     }
     let committedBytes = Number((yield* file.stat.pipe(Effect.mapError(failWith("cannot stat")))).size)
 
+    const checkpoints = options.checkpoints === undefined ?
+      undefined :
+      yield* makeCheckpointPublisher(options.checkpoints, signing, path, () => ({ head, logId: chainLogId }))
     const signer = yield* makeSigner(options, signing, path)
     // Made once: a generator closure per batch costs V8 about 2 µs to set up.
     const writeBatch = Effect.fnUntraced(function*(drafts: ReadonlyArray<Draft>) {
@@ -336,6 +425,7 @@ const openFileStore = (
       }
       head = signed.head
       committedBytes += signed.written ?? signed.bytes.length
+      checkpoints?.written(head.seq)
       return signed.entryAt
     })
     const writeFailed = failWith("write failed; the log accepts no more entries")

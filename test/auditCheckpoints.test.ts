@@ -1,0 +1,217 @@
+/**
+ * Checkpoints of the audit file: signed heads published outside the file,
+ * which make cutting entries off its end, and rolling it back to an older
+ * copy, detectable — what the chain alone cannot show.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import * as nodeFs from "node:fs"
+import { join } from "node:path"
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
+import { Effect, Logger, Ref } from "effect"
+import { AuditLog, RunContext } from "jeevesagent"
+import { afterAll } from "vitest"
+import { scratchDirectories } from "./support/auditFileSystem.js"
+
+const SECRET = "checkpoint-test-secret-0123456789"
+
+const scratch = scratchDirectories("jeeves-audit-checkpoints-")
+afterAll(scratch.removeAll)
+
+/** Appends `count` entries through a file log that checkpoints to `sink`, then closes it. */
+const writeLog = (path: string, count: number, checkpoints: AuditLog.CheckpointOptions, first = 1) =>
+  Effect.scoped(
+    Effect.gen(function*() {
+      const audit = yield* AuditLog.makeFile({ path, secret: SECRET, checkpoints, signing: "inline" })
+      for (let i = first; i < first + count; i++) {
+        yield* audit.append({ actor: "system", action: "step", payload: { i } }).pipe(RunContext.withUser(`user_${i % 3}`))
+      }
+    })
+  ).pipe(Effect.provide(NodeFileSystem.layer), Effect.orDie)
+
+const verify = (path: string, options?: AuditLog.VerifyOptions) =>
+  AuditLog.verifyFile(path, SECRET, options).pipe(Effect.provide(NodeFileSystem.layer), Effect.orDie)
+
+const readCheckpoints = (path: string) => AuditLog.readCheckpoints(path).pipe(Effect.provide(NodeFileSystem.layer), Effect.orDie)
+
+/** The file without its last `count` lines. */
+const cutLines = (path: string, count: number) => {
+  const lines = nodeFs.readFileSync(path, "utf8").split("\n").filter((line) => line !== "")
+  nodeFs.writeFileSync(path, lines.slice(0, lines.length - count).map((line) => `${line}\n`).join(""))
+}
+
+const setup = () => {
+  const dir = scratch.make()
+  return { log: join(dir, "audit.jsonl"), anchors: join(dir, "checkpoints.jsonl") }
+}
+
+describe("audit checkpoints", () => {
+  it.effect("a checkpoint every N entries and one at close; the intact file verifies as anchored to its end", () =>
+    Effect.gen(function*() {
+      const { anchors, log } = setup()
+      yield* writeLog(log, 12, { sink: AuditLog.checkpointFile(anchors), everyEntries: 5 })
+      const checkpoints = yield* readCheckpoints(anchors)
+      const seqs = checkpoints.map((c) => c.seq)
+      assert.strictEqual(seqs.at(-1), 12, "the close publishes the final head")
+      assert.isTrue(seqs.length >= 2 && seqs.every((seq, i) => i === 0 || seq > seqs[i - 1]!), `increasing: ${seqs}`)
+      const plain = yield* verify(log)
+      assert.strictEqual(checkpoints[0]!.logId, plain.logId)
+      assert.strictEqual(checkpoints.at(-1)!.hash, plain.lastHash)
+      const report = yield* verify(log, { checkpoints })
+      assert.strictEqual(report.valid, true)
+      assert.strictEqual(report.anchoredSeq, 12)
+      assert.strictEqual(report.unanchoredTail, undefined)
+    }))
+
+  it.effect("entries cut off the end of a closed file pass the chain alone but fail against the checkpoints", () =>
+    Effect.gen(function*() {
+      const { anchors, log } = setup()
+      yield* writeLog(log, 12, { sink: AuditLog.checkpointFile(anchors), everyEntries: 5 })
+      const checkpoints = yield* readCheckpoints(anchors)
+      cutLines(log, 3)
+      assert.strictEqual((yield* verify(log)).valid, true, "the chain cannot tell")
+      const report = yield* verify(log, { checkpoints })
+      assert.strictEqual(report.valid, false)
+      assert.strictEqual(report.failure, "checkpoint_missing")
+      assert.strictEqual(report.firstBadSeq, 10)
+      assert.match(report.detail!, /reached seq 12, but its entries end at seq 9/)
+    }))
+
+  it.effect("a rollback to an older copy is detected, and so is one written again past the checkpoint", () =>
+    Effect.gen(function*() {
+      const { anchors, log } = setup()
+      const sink = AuditLog.checkpointFile(anchors)
+      yield* writeLog(log, 4, { sink, everyEntries: 100 })
+      const older = nodeFs.readFileSync(log)
+      yield* writeLog(log, 8, { sink, everyEntries: 100 }, 5)
+      const checkpoints = yield* readCheckpoints(anchors)
+      assert.deepStrictEqual(checkpoints.map((c) => c.seq), [4, 12])
+
+      nodeFs.writeFileSync(log, older)
+      const rolledBack = yield* verify(log, { checkpoints })
+      assert.strictEqual(rolledBack.failure, "checkpoint_missing")
+      assert.strictEqual(rolledBack.firstBadSeq, 5)
+
+      // Written again from the older copy up to the checkpointed seq and past it: other entries at seq 12.
+      yield* writeLog(log, 9, { sink: () => Effect.void, everyEntries: 100 }, 100)
+      assert.strictEqual((yield* verify(log)).valid, true, "the chain cannot tell")
+      const rewritten = yield* verify(log, { checkpoints })
+      assert.strictEqual(rewritten.failure, "checkpoint_mismatch")
+      assert.strictEqual(rewritten.firstBadSeq, 12)
+    }))
+
+  it.effect("entries after the newest checkpoint are reported as the unanchored tail", () =>
+    Effect.gen(function*() {
+      const { anchors, log } = setup()
+      yield* writeLog(log, 6, { sink: AuditLog.checkpointFile(anchors), everyEntries: 100 })
+      yield* writeLog(log, 3, { sink: () => Effect.fail("the sink is down"), everyEntries: 100 }, 7)
+      const report = yield* verify(log, { checkpoints: yield* readCheckpoints(anchors) })
+      assert.strictEqual(report.valid, true)
+      assert.strictEqual(report.anchoredSeq, 6)
+      assert.deepStrictEqual(report.unanchoredTail, { fromSeq: 7, toSeq: 9 })
+    }))
+
+  it.effect("a forged or edited checkpoint fails verification; another log's checkpoints are ignored", () =>
+    Effect.gen(function*() {
+      const { anchors, log } = setup()
+      yield* writeLog(log, 5, { sink: AuditLog.checkpointFile(anchors), everyEntries: 100 })
+      const [checkpoint] = yield* readCheckpoints(anchors)
+      const edited = { ...checkpoint!, seq: 3 }
+      const report = yield* verify(log, { checkpoints: [edited] })
+      assert.strictEqual(report.failure, "checkpoint_mismatch")
+      assert.match(report.detail!, /signature does not match/)
+      const other = { ...checkpoint!, logId: "log_other", seq: 99 }
+      assert.strictEqual((yield* verify(log, { checkpoints: [checkpoint!, other] })).valid, true)
+      // Signed with another key: not this log's writer.
+      const { anchors: foreignAnchors, log: foreignLog } = setup()
+      yield* Effect.scoped(
+        Effect.flatMap(
+          AuditLog.makeFile({ path: foreignLog, secret: "another-secret-0123456789", logId: checkpoint!.logId, checkpoints: { sink: AuditLog.checkpointFile(foreignAnchors) } }),
+          (audit) => audit.append({ actor: "system", action: "step", payload: {} })
+        )
+      ).pipe(Effect.provide(NodeFileSystem.layer), Effect.orDie)
+      const forged = yield* verify(log, { checkpoints: [checkpoint!, ...(yield* readCheckpoints(foreignAnchors))] })
+      assert.strictEqual(forged.failure, "checkpoint_mismatch")
+    }))
+
+  it.effect("an empty or missing log with checkpoints for it fails as cut off", () =>
+    Effect.gen(function*() {
+      const { anchors, log } = setup()
+      yield* writeLog(log, 3, { sink: AuditLog.checkpointFile(anchors), everyEntries: 100 })
+      nodeFs.writeFileSync(log, "")
+      const report = yield* verify(log, { checkpoints: yield* readCheckpoints(anchors) })
+      assert.strictEqual(report.failure, "checkpoint_missing")
+      assert.strictEqual(report.firstBadSeq, 1)
+    }))
+
+  it.effect("verifyEntries takes checkpoints too", () =>
+    Effect.gen(function*() {
+      const { anchors, log } = setup()
+      yield* writeLog(log, 7, { sink: AuditLog.checkpointFile(anchors), everyEntries: 3 })
+      const checkpoints = yield* readCheckpoints(anchors)
+      const entries = nodeFs.readFileSync(log, "utf8").split("\n").filter((l) => l !== "").map((l) => JSON.parse(l))
+      assert.strictEqual((yield* AuditLog.verifyEntries(entries, SECRET, { checkpoints })).anchoredSeq, 7)
+      const cut = yield* AuditLog.verifyEntries(entries.slice(0, 5), SECRET, { checkpoints })
+      assert.strictEqual(cut.failure, "checkpoint_missing")
+    }))
+
+  it.live("with few entries, the interval publishes the head", () =>
+    Effect.gen(function*() {
+      const published = yield* Ref.make<Array<number>>([])
+      const { log } = setup()
+      yield* Effect.scoped(
+        Effect.gen(function*() {
+          const audit = yield* AuditLog.makeFile({
+            path: log,
+            secret: SECRET,
+            checkpoints: { sink: (c) => Ref.update(published, (seqs) => [...seqs, c.seq]), everyEntries: 1000, interval: "30 millis" }
+          })
+          yield* audit.append({ actor: "system", action: "step", payload: {} })
+          yield* audit.append({ actor: "system", action: "step", payload: {} })
+          let waited = 0
+          while ((yield* Ref.get(published)).length === 0 && waited++ < 200) yield* Effect.sleep("10 millis")
+          assert.deepStrictEqual(yield* Ref.get(published), [2])
+        })
+      ).pipe(Effect.provide(NodeFileSystem.layer), Effect.orDie)
+      // Nothing new at close: no second checkpoint of the same head.
+      assert.deepStrictEqual(yield* Ref.get(published), [2])
+    }))
+
+  it.effect("a sink that fails, dies, rejects or throws never fails an append; each failure is logged", () => {
+    const messages: Array<string> = []
+    const capture = Logger.make(({ message }) => {
+      messages.push(Array.isArray(message) ? message.join(" ") : String(message))
+    })
+    return Effect.gen(function*() {
+      const sinks: ReadonlyArray<AuditLog.CheckpointOptions["sink"]> = [
+        () => Effect.fail(new Error("sink down")),
+        () => Effect.die(new Error("sink bug")),
+        () => Promise.reject(new Error("rejected")),
+        () => {
+          throw new Error("thrown")
+        }
+      ]
+      for (const sink of sinks) {
+        const { log } = setup()
+        yield* writeLog(log, 3, { sink, everyEntries: 1 })
+        assert.strictEqual((yield* verify(log)).lastSeq, 3)
+      }
+      const warnings = messages.filter((m) => m.includes("was not published"))
+      for (const why of ["sink down", "sink bug", "rejected", "thrown"]) {
+        assert.isTrue(warnings.some((m) => m.includes(why)), `logged: ${why} in ${JSON.stringify(warnings)}`)
+      }
+    }).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, capture)))
+  })
+
+  it.effect("bad checkpoint options fail the layer with AuditUnavailable", () =>
+    Effect.gen(function*() {
+      for (const checkpoints of [{ everyEntries: 0 }, { everyEntries: 1.5 }, { interval: "0 millis" }, { interval: "soon" }]) {
+        const { log } = setup()
+        const opened = yield* Effect.either(
+          Effect.scoped(AuditLog.makeFile({ path: log, secret: SECRET, checkpoints: { sink: () => Effect.void, ...checkpoints } as AuditLog.CheckpointOptions }))
+            .pipe(Effect.provide(NodeFileSystem.layer))
+        )
+        assert.strictEqual(opened._tag, "Left")
+        if (opened._tag === "Left") assert.strictEqual(opened.left._tag, "AuditUnavailable")
+      }
+    }))
+})
