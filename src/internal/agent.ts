@@ -208,6 +208,31 @@ const interruptedFromOutside = (fiber: Fiber.RuntimeFiber<unknown, unknown>): bo
   return typeof runtime.isInterrupted !== "function" || runtime.isInterrupted()
 }
 
+/** Whether a failure of a service of the user's is the denial the contract allows. */
+const isToolDenied = (value: unknown): value is Approval.ToolDenied =>
+  typeof value === "object" && value !== null && (value as { readonly _tag?: unknown })._tag === "ToolDenied" &&
+  typeof (value as { readonly reason?: unknown }).reason === "string"
+
+/**
+ * A step of a governance service the user may have written (a permissions
+ * check, a hook, an approval gate): called lazily, so a throw is a defect,
+ * and any cause but the run's own interruption — a defect, a failure, the
+ * service interrupting itself — goes to `problem`, which fails closed.
+ */
+const userService = <A, E, E2>(
+  step: () => Effect.Effect<A, E>,
+  problem: (cause: Cause.Cause<E>) => Effect.Effect<A, E2>
+): Effect.Effect<A, E2> =>
+  Effect.withFiberRuntime((fiber) =>
+    Effect.catchAllCause(Effect.suspend(step), (cause) =>
+      Cause.isInterruptedOnly(cause) && interruptedFromOutside(fiber) ? Effect.failCause(cause as Cause.Cause<never>) : problem(cause))
+  )
+
+/** Stands for a missing decision: it has no `_tag`, so it is denied as an unknown one. */
+const NO_DECISION = Object.freeze({}) as Permissions.Decision
+
+const checkFailed = () => Effect.succeed(Permissions.Decision.Deny({ reason: CHECK_FAILED }))
+
 class ToolTimeout {
   constructor(readonly duration: Duration.Duration) {}
 }
@@ -954,18 +979,20 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           return typeof audited === "boolean" ? Effect.succeed(recorded(audited)) : Effect.map(audited, recorded)
         }
         // A run interrupted while the gate waits (a human deciding) still records how the request ended.
-        const request = Effect.onInterrupt(approval.request(call, policyReason), () => {
+        const request = Effect.onInterrupt(Effect.suspend(() => approval.request(call, policyReason)), () => {
+          // A gate that interrupted itself is a failed handler, decided below.
+          if (!interruptedFromOutside(fiber)) return Effect.void
           const entry = outcomeEntry("cancelled", CANCELLED_REASON)
           return auditOn ? note(state, entry) : Effect.void
         })
         return Effect.matchCauseEffect(request, {
           onFailure: (cause) => {
-            // Interrupted only: no failure in it.
-            if (Cause.isInterruptedOnly(cause)) return Effect.failCause(cause as Cause.Cause<never>)
-            // A defect in the gate is a failed handler: deny.
+            // The run interrupted: no outcome to decide (the entry above records it).
+            if (Cause.isInterruptedOnly(cause) && interruptedFromOutside(fiber)) return Effect.failCause(cause as Cause.Cause<never>)
+            // A defect, a self-interruption or a failure that is not a denial: a failed handler, deny.
             const failure = Cause.failureOption(cause)
             return decided(
-              failure._tag === "Some" && !Cause.isDie(cause) ?
+              failure._tag === "Some" && !Cause.isDie(cause) && isToolDenied(failure.value) ?
                 failure.value :
                 denial({ tool: call.name, reason: Approval.reasons.handlerFailed, policyReason })
             )
@@ -1005,9 +1032,10 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       attributes?: CallAttributes
     ): Effect.Effect<void, Approval.ToolDenied> => {
       if (call.destructive && !auditWritten) return Effect.fail(deny(call, "audit unavailable"))
-      const decided = !permissionsOn ? Effect.void : permissions.check(call).pipe(
-        Effect.catchAllDefect(() => Effect.succeed(Permissions.Decision.Deny({ reason: CHECK_FAILED }))),
-        Effect.flatMap((decision) => {
+      const decided = !permissionsOn ? Effect.void : userService(() => permissions.check(call), checkFailed).pipe(
+        Effect.flatMap((answer) => {
+          // A permissions service of the user's may answer anything at all (`undefined` takes the default branch).
+          const decision: Permissions.Decision = answer ?? NO_DECISION
           switch (decision._tag) {
             case "Allow":
               return Effect.asVoid(decisionRecorded(state, call, turn, "allow", "policy", null))
@@ -1031,8 +1059,10 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         })
       )
       if (!hooksOn) return decided
-      return hooks.beforeTool(call).pipe(
-        Effect.catchAllDefect(() => Effect.fail(deny(call, "hook failed"))),
+      return userService(() => hooks.beforeTool(call), (cause) => {
+        const failure = Cause.failureOption(cause)
+        return Effect.fail(failure._tag === "Some" && isToolDenied(failure.value) ? failure.value : deny(call, "hook failed"))
+      }).pipe(
         Effect.tapError((denied) => decisionRecorded(state, call, turn, "deny", "hook", denied.reason)),
         Effect.zipRight(decided)
       )
@@ -1359,10 +1389,8 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         } else {
           result = yield* execute(tool, call)
           if (hooksOn) {
-            yield* hooks.afterTool(call, result).pipe(
-              Effect.catchAllCause((cause) =>
-                warn(`afterTool hook failed: ${describeFailure(Cause.squash(cause))}`, { tool: call.name })
-              )
+            yield* userService(() => hooks.afterTool(call, result), (cause) =>
+              warn(`afterTool hook failed: ${describeFailure(Cause.squash(cause))}`, { tool: call.name })
             )
           }
         }
