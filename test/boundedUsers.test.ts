@@ -31,6 +31,7 @@ class MapTable<V extends Entry> {
       let guard = this.entries.size
       while (this.entries.size > this.maxUsers && guard-- > 0) {
         const [oldestKey, oldest] = this.entries.entries().next().value!
+        if (oldestKey === key) break
         if (oldest.pinned) this.touch(oldestKey, oldest, now)
         else this.entries.delete(oldestKey)
       }

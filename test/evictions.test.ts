@@ -165,3 +165,61 @@ describe("in-memory Memory: a user with a run in flight is in use", () => {
         })))
   }
 })
+
+describe("bounded memory state under runs that hold it", () => {
+  const isExtraction = (request: Model.ModelRequest) =>
+    request.messages[0]?.role === "system" && request.messages[0].content === Memory.extractionPrompt
+
+  /** Calls `slow`, then answers "finished"; extraction calls get `[]`. */
+  const extractingScript: Model.Script = (request) =>
+    isExtraction(request) ?
+      { text: "[]" } :
+      request.messages.at(-1)!.role === "tool" ?
+      { text: "finished" } :
+      { toolCalls: [{ name: "slow", args: {} }] }
+
+  const countsOf = (memory: Memory.Service, userId: string | null) =>
+    Effect.map(
+      memory.export.pipe(RunContext.withUser(userId)),
+      (exported) => [exported.blocks.length, exported.facts.length, exported.episodes.length]
+    )
+
+  it.effect("with Memory.autoExtract over the in-memory Memory, a user's state still outlives userIdleTtl for the whole run", () => {
+    const ModelLive = Model.layerScripted(extractingScript)
+    const MemoryLive = Memory.autoExtract().pipe(
+      Layer.provide(Memory.layerInMemory({ userIdleTtl: "10 minutes" })),
+      Layer.provide(Layer.merge(ModelLive, Budget.layerNone))
+    )
+    const AgentLive = Agent.layer({ tools: [slow] }).pipe(
+      Layer.provide(Layer.mergeAll(Agent.layerDefaults, ModelLive, MemoryLive))
+    )
+    return Effect.gen(function*() {
+      const [agent, memory] = yield* Effect.all([Agent.Agent, Memory.Memory])
+      yield* Effect.zipRight(
+        memory.updateBlock("prefs", "likes tea"),
+        memory.appendFact({ subject: "alice", predicate: "lives in", object: "Lisbon" })
+      ).pipe(RunContext.withUser("alice"))
+      const run = yield* Effect.fork(agent.run("start the long job", { userId: "alice", sessionId: "s" }))
+      yield* TestClock.adjust("15 minutes")
+      assert.strictEqual((yield* Fiber.join(run)).output, "finished")
+      assert.deepStrictEqual(yield* countsOf(memory, "alice"), [1, 1, 1])
+    }).pipe(Effect.provide(Layer.merge(AgentLive, MemoryLive)))
+  })
+
+  it.effect("a new user's write while every other user is held by a run is kept, over maxUsers until they end", () => {
+    const MemoryLive = Memory.layerInMemory({ maxUsers: 1, userIdleTtl: null })
+    const AgentLive = Agent.layer({ tools: [slow] }).pipe(
+      Layer.provide(Layer.mergeAll(Agent.layerDefaults, Model.layerScripted(extractingScript), MemoryLive))
+    )
+    return Effect.gen(function*() {
+      const [agent, memory] = yield* Effect.all([Agent.Agent, Memory.Memory])
+      const run = yield* Effect.fork(agent.run("start the long job", { userId: "alice", sessionId: "s" }))
+      yield* TestClock.adjust("1 minute")
+      yield* memory.updateBlock("notes", "bob's note").pipe(RunContext.withUser("bob"))
+      assert.deepStrictEqual((yield* memory.working.pipe(RunContext.withUser("bob"))).map((b) => b.content), ["bob's note"])
+      yield* TestClock.adjust("14 minutes")
+      yield* Fiber.join(run)
+      assert.deepStrictEqual(yield* countsOf(memory, "alice"), [0, 0, 1])
+    }).pipe(Effect.provide(Layer.merge(AgentLive, MemoryLive)))
+  })
+})

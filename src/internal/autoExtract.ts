@@ -12,6 +12,7 @@ import * as Model from "../Model.js"
 import * as RunContext from "../RunContext.js"
 import * as Telemetry from "../Telemetry.js"
 import * as Metrics from "./metrics.js"
+import { withRunHoldOf } from "./memory.js"
 
 const LOGGER = "jeevesagent.memory.auto_extract"
 const DEFAULT_MAX_FACTS = 20
@@ -204,5 +205,6 @@ export const make = (
         return episodeId
       })
 
-    return { ...inner, remember }
+    // Every episode is still stored through the inner service: a run's hold on its state carries over.
+    return withRunHoldOf(inner, { ...inner, remember })
   })

@@ -73,7 +73,12 @@ export class BoundedUsers<V extends Entry> {
     return node.value
   }
 
-  /** Inserts a new entry for `key` (absent by contract), evicting the least recently used past `maxUsers`. */
+  /**
+   * Inserts a new entry for `key` (absent by contract), evicting the least
+   * recently used past `maxUsers`. Never the new entry itself: when every
+   * older one is pinned, the table holds more than `maxUsers` until they are
+   * released (the caller is about to write into the entry it gets back).
+   */
   insert(key: string, entry: V, now: number): V {
     this.sweep(now)
     this.touch(key, entry, now)
@@ -81,6 +86,7 @@ export class BoundedUsers<V extends Entry> {
       let guard = this.nodes.size
       while (this.nodes.size > this.maxUsers && guard-- > 0) {
         const oldest = this.oldest!
+        if (oldest.key === key) break
         if (oldest.value.pinned) this.moveToNewest(oldest, now)
         else this.evict(oldest)
       }

@@ -149,6 +149,19 @@ const runHolds = new WeakMap<Memory.Service["remember"], RunHold>()
 export const runHoldOf = (service: Memory.Service): RunHold | undefined => runHolds.get(service.remember)
 
 /**
+ * Gives `wrapper` the {@link RunHold} of `inner`: for a wrapper that
+ * replaces `remember` but still stores every episode through `inner`'s
+ * (`Memory.autoExtract`). Returns `wrapper`.
+ *
+ * @internal
+ */
+export const withRunHoldOf = (inner: Memory.Service, wrapper: Memory.Service): Memory.Service => {
+  const hold = runHoldOf(inner)
+  if (hold !== undefined) runHolds.set(wrapper.remember, hold)
+  return wrapper
+}
+
+/**
  * The in-process store and a view of its residency, for tests and benchmarks.
  *
  * Every user's state is one entry of a {@link BoundedUsers} table: at most
