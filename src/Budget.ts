@@ -231,8 +231,10 @@ export interface Config {
  *   forgotten. Every check, reservation, settle and `usageFor` touches.
  * - `null` disables either bound.
  *
- * A user with a call in flight (an outstanding reservation) is never
- * forgotten, so the table may briefly hold more than `maxUsers` users.
+ * A user with a call in flight (an outstanding reservation), or an agent
+ * run in flight (between its calls too: a slow tool, a wait for an
+ * approver), is never forgotten, so the table may briefly hold more than
+ * `maxUsers` users; the end of the run counts as a touch.
  *
  * @since 0.1.0
  * @category models

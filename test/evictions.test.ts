@@ -223,3 +223,47 @@ describe("bounded memory state under runs that hold it", () => {
     }).pipe(Effect.provide(Layer.merge(AgentLive, MemoryLive)))
   })
 })
+
+describe("the in-memory budget under runs that hold it", () => {
+  /** Turn 1 spends 1000 tokens and calls `slow`; turn 2 would answer. */
+  const spendingScript = (turns: { count: number }): Model.Script => (request) => {
+    turns.count++
+    return request.messages.at(-1)!.role === "tool" ?
+      { text: "finished", usage: { inputTokens: 500, outputTokens: 100 } } :
+      { toolCalls: [{ name: "slow", args: {} }], usage: { inputTokens: 900, outputTokens: 100 } }
+  }
+
+  for (
+    const [name, options, crowd] of [
+      ["a tool slower than userIdleTtl", { userIdleTtl: "10 minutes" }, 0],
+      ["other users crowding past maxUsers", { maxUsers: 2, userIdleTtl: null }, 5]
+    ] as const
+  ) {
+    it.effect(`a user's spend is not forgotten between the turns of their own run: ${name}`, () => {
+      const turns = { count: 0 }
+      const BudgetLive = Layer.memoize(Budget.layer({ perUserMaxTokens: 1000 }, options))
+      return Effect.gen(function*() {
+        const budgetLive = yield* BudgetLive
+        const [agent, budget] = yield* Effect.all([Agent.Agent, Budget.Budget]).pipe(
+          Effect.provide(Layer.merge(
+            Agent.layer({ tools: [slow] }).pipe(
+              Layer.provide(Layer.mergeAll(Agent.layerDefaults, Model.layerScripted(spendingScript(turns)), budgetLive))
+            ),
+            budgetLive
+          ))
+        )
+        const run = yield* Effect.fork(agent.run("start the long job", { userId: "alice", sessionId: "s" }))
+        yield* TestClock.adjust("1 minute")
+        for (let i = 0; i < crowd; i++) {
+          const reservation = yield* budget.reserve({ inputTokens: 1, outputTokens: 0, costUsd: 0 }).pipe(RunContext.withUser(`other_${i}`))
+          if (reservation._tag === "Granted") yield* reservation.settle({ inputTokens: 1, outputTokens: 0, costUsd: 0 })
+        }
+        yield* TestClock.adjust("14 minutes")
+        const result = yield* Fiber.join(run)
+        assert.strictEqual(turns.count, 1, "turn 2 is blocked: turn 1 reached the per-user cap")
+        assert.strictEqual(result.interruptionReason, "budget:per_user_max_tokens")
+        assert.strictEqual((yield* budget.usageFor("alice")).tokensTotal, 1000)
+      }).pipe(Effect.scoped)
+    })
+  }
+})

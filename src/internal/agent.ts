@@ -35,7 +35,7 @@ import { forEachConcurrent } from "./forkAll.js"
 import { newId } from "./ids.js"
 import { canSetRefs, endSpan, makeSpan, refsOf, resetRefs, setRefs, spanNow, withParent, withParentSpan, withSpan } from "./locally.js"
 import * as Metrics from "./metrics.js"
-import { runHoldOf } from "./memory.js"
+import { type RunHold, runHoldOf } from "./memory.js"
 import * as MemoryInternal from "./memoryStore.js"
 import * as PermissionsInternal from "./permissions.js"
 import { preRedacted, type PreRedactedOptions, setRedactedAttribute } from "./secretsSinks.js"
@@ -207,6 +207,17 @@ const interruptedFromOutside = (fiber: Fiber.RuntimeFiber<unknown, unknown>): bo
   const runtime = fiber as unknown as { readonly isInterrupted?: () => boolean }
   return typeof runtime.isInterrupted !== "function" || runtime.isInterrupted()
 }
+
+/** Both holds of a user's state at once (either may be absent). */
+const bothHolds = (a: RunHold | undefined, b: RunHold | undefined): RunHold | undefined =>
+  a === undefined ? b : b === undefined ? a : (user, now) => {
+    const releaseA = a(user, now)
+    const releaseB = b(user, now)
+    return (at) => {
+      releaseA(at)
+      releaseB(at)
+    }
+  }
 
 /** Whether a failure of a service of the user's is the denial the contract allows. */
 const isToolDenied = (value: unknown): value is Approval.ToolDenied =>
@@ -1672,8 +1683,9 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       user_id: userAttribute(state)
     })
 
-    // The in-memory Memory: the user's state is in use (never evicted) while a run of theirs is in flight.
-    const holdRun = runHoldOf(memory)
+    // The in-memory Memory and Budget: the user's state and ledger are in use (never evicted) while a run of
+    // theirs is in flight.
+    const holdRun = bothHolds(runHoldOf(memory), BudgetInternal.runHoldOf(budget))
     const nowOn = (fiber: Fiber.RuntimeFiber<unknown, unknown>) =>
       Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
 

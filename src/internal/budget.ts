@@ -399,8 +399,11 @@ class UserLedger extends Ledger {
     super()
   }
 
+  /** Agent runs of the user in flight: the ledger is in use between their calls too (a slow tool, an approval). */
+  runs = 0
+
   get pinned(): boolean {
-    return this.outstanding > 0
+    return this.outstanding > 0 || this.runs > 0
   }
 
   /** Forgets the committed usage of a past window; outstanding reservations stay. */
@@ -458,6 +461,29 @@ class MemoryLedgers {
     // Inserted after the hold: pinned, so making room never evicts the new user itself.
     if (found === undefined) this.users.insert(key, user, now)
     return new Grant(decision.state === "warn" ? decision.reason : undefined, this, key, user, estimate, clock)
+  }
+
+  /**
+   * Holds the user's ledger while one of their runs is in flight, so that
+   * neither the idle TTL nor `maxUsers` forgets what the run spent between
+   * its calls; the returned function releases it at a time, as a touch.
+   */
+  holdRun(key: string, now: number): (now: number) => void {
+    let user = this.existing(key, now)
+    if (user === undefined) {
+      user = new UserLedger(windowIndex(this.config, now))
+      user.runs++
+      // Inserted held: making room never evicts the new user itself.
+      this.users.insert(key, user, now)
+    } else {
+      user.runs++
+    }
+    const held = user
+    return (at) => {
+      held.runs--
+      // Held until this step, so it is still the one the table holds for the user.
+      this.users.touch(key, held, at)
+    }
   }
 
   /** Removes a reservation's hold and charges `charge`, if any, at `now`. */
@@ -549,6 +575,7 @@ const syncReserveKey = Symbol.for("jeevesagent/internal/budget/syncReserve")
 interface SyncReserve {
   readonly reserve: Budget.Service["reserve"]
   readonly unsafe: (fiber: Fiber.RuntimeFiber<unknown, unknown>, estimate: Model.Usage) => Budget.Reservation
+  readonly holdRun: (user: string, now: number) => (now: number) => void
 }
 
 /** @internal */
@@ -559,12 +586,28 @@ export const syncReserveOf = (
   return marker !== undefined && marker.reserve === service.reserve ? marker.unsafe : undefined
 }
 
+/**
+ * The in-memory budget's run hold ({@link MemoryLedgers.holdRun}) for the
+ * agent: the user's ledger is in use while a run of theirs is in flight.
+ * Present only while `reserve` is the service's own, as {@link syncReserveOf}.
+ *
+ * @internal
+ */
+export const runHoldOf = (service: Budget.Service): ((user: string, now: number) => (now: number) => void) | undefined => {
+  const marker = (service as { readonly [syncReserveKey]?: SyncReserve })[syncReserveKey]
+  return marker !== undefined && marker.reserve === service.reserve ? marker.holdRun : undefined
+}
+
 const memoryService = (ledgers: MemoryLedgers): Budget.Service => {
   const reserve: Budget.Service["reserve"] = (estimate) => Effect.sync(() => ledgers.reserve(currentFiber(), estimate))
   const service = {
     ...memoryServiceRest(ledgers),
     reserve,
-    [syncReserveKey]: { reserve, unsafe: (fiber, estimate) => ledgers.reserve(fiber, estimate) } satisfies SyncReserve
+    [syncReserveKey]: {
+      reserve,
+      unsafe: (fiber, estimate) => ledgers.reserve(fiber, estimate),
+      holdRun: (user, now) => ledgers.holdRun(user, now)
+    } satisfies SyncReserve
   }
   return service
 }
