@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Deferred, Effect, Exit, Fiber, FiberRef, Option, Tracer } from "effect"
+import { RunContext } from "jeevesagent"
 import { canSetRefs, locally, makeSpan, refsOf, setRefs, withParent, withParentSpan, withSpan } from "../src/internal/locally.js"
 import { markDropsUnsampledChildren } from "../src/internal/tracerSampling.js"
 
@@ -78,6 +79,8 @@ describe("internal/locally", () => {
     Effect.gen(function*() {
       const other = FiberRef.unsafeMake(0)
       const refs = Effect.withFiberRuntime((fiber) => Effect.succeed(refsOf(fiber)))
+      // The fiber's own entry for the ref (without one, see the next test).
+      yield* FiberRef.set(ref, "outer")
       const before = yield* refs
       // A body that changes nothing else, nested locals included.
       assert.strictEqual(yield* locally(locally(FiberRef.get(ref), ref, "two"), ref, "one"), "two")
@@ -96,6 +99,27 @@ describe("internal/locally", () => {
       assert.isTrue(Exit.isFailure(failed))
       assert.strictEqual(yield* FiberRef.get(ref), "outer")
       assert.strictEqual(yield* FiberRef.get(other), 6)
+    }))
+
+  it.effect("a child forked under locally and joined after it does not bring its value back (as Effect.locally does not)", () =>
+    Effect.gen(function*() {
+      // This fiber has no entry of its own for the ref: its value is inherited (here, the initial one).
+      type Local = <A>(self: Effect.Effect<A>, r: typeof ref, value: string) => Effect.Effect<A>
+      const effects: Local = (self, r, value) => Effect.locally(self, r, value)
+      const ours: Local = (self, r, value) => locally(self, r, value)
+      for (const local of [ours, effects]) {
+        const child = yield* local(Effect.fork(local(FiberRef.get(ref), ref, "carol")), ref, "bob")
+        assert.strictEqual(yield* Fiber.join(child), "carol")
+        assert.strictEqual(yield* FiberRef.get(ref), "outer")
+      }
+    }))
+
+  it.effect("RunContext.withUser: a job forked for bob and joined later leaves this fiber anonymous", () =>
+    Effect.gen(function*() {
+      const userOf = Effect.map(RunContext.current, (context) => context.userId)
+      const job = yield* Effect.fork(userOf.pipe(Effect.withSpan("job"), RunContext.withUser("carol"))).pipe(RunContext.withUser("bob"))
+      assert.strictEqual(yield* Fiber.join(job), "carol")
+      assert.strictEqual(yield* userOf, null)
     }))
 
   for (const fast of [false, true]) {

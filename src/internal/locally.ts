@@ -101,13 +101,24 @@ const sameLocals = (a: FiberRefs.FiberRefs | undefined, b: FiberRefs.FiberRefs):
   return same
 }
 
+/** Whether the top of `ref`'s stack in `refs` is the fiber `id`'s own entry. */
+const ownHead = (refs: FiberRefs.FiberRefs, ref: FiberRef.FiberRef<unknown>, id: FiberId.Single): boolean => {
+  const stack = refs.locals.get(ref) as Stack | undefined
+  if (stack === undefined) return false
+  const headId = stack[0][0]
+  return headId === id || Equal.equals(headId, id)
+}
+
 /**
  * Puts `ref` (and `ref2`) back to `value` (`value2`), the values they had
  * in `before`, after {@link setRefs} installed `installed` over `before`.
  * When nothing else changed the fiber's FiberRefs since (entry for entry
  * they are still `installed`: a fork or a join that changed no value keeps
- * them so), `before` itself goes back, with no copy, exactly as it was;
- * otherwise this is {@link setRefs}.
+ * them so) and `before` has the fiber's own entry for each ref, `before`
+ * itself goes back, with no copy, exactly as it was; otherwise this is
+ * {@link setRefs}. (Without its own entry, `before` would drop the entry a
+ * child forked meanwhile names as its parent's: joined later, the child
+ * would bring its value back into this fiber.)
  *
  * @internal
  */
@@ -121,7 +132,11 @@ export const resetRefs = <X, Y = never>(
   value2?: Y
 ): void => {
   const setter = fiber as unknown as FiberRefSetter
-  if (installed !== undefined && before !== undefined && sameLocals(setter._fiberRefs, installed)) {
+  if (
+    installed !== undefined && before !== undefined && sameLocals(setter._fiberRefs, installed) &&
+    ownHead(before, ref as FiberRef.FiberRef<unknown>, fiber.id()) &&
+    (ref2 === undefined || ownHead(before, ref2 as FiberRef.FiberRef<unknown>, fiber.id()))
+  ) {
     setter.setFiberRefs!(before)
     return
   }
