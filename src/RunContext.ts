@@ -191,6 +191,7 @@ export const locally =
  * @category models
  */
 export interface WithUserOptions {
+  /** `""` counts as not given. */
   readonly sessionId?: string | undefined
   readonly runId?: string | undefined
   readonly metadata?: Readonly<Record<string, unknown>> | undefined
@@ -211,7 +212,8 @@ export const withUser =
       Effect.flatMap(current, (outer) => {
         const context: RunContext = {
           userId: validated,
-          sessionId: options?.sessionId ??
+          // An empty session id is no session (as in `empty`).
+          sessionId: options?.sessionId ||
             (outer.sessionId !== "" && outer.userId === validated ? outer.sessionId : newId("sess")),
           runId: options?.runId ?? outer.runId,
           metadata: options?.metadata ?? outer.metadata

@@ -52,6 +52,18 @@ describe("Agent.run", () => {
       assert.match(result.sessionId, /^sess_/)
     }))
 
+  it.effect("an empty sessionId (an empty form field) is no session: the run gets a new one and completes", () =>
+    Effect.gen(function*() {
+      const result = yield* runWith(callThenSummarize([{ name: "whoami", args: {} }]), "who am i?", {
+        userId: "alice",
+        sessionId: ""
+      })
+      assert.strictEqual(result.output, "alice")
+      assert.match(result.sessionId, /^sess_/)
+      const inner = yield* Effect.map(RunContext.current, (c) => c.sessionId).pipe(RunContext.withUser("bob", { sessionId: "" }))
+      assert.match(inner, /^sess_/)
+    }))
+
   it.effect("anonymous runs see a null user", () =>
     Effect.gen(function*() {
       const result = yield* runWith(callThenSummarize([{ name: "whoami", args: {} }]), "who?")

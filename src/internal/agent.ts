@@ -1656,7 +1656,8 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       if (rule !== undefined) return Effect.fail(new RunContext.InvalidUserId({ rule, userId: requested! }))
       const context: RunContext.RunContext = {
         userId: requested,
-        sessionId: options?.sessionId ?? newId("sess"),
+        // An empty session id (an empty form field) is no session: a new one, as when none is given.
+        sessionId: options?.sessionId || newId("sess"),
         runId: newId("run"),
         metadata: options?.metadata ?? {}
       }
