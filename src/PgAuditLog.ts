@@ -33,6 +33,7 @@ import type * as SqlClient from "@effect/sql/SqlClient"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
+import type * as Duration from "effect/Duration"
 import * as AuditLog from "./AuditLog.js"
 import * as internalAudit from "./internal/audit.js"
 import * as internal from "./internal/pgAudit.js"
@@ -47,6 +48,15 @@ import * as internal from "./internal/pgAudit.js"
  */
 export type Options = AuditLog.KeyOptions & {
   readonly chain?: string | undefined
+  /**
+   * How long one append's transaction may wait for the chain's head row and
+   * run (default 10 seconds; PostgreSQL's `lock_timeout` and
+   * `statement_timeout` for that transaction). A transaction of another
+   * process stuck on the head (crashed mid-append, paused, partitioned
+   * away) then fails the appends waiting behind it with `AuditUnavailable`
+   * — the agent denies destructive tools — instead of holding every run.
+   */
+  readonly timeout?: Duration.DurationInput | undefined
 }
 
 /**

@@ -63,7 +63,15 @@ export interface Options {
   readonly reservationTtl?: Duration.DurationInput | undefined
   /** How often this process reclaims expired reservations; `null` never. Default 1 minute. */
   readonly reclaimInterval?: Duration.DurationInput | null | undefined
-  /** Longest wait for one database round trip before `BudgetUnavailable`. Default 10 seconds. */
+  /**
+   * Longest wait for one database round trip before `BudgetUnavailable`.
+   * Default 10 seconds. The statement itself is never interrupted (an
+   * interrupted statement's cancel could hit another fiber's statement on
+   * the same connection): it runs to its end in the background, and a
+   * reservation it grants after the caller stopped waiting is released. Set
+   * `statement_timeout` on the role or connection to bound it in the
+   * database too.
+   */
   readonly timeout?: Duration.DurationInput | undefined
 }
 

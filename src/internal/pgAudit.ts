@@ -14,6 +14,7 @@ import { migrateLocked } from "./pgMigrate.js"
 import * as PgMigrator from "@effect/sql-pg/PgMigrator"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import * as AuditLog from "../AuditLog.js"
@@ -72,7 +73,11 @@ export const migrate: Effect.Effect<void, unknown, SqlClient.SqlClient> = migrat
 export interface PgStoreOptions {
   /** The chain's name; processes with the same name share one chain. */
   readonly chain?: string | undefined
+  /** The bound on one append's transaction (lock wait and statements). */
+  readonly timeout?: Duration.DurationInput | undefined
 }
+
+const DEFAULT_TIMEOUT = Duration.seconds(10)
 
 interface HeadRow {
   readonly log_id: string
@@ -118,6 +123,14 @@ export const makePgStore = (
         cause
       })
 
+    const timeout = Duration.decodeUnknown(options.timeout ?? DEFAULT_TIMEOUT)
+    if (timeout._tag === "None" || !Duration.isFinite(timeout.value) || Duration.toMillis(timeout.value) < 1) {
+      return yield* new AuditLog.AuditUnavailable({
+        description: `postgres audit chain ${JSON.stringify(chain)}: timeout must be a finite duration of at least 1 ms`
+      })
+    }
+    const bound = `${Math.round(Duration.toMillis(timeout.value))}ms`
+
     yield* migrate.pipe(Effect.mapError(unavailable("migration failed")))
     yield* sql`INSERT INTO jeeves_audit_chains (name, log_id, seq, hash, timestamp_ms)
       VALUES (${chain}, ${newId("log")}, 0, ${GENESIS_HASH}, 0)
@@ -140,6 +153,8 @@ export const makePgStore = (
     const commit = (drafts: ReadonlyArray<Draft>) =>
       sql.withTransaction(
         Effect.gen(function*() {
+          // Bounded in the database: a lock held elsewhere fails this batch, not every later one forever.
+          yield* sql`SELECT set_config('lock_timeout', ${bound}, true), set_config('statement_timeout', ${bound}, true)`
           const { head } = yield* readHead(true)
           const now = yield* Clock.currentTimeMillis
           let next = head

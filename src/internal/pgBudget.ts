@@ -5,6 +5,7 @@ import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Budget from "../Budget.js"
@@ -331,18 +332,59 @@ export const make = (
     const sql = (yield* SqlClient.SqlClient).withoutTransforms()
     const queries = makeExpressions(sql, resolved)
 
-    /** A database round trip: bounded in time, failures mapped to BudgetUnavailable (fail closed). */
+    /**
+     * A database round trip: bounded in time, failures mapped to
+     * BudgetUnavailable (fail closed). The statement itself is never
+     * interrupted: it runs to its end on a fiber of its own, and a caller
+     * that stops waiting (its timeout, its own interruption) only stops
+     * waiting. (@effect/sql-pg cancels an interrupted statement with
+     * `pg_cancel_backend` on its connection; when the statement has just
+     * finished, that cancel lands on whatever statement of another fiber
+     * runs there next — another user's reserve or settle failed.) When
+     * the caller has gone and the statement succeeded, `abandoned` undoes
+     * what it did.
+     */
     const guardedFor = (millis: number) =>
-    <A, E, R>(what: string, effect: Effect.Effect<A, E, R>): Effect.Effect<A, Budget.BudgetUnavailable, R> =>
-      effect.pipe(
-        Effect.mapError(unavailable(what)),
-        Effect.catchAllDefect((defect) => Effect.fail(unavailable(what)(defect))),
-        Effect.timeoutFail({
-          duration: Duration.millis(millis),
-          onTimeout: () =>
-            new Budget.BudgetUnavailable({
-              description: `PostgreSQL: ${what} timed out after ${Duration.format(Duration.millis(millis))}`
+    <A, E, R>(
+      what: string,
+      effect: Effect.Effect<A, E, R>,
+      abandoned?: (value: A) => Effect.Effect<unknown, unknown>
+    ): Effect.Effect<A, Budget.BudgetUnavailable, R> =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.gen(function*() {
+          // "waiting" until one side finishes first: the statement ("done") or the caller ("gone").
+          let state: "waiting" | "done" | "gone" = "waiting"
+          let result: A | undefined
+          const statement = effect.pipe(
+            Effect.mapError(unavailable(what)),
+            Effect.catchAllDefect((defect) => Effect.fail(unavailable(what)(defect))),
+            Effect.tap((value) => {
+              if (state === "gone") return abandoned === undefined ? Effect.void : Effect.ignore(abandoned(value))
+              state = "done"
+              result = value
+              return Effect.void
             })
+          )
+          const fiber = yield* Effect.forkDaemon(statement)
+          return yield* restore(Fiber.join(fiber)).pipe(
+            Effect.timeoutFail({
+              duration: Duration.millis(millis),
+              onTimeout: () =>
+                new Budget.BudgetUnavailable({
+                  description: `PostgreSQL: ${what} timed out after ${Duration.format(Duration.millis(millis))}`
+                })
+            }),
+            Effect.onExit((exit) => {
+              if (exit._tag === "Success") return Effect.void
+              if (state !== "done") {
+                state = "gone"
+                return Effect.void
+              }
+              // It finished as the caller stopped waiting: undo in the background.
+              const value = result as A
+              return abandoned === undefined ? Effect.void : Effect.asVoid(Effect.forkDaemon(Effect.ignore(abandoned(value))))
+            })
+          )
         })
       )
     const guarded = guardedFor(timeoutMillis)
@@ -431,9 +473,11 @@ export const make = (
                 queries.ensureUser(scope, windowIndex(resolved, now)),
                 attemptReserve(scope, estimate, now, id)
               )),
-            // Interrupted or failed after the statement may have committed: undo, if it did.
+            // Failed after the statement may have committed: undo, if it did.
             Effect.onExit((exit) => exit._tag === "Success" ? Effect.void : Effect.ignore(finish(id, undefined)))
-          )
+          ),
+          // Granted after the caller stopped waiting: nobody will settle it.
+          () => finish(id, undefined)
         )
         const status = decide(rows, scope, now)
         if (Number(rows[0]?.reserved_rows ?? 0) === 2) {
