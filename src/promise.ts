@@ -87,6 +87,10 @@ export interface AgentOptions {
    * `PgBudget.layer(...)`.
    */
   readonly budget?: internal.BudgetOptions | Layer.Layer<Budget.Budget, unknown> | undefined
+  /**
+   * The tool policy. Absent: every call is allowed — unless `approvalHandler`
+   * is given, then destructive calls ask it (`{ mode: "default" }`).
+   */
   readonly permissions?: PermissionsOptions | Layer.Layer<Permissions.Permissions, unknown> | undefined
   /** Asked about every `Ask` decision; resolve `true` to let the call run. */
   readonly approvalHandler?: Approval.PromiseHandler | undefined

@@ -211,6 +211,30 @@ describe("jeevesagent/promise governance options", () => {
     }
   })
 
+  it("an approvalHandler without permissions is asked about destructive calls (permissions default to mode default)", async () => {
+    const asked: Array<string> = []
+    const withHandler = createAgent({
+      model: "scripted",
+      script,
+      tools: [deleteFile, readFile],
+      approvalHandler: async (call) => {
+        asked.push(call.name)
+        return false
+      }
+    })
+    const withoutHandler = createAgent({ model: "scripted", script, tools: [deleteFile, readFile] })
+    try {
+      expect((await withHandler.run("clean up", { userId: "alice" })).output).toBe(
+        "DENIED: approval declined (delete_file: destructive call requires approval) | contents of b.txt"
+      )
+      expect(asked).toEqual(["delete_file"])
+      // No handler and no permissions: allow all, as before.
+      expect((await withoutHandler.run("clean up", { userId: "alice" })).output).toBe("deleted a.txt | contents of b.txt")
+    } finally {
+      await Promise.all([withHandler.dispose(), withoutHandler.dispose()])
+    }
+  })
+
   it("a bad permission mode rejects ready() instead of throwing at construction", async () => {
     const agent = createAgent({ model: "echo", permissions: { mode: "yolo" as never } })
     await expect(agent.ready()).rejects.toThrow(/mode/)

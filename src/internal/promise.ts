@@ -109,7 +109,8 @@ const telemetryLayer = (options: AgentOptions): Layer.Layer<Telemetry.Telemetry,
 
 const permissionsLayer = (options: AgentOptions): Layer.Layer<Permissions.Permissions, unknown> | undefined => {
   const permissions = options.permissions
-  if (permissions === undefined) return undefined
+  // An approver is wired to be asked: without a policy, destructive calls ask (mode "default").
+  if (permissions === undefined) return options.approvalHandler === undefined ? undefined : Permissions.standard({ mode: "default" })
   if (isLayer(permissions)) return permissions as Layer.Layer<Permissions.Permissions, unknown>
   // Suspended so a bad option (an unknown mode) rejects `ready()` / the first call instead of throwing here.
   return Layer.suspend(() =>
