@@ -6,7 +6,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Ref, Schema } from "effect"
-import { Agent, AuditLog, Model, Permissions, Tool } from "jeevesagent"
+import { Agent, Approval, AuditLog, Model, Permissions, Tool } from "jeevesagent"
 
 /** Asks for `calls`, then answers with every tool result it got. */
 const callThenSummarize = (calls: NonNullable<Model.ScriptedTurn["toolCalls"]>): Model.Script => (request) =>
@@ -98,6 +98,29 @@ describe("hostile tool arguments from the model", () => {
       assert.isTrue(output.startsWith("ERROR: invalid arguments"))
       assert.isAtMost(output.length, 2_010)
     }).pipe(Effect.provide(agentWith(callThenSummarize([{ name: "add", args: { a: "x".repeat(1_000_000) } }]), [add.tool])))
+  })
+})
+
+describe("calls that will never run", () => {
+  it.effect("a destructive call with refused arguments is not put to a human: no approval asked, an error result", () => {
+    const purge = Tool.make("purge", {
+      description: "purge",
+      parameters: Schema.Struct({ a: Schema.Unknown }),
+      destructive: true,
+      handler: () => Effect.succeed("purged")
+    })
+    const asked: Array<string> = []
+    const gate = Approval.layer((call) => Effect.sync(() => asked.push(call.name)).pipe(Effect.as(true)))
+    return Effect.gen(function*() {
+      const result = yield* run
+      assert.strictEqual(result.toolCalls[0]!.output, "ERROR: invalid arguments: nested deeper than 64 levels")
+      assert.deepStrictEqual(asked, [])
+    }).pipe(Effect.provide(agentWith(
+      callThenSummarize([{ name: "purge", args: { a: nested(100) } }]),
+      [purge],
+      gate as Layer.Layer<never>,
+      Permissions.standard({ mode: "default" }) as Layer.Layer<never>
+    )))
   })
 })
 

@@ -1378,6 +1378,9 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         const known = toolsByName.size === 0 ? "none" : [...toolsByName.keys()].join(", ")
         const message = `unknown tool ${JSON.stringify(call.name)} (available: ${known})`
         result = { callId: call.id, name: call.name, status: "error", output: `ERROR: ${message}`, reason: message }
+      } else if (refusedArgs.has(call)) {
+        // Never run (arguments refused, or cut off at max_tokens): no policy, hook or human is asked about it.
+        result = yield* execute(tool, call)
       } else {
         let decision: Either.Either<void, Approval.ToolDenied> | undefined
         if (decidedNow) {
