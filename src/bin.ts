@@ -138,11 +138,15 @@ const verify = Command.make("verify", { file, secretEnv, logId, checkpoints: che
         )
       }
       if (report.tornTail !== undefined) yield* Console.error(`warning: torn tail: ${report.detail}`)
+      if (report.validCount === 0) yield* Console.error("warning: the file holds no entries (a log cut to nothing verifies too)")
     } else {
       yield* Console.log(
         `TAMPERED: ${report.failure} at seq ${report.firstBadSeq} (line ${report.line}): ${report.detail}\n` +
           `${report.validCount} entries verified before it`
       )
+      if (report.failure === "signature" && report.validCount === 0) {
+        yield* Console.error("hint: the very first entry does not verify; if the file is intact, the key is not the one it was written with")
+      }
     }
     yield* exitWith(report.valid ? EXIT_OK : EXIT_TAMPERED)
   })).pipe(Command.withDescription("verify an audit file: signatures, hash chain and sequence"))

@@ -151,6 +151,16 @@ describe("jeevesagent audit", () => {
       assert.notMatch(twice.stdout, /TAMPERED/)
       assert.include(twice.stderr, "given twice")
       assert.strictEqual(secretAsName.code, 2)
+      const empty = join(dir, "empty.jsonl")
+      nodeFs.writeFileSync(empty, "")
+      const [wrongKey, nothing] = await Promise.all([
+        cli(["audit", "verify", log, "--secret-env", "TYPO_KEY"], env),
+        cli(["audit", "verify", empty, "--secret-env", "AUDIT_KEY"], env)
+      ])
+      assert.strictEqual(wrongKey.code, 1)
+      assert.include(wrongKey.stderr, "the key is not the one")
+      assert.strictEqual(nothing.code, 0)
+      assert.include(nothing.stderr, "no entries")
       assert.notInclude(secretAsName.stderr, "s3cr3t-value", "a key typed where its variable's name belongs is not printed")
     }), 120_000)
 
