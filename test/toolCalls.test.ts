@@ -124,6 +124,57 @@ describe("calls that will never run", () => {
   })
 })
 
+describe("what the approver sees is what runs", () => {
+  it.effect("arguments a schema fills in or transforms are shown as the tool will get them", () => {
+    const seen: Array<unknown> = []
+    const wipe = Tool.make("wipe", {
+      description: "wipe a directory",
+      parameters: Schema.Struct({
+        path: Schema.optionalWith(Schema.String, { default: () => "/" }),
+        depth: Schema.optionalWith(Schema.NumberFromString, { default: () => 99 })
+      }),
+      destructive: true,
+      handler: ({ depth, path }) => Effect.succeed(`wiped ${path} to depth ${depth}`)
+    })
+    const gate = Approval.layer((call) => Effect.sync(() => seen.push(call.args)).pipe(Effect.as(true)))
+    return Effect.gen(function*() {
+      const result = yield* run
+      assert.deepStrictEqual(seen, [{ path: "/", depth: "99" }, { path: "/tmp", depth: "2" }])
+      assert.deepStrictEqual(result.toolCalls.map((c) => [c.output, c.args]), [
+        ["wiped / to depth 99", { path: "/", depth: "99" }],
+        ["wiped /tmp to depth 2", { path: "/tmp", depth: "2" }]
+      ])
+    }).pipe(Effect.provide(agentWith(
+      callThenSummarize([{ name: "wipe", args: {} }, { name: "wipe", args: { path: "/tmp", depth: "2" } }]),
+      [wipe],
+      gate as Layer.Layer<never>,
+      Permissions.standard({ mode: "default" }) as Layer.Layer<never>
+    )))
+  })
+
+  it.effect("arguments that do not decode are not put to the approver: an error result at once", () => {
+    const asked: Array<unknown> = []
+    const wipe = Tool.make("wipe", {
+      description: "wipe",
+      parameters: Schema.Struct({ path: Schema.String }),
+      destructive: true,
+      handler: () => Effect.succeed("wiped")
+    })
+    const gate = Approval.layer((call) => Effect.sync(() => asked.push(call.args)).pipe(Effect.as(true)))
+    return Effect.gen(function*() {
+      const result = yield* run
+      assert.deepStrictEqual(asked, [])
+      assert.strictEqual(result.toolCalls[0]!.status, "error")
+      assert.match(result.toolCalls[0]!.output, /^ERROR: invalid arguments/)
+    }).pipe(Effect.provide(agentWith(
+      callThenSummarize([{ name: "wipe", args: { path: 42 } }]),
+      [wipe],
+      gate as Layer.Layer<never>,
+      Permissions.standard({ mode: "default" }) as Layer.Layer<never>
+    )))
+  })
+})
+
 describe("an answer cut off at max_tokens", () => {
   it.effect("its tool calls are not run: each gets an error result, and the model is asked again", () => {
     const send = counting("send_email", Schema.Struct({ to: Schema.String, body: Schema.optional(Schema.String) }))

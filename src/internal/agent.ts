@@ -11,6 +11,7 @@ import type * as MetricLabel from "effect/MetricLabel"
 import * as ParseResult from "effect/ParseResult"
 import * as Queue from "effect/Queue"
 import * as Schema from "effect/Schema"
+import * as SchemaAST from "effect/SchemaAST"
 import * as Stream from "effect/Stream"
 import * as Take from "effect/Take"
 import * as Tracer from "effect/Tracer"
@@ -208,6 +209,34 @@ const interruptedFromOutside = (fiber: Fiber.RuntimeFiber<unknown, unknown>): bo
   return typeof runtime.isInterrupted !== "function" || runtime.isInterrupted()
 }
 
+/** The decoded arguments of a governed call, decoded before it was checked (what the tool gets). */
+const decodedArgs = new WeakMap<Tool.Call, { readonly value: unknown }>()
+
+/** Whether a sync decode failed only because the schema needs effects (the effectful decoder decides then). */
+const needsEffects = (issue: ParseResult.ParseIssue): boolean => {
+  switch (issue._tag) {
+    case "Forbidden":
+      return true
+    case "Composite":
+      return Array.isArray(issue.issues) ? issue.issues.some(needsEffects) : needsEffects(issue.issues as ParseResult.ParseIssue)
+    case "Pointer":
+    case "Refinement":
+    case "Transformation":
+      return needsEffects(issue.issue)
+    default:
+      return false
+  }
+}
+
+/** A JSON value, frozen all the way down (the arguments that were checked cannot change before the tool runs). */
+const deepFreeze = <A>(value: A): A => {
+  if (typeof value === "object" && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value)
+    for (const key of Object.keys(value)) deepFreeze((value as Record<string, unknown>)[key])
+  }
+  return value
+}
+
 /** Both holds of a user's state at once (either may be absent). */
 const bothHolds = (a: RunHold | undefined, b: RunHold | undefined): RunHold | undefined =>
   a === undefined ? b : b === undefined ? a : (user, now) => {
@@ -300,7 +329,12 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       tools.map((tool) =>
         [tool.name, {
           sync: Schema.decodeUnknownEither(tool.parameters, { errors: "all" }),
-          effect: Schema.decodeUnknown(tool.parameters, { errors: "all" })
+          effect: Schema.decodeUnknown(tool.parameters, { errors: "all" }),
+          // Defaults and transformations: what the tool gets is not what the model sent, so a governed
+          // call is checked with its arguments as the tool will get them (encoded back to JSON).
+          canonical: SchemaAST.encodedBoundAST(tool.parameters.ast) === tool.parameters.ast ?
+            undefined :
+            Schema.encodeEither(tool.parameters as Schema.Schema<unknown, unknown>)
         }] as const
       )
     )
@@ -1317,6 +1351,8 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       const refused = refusedArgs.get(call)
       if (refused !== undefined) return Effect.succeed(errorResult(refused))
       const handled = Effect.suspend(() => {
+        const checked = decodedArgs.get(call)
+        if (checked !== undefined) return tool.handler(checked.value)
         const decoded = decode.sync(call.args)
         if (decoded._tag === "Right") return tool.handler(decoded.right)
         // Invalid arguments (or a schema that needs effects): the effectful decoder says which.
@@ -1454,14 +1490,32 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       // that cannot be used are not passed on (not even to the audit log or an approver): the call
       // carries why, and its tool gives an error result.
       const problem = checkArgs(modelCall.args)
+      let args = problem === undefined ? modelCall.args : Object.freeze({ refused_arguments: problem })
+      let refusal = problem !== undefined ? `invalid arguments: ${problem}` : cutOff ? CUT_OFF : undefined
+      // A governed call is decoded before it is checked: arguments that do not decode are refused (nobody
+      // is asked about a call that cannot run), and the checks see the arguments as the tool will get them.
+      let decoded: { readonly value: unknown } | undefined
+      if (refusal === undefined && governed && tool !== undefined) {
+        const decode = decoders.get(tool.name)!
+        const result = decode.sync(modelCall.args)
+        if (result._tag === "Right") {
+          decoded = { value: result.right }
+          if (decode.canonical !== undefined) {
+            const encoded = decode.canonical(result.right)
+            if (encoded._tag === "Right" && checkArgs(encoded.right) === undefined) args = deepFreeze(encoded.right)
+          }
+        } else if (!needsEffects(result.left.issue)) {
+          refusal = `invalid arguments: ${ParseResult.TreeFormatter.formatErrorSync(result.left)}`
+        }
+      }
       const call: Tool.Call = Object.freeze({
         id: modelCall.id,
         name: modelCall.name,
-        args: problem === undefined ? modelCall.args : Object.freeze({ refused_arguments: problem }),
+        args,
         destructive: tool?.destructive ?? false
       })
-      const refusal = problem !== undefined ? `invalid arguments: ${problem}` : cutOff ? CUT_OFF : undefined
       if (refusal !== undefined) refusedArgs.set(call, refusal)
+      else if (decoded !== undefined) decodedArgs.set(call, decoded)
       if (tool !== undefined && !auditOn && !governed && !telemetryOn && state.emit === undefined) {
         // Nothing to audit, authorize, trace or emit.
         return Effect.map(execute(tool, call), (result) => toCallRecord(result, call, turn))
