@@ -10,6 +10,7 @@ import * as FiberRef from "effect/FiberRef"
 import type * as MetricLabel from "effect/MetricLabel"
 import * as ParseResult from "effect/ParseResult"
 import * as Queue from "effect/Queue"
+import * as Runtime from "effect/Runtime"
 import * as Schema from "effect/Schema"
 import * as SchemaAST from "effect/SchemaAST"
 import * as Stream from "effect/Stream"
@@ -139,6 +140,9 @@ const estimateInputTokens = (state: RunState, messages: ReadonlyArray<Model.Mess
 
 /** The denial of a call whose permission check threw, died or answered no decision. */
 const CHECK_FAILED = "permission check failed"
+/** How long the `run_completed` entry of a cancelled run may take with a log of the user's own. */
+const CANCELLED_ENTRY_TIMEOUT = Duration.seconds(30)
+
 /** The reason of an approval request that was pending when its run was interrupted. */
 const CANCELLED_REASON = "run interrupted"
 
@@ -1609,8 +1613,16 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           secrets.redact(describeFailure(Cause.squash(cause))).slice(0, PROMPT_AUDIT_CHARS)
         )
       if (submit !== undefined && noteNow(fiber, state, input)) return undefined
-      // An awaited log: a failure waits for its entry (as for its other entries); a cancelled run does not.
-      return cancelled ? undefined : record(state, input)
+      // An awaited log: a failure waits for its entry (as for its other entries); a cancelled run does
+      // not, so its entry is written in the background, as the run (its RunContext still installed).
+      if (!cancelled) return record(state, input)
+      const runtime = Runtime.make({
+        context: fiber.getFiberRef(FiberRef.currentContext),
+        fiberRefs: fiber.getFiberRefs(),
+        runtimeFlags: Runtime.defaultRuntimeFlags
+      })
+      Runtime.runFork(runtime)(Effect.timeout(record(state, input), CANCELLED_ENTRY_TIMEOUT))
+      return undefined
     }
 
     const loop = Effect.fnUntraced(function*(prompt: string, state: RunState) {

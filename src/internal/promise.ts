@@ -352,8 +352,11 @@ export const runPromise = async <A>(
 
 /**
  * An async iterable over a stream run on the runtime. Breaking out of the
- * loop, aborting `signal`, or `dispose()` interrupts the stream (and so the
- * run).
+ * loop (`return()`, at once, even while a `next()` waits: it then ends with
+ * `done`), aborting `signal`, or `dispose()` interrupts the stream (and so
+ * the run). The producer starts on the first `next()`. Written by hand, not
+ * as an async generator: a generator queues `return()` behind a pending
+ * `next()`, so a consumer giving up on a stalled run could not stop it.
  *
  * @internal
  */
@@ -362,42 +365,85 @@ export const iterate = (
   makeStream: Effect.Effect<Stream.Stream<AgentEvent, unknown>, never, Services>,
   signal: AbortSignal | undefined
 ): AsyncIterable<AgentEvent> => ({
-  [Symbol.asyncIterator]: async function*() {
-    // No `await` until the abort listener is added: an abort in between would be
-    // missed, since a `once` listener added to an aborted signal never fires.
-    refuseToStart(lifecycle, signal)
-    const queue = Effect.runSync(Queue.bounded<Exit.Exit<AgentEvent, unknown> | undefined>(64))
-    const producer = lifecycle.runtime.runFork(
-      Effect.flatMap(makeStream, (stream) => Stream.runForEach(stream, (event) => Queue.offer(queue, Exit.succeed(event)))).pipe(
-        Effect.exit,
-        Effect.flatMap((exit) => Queue.offer(queue, Exit.isSuccess(exit) ? undefined : Exit.failCause(exit.cause)))
+  [Symbol.asyncIterator]: (): AsyncIterator<AgentEvent> => {
+    type Item = Exit.Exit<AgentEvent, unknown> | undefined
+    let started: {
+      readonly queue: Queue.Queue<Item>
+      readonly producer: Fiber.RuntimeFiber<unknown, unknown>
+      readonly stop: () => void
+    } | undefined
+    let finished = false
+    /** Resolves a `next()` waiting on the queue with `done`, when `return()` / `throw()` ends the iteration. */
+    let wakeWaiting: (() => void) | undefined
+
+    const start = () => {
+      // No `await` until the abort listener is added: an abort in between would be
+      // missed, since a `once` listener added to an aborted signal never fires.
+      refuseToStart(lifecycle, signal)
+      const queue = Effect.runSync(Queue.bounded<Item>(64))
+      const producer = lifecycle.runtime.runFork(
+        Effect.flatMap(makeStream, (stream) => Stream.runForEach(stream, (event) => Queue.offer(queue, Exit.succeed(event)))).pipe(
+          Effect.exit,
+          Effect.flatMap((exit) => Queue.offer(queue, Exit.isSuccess(exit) ? undefined : Exit.failCause(exit.cause)))
+        )
       )
-    )
-    // The producer cannot report its own interruption, so shutting the queue down
-    // wakes the consumer — unless the producer had already finished, its last
-    // events and end marker queued.
-    const stopEffect = Effect.flatMap(
-      Fiber.interrupt(producer),
-      (exit) => Exit.isInterrupted(exit) ? Queue.shutdown(queue) : Effect.void
-    )
-    const stop = () => {
-      producer.unsafeInterruptAsFork(FiberId.none)
-      Effect.runFork(stopEffect)
+      // The producer queues its own end unless it could not: interrupted, or failed outside the stream
+      // (the runtime's services could not be built). Then its exit wakes the consumer.
+      producer.addObserver((exit) => {
+        if (Exit.isSuccess(exit)) return
+        if (Exit.isInterrupted(exit)) Effect.runFork(Queue.shutdown(queue))
+        else Effect.runFork(Queue.offer(queue, Exit.failCause(exit.cause)))
+      })
+      const stop = () => producer.unsafeInterruptAsFork(FiberId.none)
+      track(lifecycle, producer, stop)
+      signal?.addEventListener("abort", stop, { once: true })
+      started = { queue, producer, stop }
+      return started
     }
-    track(lifecycle, producer, stop)
-    signal?.addEventListener("abort", stop, { once: true })
-    try {
-      while (true) {
-        const taken = await Effect.runPromiseExit(Queue.take(queue))
-        if (Exit.isFailure(taken)) throw interruption(lifecycle, signal)
-        const next = taken.value
-        if (next === undefined) return
-        if (Exit.isFailure(next)) throw await redactedRejection(lifecycle, next.cause, signal)
-        yield next.value
+
+    /** Stops the producer (if still running) and waits for it; the iteration is over. */
+    const finish = async (): Promise<void> => {
+      finished = true
+      wakeWaiting?.()
+      if (started === undefined) return
+      signal?.removeEventListener("abort", started.stop)
+      started.stop()
+      await Effect.runPromise(Fiber.await(started.producer))
+    }
+
+    const done: IteratorReturnResult<undefined> = { done: true, value: undefined }
+
+    return {
+      next: async (): Promise<IteratorResult<AgentEvent>> => {
+        if (finished) return done
+        const { queue } = started ?? start()
+        const gaveUp = new Promise<"gave up">((resolve) => (wakeWaiting = () => resolve("gave up")))
+        const taken = await Promise.race([Effect.runPromiseExit(Queue.take(queue)), gaveUp])
+        wakeWaiting = undefined
+        if (taken === "gave up" || finished) return done
+        if (Exit.isFailure(taken)) {
+          await finish()
+          throw interruption(lifecycle, signal)
+        }
+        const item = taken.value
+        if (item === undefined) {
+          await finish()
+          return done
+        }
+        if (Exit.isFailure(item)) {
+          await finish()
+          throw await redactedRejection(lifecycle, item.cause, signal)
+        }
+        return { done: false, value: item.value }
+      },
+      return: async (): Promise<IteratorResult<AgentEvent>> => {
+        await finish()
+        return done
+      },
+      throw: async (error?: unknown): Promise<IteratorResult<AgentEvent>> => {
+        await finish()
+        throw error
       }
-    } finally {
-      signal?.removeEventListener("abort", stop)
-      await Effect.runPromise(stopEffect)
     }
   }
 })
