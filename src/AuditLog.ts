@@ -202,7 +202,9 @@ export interface CheckpointOptions {
    * Stores one checkpoint somewhere the process writing the log cannot
    * rewrite it: a database table without UPDATE or DELETE grants, object
    * storage with a retention lock, a SIEM, another machine
-   * ({@link checkpointFile} appends them to a file). Called one at a time.
+   * ({@link checkpointFile} appends them to a file). Called one at a time:
+   * a call still running (past the 30 s wait, say) is waited for before the
+   * next, and the log's close waits for it too.
    * A failure, a defect or a rejected promise is logged as a warning and
    * never fails an append; the next checkpoint covers everything before it.
    */
@@ -296,7 +298,9 @@ export type FileOptions = KeyOptions & {
    * Publishes checkpoints of the chain's head, so that cutting entries off
    * the end of the file, or rolling it back to an older copy, is detected
    * by verifying it with them ({@link VerifyOptions.checkpoints}). Off by
-   * default.
+   * default. Needs a fixed `logId` (else the layer fails with
+   * `AuditUnavailable`): a file emptied or deleted and written again must
+   * still be the log its checkpoints name.
    */
   readonly checkpoints?: CheckpointOptions | undefined
 }
@@ -313,9 +317,9 @@ export interface VerifyOptions {
   /**
    * Checkpoints of the log, from wherever its writer published them
    * ({@link readCheckpoints} reads a {@link checkpointFile}); those of other
-   * logs are ignored. The log must hold every checkpointed entry, unchanged:
-   * otherwise the report fails with `checkpoint_missing` or
-   * `checkpoint_mismatch`. A valid report then gives `anchoredSeq` and
+   * logs are ignored, but at least one must be of this log. The log must
+   * hold every checkpointed entry, unchanged: otherwise the report fails
+   * with `checkpoint_missing` or `checkpoint_mismatch`. A valid report then gives `anchoredSeq` and
    * the `unanchoredTail`.
    */
   readonly checkpoints?: Iterable<Checkpoint> | undefined

@@ -13,6 +13,7 @@ import { afterAll } from "vitest"
 import { scratchDirectories } from "./support/auditFileSystem.js"
 
 const SECRET = "checkpoint-test-secret-0123456789"
+const LOG_ID = "log_checkpointed"
 
 const scratch = scratchDirectories("jeeves-audit-checkpoints-")
 afterAll(scratch.removeAll)
@@ -21,7 +22,7 @@ afterAll(scratch.removeAll)
 const writeLog = (path: string, count: number, checkpoints: AuditLog.CheckpointOptions, first = 1) =>
   Effect.scoped(
     Effect.gen(function*() {
-      const audit = yield* AuditLog.makeFile({ path, secret: SECRET, checkpoints, signing: "inline" })
+      const audit = yield* AuditLog.makeFile({ path, secret: SECRET, logId: LOG_ID, checkpoints, signing: "inline" })
       for (let i = first; i < first + count; i++) {
         yield* audit.append({ actor: "system", action: "step", payload: { i } }).pipe(RunContext.withUser(`user_${i % 3}`))
       }
@@ -125,7 +126,12 @@ describe("audit checkpoints", () => {
       const { anchors: foreignAnchors, log: foreignLog } = setup()
       yield* Effect.scoped(
         Effect.flatMap(
-          AuditLog.makeFile({ path: foreignLog, secret: "another-secret-0123456789", logId: checkpoint!.logId, checkpoints: { sink: AuditLog.checkpointFile(foreignAnchors) } }),
+          AuditLog.makeFile({
+            path: foreignLog,
+            secret: "another-secret-0123456789",
+            logId: checkpoint!.logId,
+            checkpoints: { sink: AuditLog.checkpointFile(foreignAnchors) }
+          }),
           (audit) => audit.append({ actor: "system", action: "step", payload: {} })
         )
       ).pipe(Effect.provide(NodeFileSystem.layer), Effect.orDie)
@@ -163,6 +169,7 @@ describe("audit checkpoints", () => {
           const audit = yield* AuditLog.makeFile({
             path: log,
             secret: SECRET,
+            logId: LOG_ID,
             checkpoints: { sink: (c) => Ref.update(published, (seqs) => [...seqs, c.seq]), everyEntries: 1000, interval: "30 millis" }
           })
           yield* audit.append({ actor: "system", action: "step", payload: {} })
@@ -202,12 +209,78 @@ describe("audit checkpoints", () => {
     }).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, capture)))
   })
 
+  it.effect("a file emptied (or deleted) and written again by the restarted app fails against the sink's checkpoints", () =>
+    Effect.gen(function*() {
+      const { anchors, log } = setup()
+      const options = { sink: AuditLog.checkpointFile(anchors), everyEntries: 5 }
+      yield* writeLog(log, 12, options)
+      // Emptied (no key needed); the application restarts with the same options and writes again.
+      nodeFs.truncateSync(log, 0)
+      yield* writeLog(log, 3, options)
+      const checkpoints = yield* readCheckpoints(anchors)
+      assert.isTrue(checkpoints.some((c) => c.seq === 12))
+      const report = yield* verify(log, { checkpoints })
+      assert.strictEqual(report.valid, false, JSON.stringify(report))
+      assert.include(["checkpoint_missing", "checkpoint_mismatch"], report.failure)
+    }))
+
+  it.effect("a file of another log verified against this log's checkpoints fails: none of them is its", () =>
+    Effect.gen(function*() {
+      const { anchors, log } = setup()
+      yield* writeLog(log, 4, { sink: AuditLog.checkpointFile(anchors), everyEntries: 100 })
+      const other = setup()
+      yield* Effect.scoped(
+        Effect.flatMap(AuditLog.makeFile({ path: other.log, secret: SECRET, signing: "inline" }), (audit) =>
+          audit.append({ actor: "system", action: "step", payload: {} }))
+      ).pipe(Effect.provide(NodeFileSystem.layer), Effect.orDie)
+      const report = yield* verify(other.log, { checkpoints: yield* readCheckpoints(anchors) })
+      assert.strictEqual(report.failure, "checkpoint_missing")
+      assert.match(report.detail!, /none of the 1 checkpoints is of this log/)
+    }))
+
+  it.effect("checkpoints need a fixed logId: without one the layer fails with AuditUnavailable", () =>
+    Effect.gen(function*() {
+      const { log } = setup()
+      const opened = yield* Effect.either(
+        Effect.scoped(AuditLog.makeFile({ path: log, secret: SECRET, checkpoints: { sink: () => Effect.void } })).pipe(
+          Effect.provide(NodeFileSystem.layer)
+        )
+      )
+      assert.strictEqual(opened._tag, "Left")
+      if (opened._tag === "Left") assert.match(opened.left.message, /checkpoints need a fixed logId/)
+    }))
+
+  it.effect("the sink is called one at a time: the close waits for a checkpoint still being stored, and does not store it twice", () =>
+    Effect.gen(function*() {
+      const { log } = setup()
+      let inFlight = 0
+      let maxInFlight = 0
+      const stored: Array<number> = []
+      const sink = async (checkpoint: AuditLog.Checkpoint) => {
+        inFlight++
+        maxInFlight = Math.max(maxInFlight, inFlight)
+        await new Promise((resolve) => setTimeout(resolve, 300))
+        stored.push(checkpoint.seq)
+        inFlight--
+      }
+      yield* Effect.scoped(
+        Effect.gen(function*() {
+          const audit = yield* AuditLog.makeFile({ path: log, secret: SECRET, logId: LOG_ID, signing: "inline", checkpoints: { sink, everyEntries: 1 } })
+          yield* audit.append({ actor: "system", action: "step", payload: { i: 1 } })
+          // The publisher starts storing the checkpoint of seq 1; the log closes meanwhile.
+          yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 50)))
+        })
+      ).pipe(Effect.provide(NodeFileSystem.layer), Effect.orDie)
+      assert.strictEqual(maxInFlight, 1)
+      assert.deepStrictEqual(stored, [1], "stored once, before the close returned")
+    }))
+
   it.effect("bad checkpoint options fail the layer with AuditUnavailable", () =>
     Effect.gen(function*() {
       for (const checkpoints of [{ everyEntries: 0 }, { everyEntries: 1.5 }, { interval: "0 millis" }, { interval: "soon" }]) {
         const { log } = setup()
         const opened = yield* Effect.either(
-          Effect.scoped(AuditLog.makeFile({ path: log, secret: SECRET, checkpoints: { sink: () => Effect.void, ...checkpoints } as AuditLog.CheckpointOptions }))
+          Effect.scoped(AuditLog.makeFile({ path: log, secret: SECRET, logId: LOG_ID, checkpoints: { sink: () => Effect.void, ...checkpoints } as AuditLog.CheckpointOptions }))
             .pipe(Effect.provide(NodeFileSystem.layer))
         )
         assert.strictEqual(opened._tag, "Left")

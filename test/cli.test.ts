@@ -125,7 +125,7 @@ describe("jeevesagent audit", () => {
         Effect.forEach([1, 2, 3, 4, 5, 6, 7], (i) =>
           Effect.flatMap(AuditLog.AuditLog, (audit) => audit.append({ actor: "system", action: "step", payload: { i } })), { discard: true }).pipe(
             Effect.provide(
-              AuditLog.layerFile({ path: log, secret: KEY, checkpoints: { sink: AuditLog.checkpointFile(anchors), everyEntries: 3 } }).pipe(
+              AuditLog.layerFile({ path: log, secret: KEY, logId: "log_cli", checkpoints: { sink: AuditLog.checkpointFile(anchors), everyEntries: 3 } }).pipe(
                 Layer.provide(NodeFileSystem.layer)
               )
             )
@@ -134,7 +134,7 @@ describe("jeevesagent audit", () => {
       const env = { AUDIT_KEY: KEY, TYPO_KEY: "some-other-key-abcdef" }
       const intact = await cli(["audit", "verify", log, "--secret-env", "AUDIT_KEY", "--checkpoints", anchors], env)
       assert.strictEqual(intact.code, 0, intact.stderr)
-      assert.match(intact.stdout, /^OK: 7 entries verified \(log log_\w+, last seq 7\), anchored by checkpoints up to seq 7/)
+      assert.match(intact.stdout, /^OK: 7 entries verified \(log log_cli, last seq 7\), anchored by checkpoints up to seq 7/)
       const lines = nodeFs.readFileSync(log, "utf8").split("\n").filter((l) => l !== "")
       const cut = join(dir, "checkpointed-cut.jsonl")
       nodeFs.writeFileSync(cut, lines.slice(0, 5).map((l) => `${l}\n`).join(""))

@@ -472,6 +472,9 @@ export const signCheckpoint = (
   return { ...unsigned, signature: hmacHex(signing.key, checkpointText(unsigned)) }
 }
 
+/** The log id a given checkpoint names (whatever it is). */
+const logIdOf = (value: unknown): unknown => typeof value === "object" && value !== null ? (value as { logId?: unknown }).logId : undefined
+
 /** A checkpoint read back: its fields, or what is wrong with it. */
 const readCheckpoint = (value: unknown, keys: VerifyKeys): AuditLog.Checkpoint | string => {
   if (typeof value !== "object" || value === null || Array.isArray(value)) return "it is not an object"
@@ -529,11 +532,16 @@ export class ChainVerifier {
   private checkpointHashes: Map<number, Array<string>> | undefined
   private newestCheckpoint = 0
   private anchored = 0
+  /** Checkpoints given, and the log ids they name (a log replaced by another one matches none of them). */
+  private givenCheckpoints = 0
+  private checkpointLogs: Set<unknown> | undefined
 
   constructor(private readonly keys: VerifyKeys, options?: VerifierOptions) {
     this.logId = options?.logId
     if (options?.checkpoints !== undefined) {
       this.pendingCheckpoints = Array.from(options.checkpoints)
+      this.givenCheckpoints = this.pendingCheckpoints.length
+      this.checkpointLogs = new Set(this.pendingCheckpoints.map(logIdOf))
       this.checkpointHashes = new Map()
       if (this.logId !== undefined) this.takeCheckpoints(this.logId, 0)
     }
@@ -614,13 +622,24 @@ export class ChainVerifier {
     if (this.failed !== undefined) return this.failed
     if (this.pendingCheckpoints !== undefined) {
       // No entry named the log: every checkpoint given is taken as one of it.
-      const ids = new Set(this.pendingCheckpoints.map((c) => (typeof c === "object" && c !== null ? (c as { logId?: unknown }).logId : undefined)))
+      const ids = new Set(this.pendingCheckpoints.map(logIdOf))
       const only = ids.size === 1 ? [...ids][0] : undefined
       if (typeof only === "string") this.takeCheckpoints(only, this.validCount + 1)
       else if (this.pendingCheckpoints.length > 0) {
         this.fail("checkpoint_missing", 1, 1, "the log has no entries, but checkpoints were given for it")
       }
       if (this.failed !== undefined) return this.failed
+    }
+    if (this.givenCheckpoints > 0 && this.newestCheckpoint === 0) {
+      const logs = [...this.checkpointLogs!].map((id) => JSON.stringify(id)).join(", ")
+      this.fail(
+        "checkpoint_missing",
+        1,
+        1,
+        `none of the ${this.givenCheckpoints} checkpoints is of this log (${JSON.stringify(this.logId)}); they are of ${logs}: ` +
+          "the file may have been replaced by another log, or emptied and started again"
+      )
+      return this.failed!
     }
     if (this.newestCheckpoint > this.lastSeq) {
       this.fail(

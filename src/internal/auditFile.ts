@@ -286,11 +286,18 @@ interface CheckpointPublisher {
  */
 const makeCheckpointPublisher = (
   options: AuditLog.CheckpointOptions,
+  logIdGiven: string | undefined,
   signing: SigningKey,
   path: string,
   current: () => { readonly head: Head; readonly logId: string }
 ): Effect.Effect<CheckpointPublisher, AuditLog.AuditUnavailable, Scope.Scope> =>
   Effect.gen(function*() {
+    if (logIdGiven === undefined) {
+      return yield* new AuditLog.AuditUnavailable({
+        description: `${path}: checkpoints need a fixed logId, so that a file emptied or replaced and written again ` +
+          "is still the log its checkpoints name (a new id would make them another log's)"
+      })
+    }
     const every = options.everyEntries ?? DEFAULT_CHECKPOINT_ENTRIES
     if (!Number.isSafeInteger(every) || every < 1) {
       return yield* new AuditLog.AuditUnavailable({ description: `${path}: checkpoints.everyEntries must be a positive integer, got ${every}` })
@@ -301,28 +308,49 @@ const makeCheckpointPublisher = (
     }
     let publishedSeq = current().head.seq
     let wake: (() => void) | undefined
-    const publish = Effect.suspend(() => {
-      const { head, logId } = current()
-      if (head.seq <= publishedSeq) return Effect.void
-      return Effect.flatMap(Clock.currentTimeMillis, (now) => {
-        const checkpoint = signCheckpoint(signing, logId, head, now)
-        return Effect.suspend(() => {
-          const sent = options.sink(checkpoint)
-          return Effect.isEffect(sent) ? sent : Effect.tryPromise({ try: () => Promise.resolve(sent), catch: (cause) => cause })
-        }).pipe(
-          Effect.timeoutFail({ duration: PUBLISH_TIMEOUT, onTimeout: () => `it took longer than ${Duration.format(PUBLISH_TIMEOUT)}` }),
-          Effect.matchCauseEffect({
-            onFailure: (cause) =>
-              Effect.logWarning(`audit log ${path}: the checkpoint of seq ${head.seq} was not published: ${describeCause(cause)}`),
-            onSuccess: () =>
-              Effect.sync(() => {
-                publishedSeq = Math.max(publishedSeq, head.seq)
-              })
+    /** `everyEntries` reached while a checkpoint was being stored: the loop goes again without waiting. */
+    let due = false
+    /** The sink call under way (it may outlive a wait that timed out): the next waits for it, one at a time. */
+    let inFlight: Fiber.RuntimeFiber<void> | undefined
+    const warn = (seq: number, why: string) =>
+      Effect.logWarning(`audit log ${path}: the checkpoint of seq ${seq} was not published: ${why}`)
+    const tooLong = `it took longer than ${Duration.format(PUBLISH_TIMEOUT)}`
+    /** Waits (bounded) for the sink call under way; false if it is still running. */
+    const idle = Effect.suspend(() =>
+      inFlight === undefined ? Effect.succeed(true) : Effect.map(Effect.timeout(Fiber.await(inFlight), PUBLISH_TIMEOUT), () => true)
+    ).pipe(Effect.catchTag("TimeoutException", () => Effect.succeed(false)))
+    const publish = Effect.flatMap(idle, (free) =>
+      Effect.suspend(() => {
+        const { head, logId } = current()
+        if (head.seq <= publishedSeq) return Effect.void
+        if (!free) return warn(head.seq, "the sink has not finished storing the previous one")
+        return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+          const checkpoint = signCheckpoint(signing, logId, head, now)
+          const call = Effect.suspend(() => {
+            const sent = options.sink(checkpoint)
+            return Effect.isEffect(sent) ? sent : Effect.tryPromise({ try: () => Promise.resolve(sent), catch: (cause) => cause })
+          }).pipe(
+            Effect.matchCauseEffect({
+              onFailure: (cause) => warn(head.seq, describeCause(cause)),
+              onSuccess: () =>
+                Effect.sync(() => {
+                  publishedSeq = Math.max(publishedSeq, head.seq)
+                })
+            })
+          )
+          // On a fiber of its own, never interrupted: a sink call cannot be taken back (a Promise's
+          // write goes on), so nothing calls the sink again before this one has ended.
+          return Effect.flatMap(Effect.forkDaemon(Effect.uninterruptible(call)), (fiber) => {
+            inFlight = fiber
+            return Effect.timeout(Fiber.await(fiber), PUBLISH_TIMEOUT).pipe(
+              Effect.asVoid,
+              Effect.catchTag("TimeoutException", () => warn(head.seq, tooLong))
+            )
           })
-        )
-      })
-    })
+        })
+      }))
     const woken = Effect.async<void>((resume) => {
+      if (due) return resume(Effect.void)
       wake = () => {
         wake = undefined
         resume(Effect.void)
@@ -331,12 +359,20 @@ const makeCheckpointPublisher = (
         wake = undefined
       })
     })
-    const loop = Effect.forever(Effect.zipRight(Effect.raceFirst(woken, Effect.sleep(interval.value)), publish))
+    const loop = Effect.forever(
+      Effect.zipRight(
+        Effect.raceFirst(woken, Effect.sleep(interval.value)),
+        Effect.zipRight(Effect.sync(() => (due = false)), publish)
+      )
+    )
     // Forked inside the (uninterruptible) acquire: interruptible again, so the race and the close can stop it.
+    // The close's own publish waits for a sink call still under way before it calls the sink again.
     yield* Effect.acquireRelease(Effect.forkDaemon(Effect.interruptible(loop)), (fiber) => Effect.zipRight(Fiber.interrupt(fiber), publish))
     return {
       written: (seq) => {
-        if (wake !== undefined && seq - publishedSeq >= every) wake()
+        if (seq - publishedSeq < every) return
+        if (wake !== undefined) wake()
+        else due = true
       }
     }
   })
@@ -412,7 +448,7 @@ const openFileStore = (
 
     const checkpoints = options.checkpoints === undefined ?
       undefined :
-      yield* makeCheckpointPublisher(options.checkpoints, signing, path, () => ({ head, logId: chainLogId }))
+      yield* makeCheckpointPublisher(options.checkpoints, options.logId, signing, path, () => ({ head, logId: chainLogId }))
     const signer = yield* makeSigner(options, signing, path)
     // Made once: a generator closure per batch costs V8 about 2 µs to set up.
     const writeBatch = Effect.fnUntraced(function*(drafts: ReadonlyArray<Draft>) {
