@@ -1,7 +1,8 @@
 /**
  * Events emitted by `Agent.stream`, in order: `started`, then per turn an
- * optional `budget_warning`, the model's `model_chunk`s and a
- * `tool_call` / `tool_result` pair per call, an optional `budget_exceeded`,
+ * optional `budget_warning`, the model's `model_chunk`s, a `tool_call` for
+ * each call and a `tool_result` for each as it completes (the calls of a
+ * turn run concurrently), an optional `budget_exceeded`,
  * and finally `completed` with the run's result.
  *
  * @example

@@ -113,7 +113,7 @@ export const priceFor = (
 
 /**
  * Builds the Claude model service. The API key is resolved here, once:
- * `apiKey`, else `Secrets.lookupSync("ANTHROPIC_API_KEY")`, else the
+ * `apiKey`, else the `Secrets` service's `lookupSync("ANTHROPIC_API_KEY")`, else the
  * environment.
  *
  * @since 0.1.0

@@ -403,7 +403,8 @@ export const autoExtractNotice: string = "AutoExtractMemory enabled by default f
  * never fails `remember`: status `error`, a warning log and `onError`.
  * Records the histogram `jeeves.auto_extract.duration_ms` and the counter
  * `jeeves.auto_extract.invocations`, tagged `status` and `user_id` (as the
- * `Telemetry` service in context says; raw when there is none).
+ * `Telemetry` service in context says; none when there is none). Its span,
+ * `Memory.autoExtract`, is a service span: off unless `serviceSpans: true`.
  *
  * ```ts
  * const MemoryLive = Memory.autoExtract().pipe(Layer.provide(Memory.layerInMemory()))

@@ -21,6 +21,7 @@
  * ```ts
  * import { Agent, Model, Telemetry } from "jeevesagent"
  * import { Layer } from "effect"
+ * // npm install @opentelemetry/exporter-trace-otlp-http (any SpanExporter will do)
  * import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http"
  *
  * const TelemetryLive = Telemetry.layerOtel({

@@ -108,7 +108,8 @@ const definitionOf = (name: string, description: string, parameters: Schema.Sche
 
 /**
  * Makes a tool whose handler returns an Effect. The handler's result becomes
- * the tool result: a string as is, anything else as JSON.
+ * the tool result: a string as is, `undefined` and `null` as an empty text,
+ * anything else as JSON.
  *
  * The name must match `^[a-zA-Z0-9_-]{1,64}$` (what model APIs accept); a
  * wrong name throws at construction, as it is a programming error.

@@ -71,6 +71,9 @@ const captureLogs = () => {
 }
 
 /** The value of an auto-extract metric for these tags (0 when never recorded). */
+/** Metrics tagged with raw user ids, as a deployment with a bounded set of tenants opts in to. */
+const rawUserIds = Telemetry.layer({ metricUserIdAttribute: "raw" })
+
 const metricValue = (name: string, tags: Record<string, string>) =>
   Effect.map(Metric.snapshot, (pairs) => {
     for (const pair of pairs) {
@@ -198,7 +201,7 @@ describe("Memory.autoExtract", () => {
       const invocations = yield* metricValue("jeeves.auto_extract.invocations", { user_id: "carol", status: "error" })
       assert.strictEqual(invocations.count, 2)
     }).pipe(
-      Effect.provide(withAutoExtract(model.layer, { onError: (error) => void errors.push(error) })),
+      Effect.provide(withAutoExtract(model.layer, { onError: (error) => void errors.push(error) }).pipe(Layer.provide(rawUserIds))),
       Effect.provide(logs.layer)
     )
   })
@@ -242,6 +245,19 @@ describe("Memory.autoExtract", () => {
       assert.strictEqual(invocations.count, 1)
       yield* m.remember({ input: "x", output: "y" }).pipe(as(null))
       assert.strictEqual((yield* metricValue("jeeves.auto_extract.invocations", { user_id: "anonymous", status: "ok" })).count, 1)
+    }).pipe(Effect.provide(withAutoExtract(model.layer).pipe(Layer.provide(rawUserIds))))
+  })
+
+  it.effect("without a Telemetry service the metrics carry no user id (each id would be a series kept for good)", () => {
+    const model = extractor({ text: "[]" })
+    return Effect.gen(function*() {
+      const m = yield* Memory.Memory
+      yield* m.remember({ input: "x", output: "y" }).pipe(as("untagged_user"))
+      const tagged = (yield* Metric.snapshot).filter((pair) =>
+        pair.metricKey.name.startsWith("jeeves.auto_extract") &&
+        pair.metricKey.tags.some((tag) => tag.key === "user_id" && tag.value.includes("untagged_user"))
+      )
+      assert.deepStrictEqual(tagged, [])
     }).pipe(Effect.provide(withAutoExtract(model.layer)))
   })
 
@@ -275,7 +291,7 @@ describe("Memory.autoExtract", () => {
       assert.strictEqual((yield* metricValue("jeeves.auto_extract.invocations", { user_id: "grace", status: "skipped_budget" })).count, 1)
       // The episode itself is remembered either way.
       assert.strictEqual((yield* Effect.flatMap(Memory.Memory, (mm) => mm.profile).pipe(as("grace"))).episodes, 1)
-    }).pipe(Effect.provide(withAutoExtract(model.layer, { maxTokens: 64 }, budget.layer)))
+    }).pipe(Effect.provide(withAutoExtract(model.layer, { maxTokens: 64 }, budget.layer).pipe(Layer.provide(rawUserIds))))
   })
 
   it.effect("a failed model call releases its reservation", () => {

@@ -27,6 +27,16 @@ describe("production-hardening examples", () => {
     expect(stdout).toContain("visitor_0 was evicted: 0 tokens")
   })
 
+  it("examples/persistent-memory.ts keeps each user's sessions across a restart and forgets one user", async () => {
+    const stdout = await ok("persistent-memory.ts")
+    expect(stdout).toContain("alice: earlier turns: I moved to Lisbon")
+    expect(stdout.split("\n").filter((line) => line === "bob: no earlier turns")).toHaveLength(2)
+    expect(stdout).toContain("alice's stored episodes: I moved to Lisbon | Where do I live?")
+    expect(stdout).toContain("forget alice: 2 items erased")
+    expect(stdout).toContain("alice after forget: 0 episodes")
+    expect(stdout).toContain("bob keeps his: 2 episode(s)")
+  })
+
   it("examples/audit.ts queries per user, verifies, and catches a forged user id", async () => {
     const stdout = await ok("audit.ts")
     expect(stdout).toContain("alice: run_started, tool_call, tool_result, run_completed")

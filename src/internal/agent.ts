@@ -213,6 +213,15 @@ const interruptedFromOutside = (fiber: Fiber.RuntimeFiber<unknown, unknown>): bo
   return typeof runtime.isInterrupted !== "function" || runtime.isInterrupted()
 }
 
+/** Calls whose handler was called: `afterTool` hooks run for these only. */
+const executedCalls = new WeakSet<Tool.Call>()
+
+/** `handler`'s effect, the call recorded as executed. */
+const ran = <A, E, R>(call: Tool.Call, handler: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => {
+  executedCalls.add(call)
+  return handler
+}
+
 /** The decoded arguments of a governed call, decoded before it was checked (what the tool gets). */
 const decodedArgs = new WeakMap<Tool.Call, { readonly value: unknown }>()
 
@@ -1354,13 +1363,14 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       }
       const refused = refusedArgs.get(call)
       if (refused !== undefined) return Effect.succeed(errorResult(refused))
+      // `ran` records that the handler was called (afterTool hooks see only calls that executed).
       const handled = Effect.suspend(() => {
         const checked = decodedArgs.get(call)
-        if (checked !== undefined) return tool.handler(checked.value)
+        if (checked !== undefined) return ran(call, tool.handler(checked.value))
         const decoded = decode.sync(call.args)
-        if (decoded._tag === "Right") return tool.handler(decoded.right)
+        if (decoded._tag === "Right") return ran(call, tool.handler(decoded.right))
         // Invalid arguments (or a schema that needs effects): the effectful decoder says which.
-        return Effect.flatMap(decode.effect(call.args), tool.handler)
+        return Effect.flatMap(decode.effect(call.args), (value) => ran(call, tool.handler(value)))
       })
       const run = tool.timeout === undefined ?
         handled :
@@ -1442,7 +1452,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           result = { callId: call.id, name: call.name, status: "denied", output: `DENIED: ${reason}`, reason }
         } else {
           result = yield* execute(tool, call)
-          if (hooksOn) {
+          if (hooksOn && executedCalls.has(call)) {
             yield* userService(() => hooks.afterTool(call, result), (cause) =>
               warn(`afterTool hook failed: ${describeFailure(Cause.squash(cause))}`, { tool: call.name })
             )

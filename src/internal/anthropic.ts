@@ -8,6 +8,7 @@ import * as Stream from "effect/Stream"
 import type * as AnthropicModel from "../AnthropicModel.js"
 import * as Model from "../Model.js"
 import * as Secrets from "../Secrets.js"
+import { withServiceSpan, withServiceStreamSpan } from "./spans.js"
 
 const API_KEY_VARIABLE = "ANTHROPIC_API_KEY"
 const DEFAULT_MAX_TOKENS = 4096
@@ -543,7 +544,7 @@ export const make = (
           })
         )
         return Stream.flattenIterables(parts)
-      })).pipe(Stream.withSpan("AnthropicModel.stream", { attributes: { model } }))
+      })).pipe(withServiceStreamSpan("AnthropicModel.stream", { attributes: { model } }))
 
     const complete = (request: Model.ModelRequest): Effect.Effect<Model.ModelResponse, Model.ModelError> => {
       const maxTokens = maxTokensOf(request)
@@ -559,7 +560,7 @@ export const make = (
           try: (signal) => client.messages.create(toParams(model, maxTokens, request), { signal }),
           catch: toModelError
         }).pipe(Effect.map((message) => fromMessage(message, price)))
-      return Effect.withSpan(answer, "AnthropicModel.complete", { attributes: { model } })
+      return withServiceSpan("AnthropicModel.complete", { attributes: { model } })(answer)
     }
 
     return Model.make({ name: model, price, complete, stream })

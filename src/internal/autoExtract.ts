@@ -13,6 +13,7 @@ import * as RunContext from "../RunContext.js"
 import * as Telemetry from "../Telemetry.js"
 import * as Metrics from "./metrics.js"
 import { withRunHoldOf } from "./memory.js"
+import { withServiceSpan } from "./spans.js"
 
 const LOGGER = "jeevesagent.memory.auto_extract"
 const DEFAULT_MAX_FACTS = 20
@@ -101,7 +102,8 @@ export const make = (
     const systemPrompt = options?.systemPrompt ?? extractionPrompt
     const onError = options?.onError
     const telemetry = yield* Effect.serviceOption(Telemetry.Telemetry)
-    const userIdMode = Option.match(telemetry, { onNone: () => "raw" as const, onSome: (t) => t.metricUserIdAttribute })
+    // Without a Telemetry service, no user id tag: each distinct id would be a metric series kept for good.
+    const userIdMode = Option.match(telemetry, { onNone: () => "omit" as const, onSome: (t) => t.metricUserIdAttribute })
 
     if (options?.announce === true && !announced.done) {
       announced.done = true
@@ -199,7 +201,7 @@ export const make = (
             })
             return Effect.as(report(error), "error")
           }),
-          Effect.withSpan("Memory.autoExtract", { attributes: { episode_id: episodeId }, captureStackTrace: false })
+          withServiceSpan("Memory.autoExtract", { attributes: { episode_id: episodeId }, captureStackTrace: false })
         )
         yield* record(userId, status, (yield* Clock.currentTimeMillis) - started)
         return episodeId

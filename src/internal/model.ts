@@ -108,7 +108,8 @@ export const makeEcho = (options?: Model.EchoOptions): Model.Service => {
         const delayed = chunkDelay === undefined ? deltas : Stream.tap(deltas, () => Effect.sleep(chunkDelay))
         return Stream.concat(
           delayed,
-          Stream.succeed<Model.StreamPart>({ _tag: "Finish", response: respond(text, inputTokens, pieces.length) })
+          // The same count as `complete`: the words of the reply (the pieces split on single spaces are not words).
+          Stream.succeed<Model.StreamPart>({ _tag: "Finish", response: respond(text, inputTokens, Math.max(1, words(text).length)) })
         )
       })
   }

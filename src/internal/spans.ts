@@ -2,6 +2,7 @@ import * as Effect from "effect/Effect"
 import * as FiberRef from "effect/FiberRef"
 import { globalValue } from "effect/GlobalValue"
 import * as Layer from "effect/Layer"
+import * as Stream from "effect/Stream"
 import type * as Tracer from "effect/Tracer"
 
 /**
@@ -34,3 +35,12 @@ export const layerServiceSpans: Layer.Layer<never> = Layer.scopedDiscard(
 export const withServiceSpan =
   (name: string, options?: Tracer.SpanOptions) => <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
     Effect.flatMap(FiberRef.get(serviceSpans), (on) => (on ? Effect.withSpan(self, name, options) : self))
+
+/**
+ * `Stream.withSpan`, when service spans are on.
+ *
+ * @internal
+ */
+export const withServiceStreamSpan =
+  (name: string, options?: Tracer.SpanOptions) => <A, E, R>(self: Stream.Stream<A, E, R>): Stream.Stream<A, E, R> =>
+    Stream.unwrap(Effect.map(FiberRef.get(serviceSpans), (on) => (on ? Stream.withSpan(self, name, options) : self)))
