@@ -479,7 +479,10 @@ class MemoryLedgers {
       user.runs++
     }
     const held = user
+    let released = false
     return (at) => {
+      if (released) return
+      released = true
       held.runs--
       // Held until this step, so it is still the one the table holds for the user.
       this.users.touch(key, held, at)

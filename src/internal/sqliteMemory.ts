@@ -258,7 +258,11 @@ const dialect = (sql: SqlClient.SqlClient): SqlDialect => ({
   }),
   // The WAL still holds the pages as they were before the deletion: copy the zeroed ones
   // back and empty it (best effort: another connection reading keeps the frames it needs).
-  afterForget: Effect.asVoid(sql`PRAGMA wal_checkpoint(TRUNCATE)`)
+  // Best effort: the rows are gone either way, so a failed checkpoint is logged, never the forget's failure.
+  afterForget: sql`PRAGMA wal_checkpoint(TRUNCATE)`.pipe(
+    Effect.asVoid,
+    Effect.catchAll((error) => Effect.logWarning(`SqliteMemory: the WAL checkpoint after forget failed: ${error.message}`))
+  )
 })
 
 /**
