@@ -213,17 +213,19 @@ const interruptedFromOutside = (fiber: Fiber.RuntimeFiber<unknown, unknown>): bo
   return typeof runtime.isInterrupted !== "function" || runtime.isInterrupted()
 }
 
-/** Calls whose handler was called: `afterTool` hooks run for these only. */
-const executedCalls = new WeakSet<Tool.Call>()
+/** Whether a call's handler was called (set by `execute` when asked): `afterTool` hooks run only then. */
+interface Executed {
+  ran: boolean
+}
 
-/** `handler`'s effect, the call recorded as executed. */
-const ran = <A, E, R>(call: Tool.Call, handler: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => {
-  executedCalls.add(call)
+/** `handler`'s effect, recorded in `executed` (when given) as called. */
+const ran = <A, E, R>(executed: Executed | undefined, handler: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => {
+  if (executed !== undefined) executed.ran = true
   return handler
 }
 
 /** The decoded arguments of a governed call, decoded before it was checked (what the tool gets). */
-const decodedArgs = new WeakMap<Tool.Call, { readonly value: unknown }>()
+type Decoded = { readonly value: unknown }
 
 /** Whether a sync decode failed only because the schema needs effects (the effectful decoder decides then). */
 const needsEffects = (issue: ParseResult.ParseIssue): boolean => {
@@ -1354,7 +1356,12 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         return Effect.void
       })
 
-    const execute = (tool: Tool.Any, call: Tool.Call): Effect.Effect<Tool.Result> => {
+    const execute = (
+      tool: Tool.Any,
+      call: Tool.Call,
+      checked?: Decoded,
+      executed?: Executed
+    ): Effect.Effect<Tool.Result> => {
       const decode = decoders.get(tool.name)!
       const errorResult = (full: string): Tool.Result => {
         // Redacted before it is cut: a secret cut in two would no longer be recognized downstream.
@@ -1365,12 +1372,11 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       if (refused !== undefined) return Effect.succeed(errorResult(refused))
       // `ran` records that the handler was called (afterTool hooks see only calls that executed).
       const handled = Effect.suspend(() => {
-        const checked = decodedArgs.get(call)
-        if (checked !== undefined) return ran(call, tool.handler(checked.value))
+        if (checked !== undefined) return ran(executed, tool.handler(checked.value))
         const decoded = decode.sync(call.args)
-        if (decoded._tag === "Right") return ran(call, tool.handler(decoded.right))
+        if (decoded._tag === "Right") return ran(executed, tool.handler(decoded.right))
         // Invalid arguments (or a schema that needs effects): the effectful decoder says which.
-        return Effect.flatMap(decode.effect(call.args), (value) => ran(call, tool.handler(value)))
+        return Effect.flatMap(decode.effect(call.args), (value) => ran(executed, tool.handler(value)))
       })
       const run = tool.timeout === undefined ?
         handled :
@@ -1408,7 +1414,8 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       call: Tool.Call,
       tool: Tool.Any | undefined,
       turn: number,
-      attributes: CallAttributes | undefined
+      attributes: CallAttributes | undefined,
+      decoded: Decoded | undefined
     ) {
       const failuresBefore = state.auditFailures
       let startedNanos: bigint | undefined
@@ -1451,8 +1458,9 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           const reason = decision.left.message
           result = { callId: call.id, name: call.name, status: "denied", output: `DENIED: ${reason}`, reason }
         } else {
-          result = yield* execute(tool, call)
-          if (hooksOn && executedCalls.has(call)) {
+          const executed: Executed | undefined = hooksOn ? { ran: false } : undefined
+          result = yield* execute(tool, call, decoded, executed)
+          if (executed?.ran === true) {
             yield* userService(() => hooks.afterTool(call, result), (cause) =>
               warn(`afterTool hook failed: ${describeFailure(Cause.squash(cause))}`, { tool: call.name })
             )
@@ -1508,7 +1516,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       let refusal = problem !== undefined ? `invalid arguments: ${problem}` : cutOff ? CUT_OFF : undefined
       // A governed call is decoded before it is checked: arguments that do not decode are refused (nobody
       // is asked about a call that cannot run), and the checks see the arguments as the tool will get them.
-      let decoded: { readonly value: unknown } | undefined
+      let decoded: Decoded | undefined
       if (refusal === undefined && governed && tool !== undefined) {
         const decode = decoders.get(tool.name)!
         const result = decode.sync(modelCall.args)
@@ -1529,13 +1537,13 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         destructive: tool?.destructive ?? false
       })
       if (refusal !== undefined) refusedArgs.set(call, refusal)
-      else if (decoded !== undefined) decodedArgs.set(call, decoded)
+
       if (tool !== undefined && !auditOn && !governed && !telemetryOn && state.emit === undefined) {
         // Nothing to audit, authorize, trace or emit.
-        return Effect.map(execute(tool, call), (result) => toCallRecord(result, call, turn))
+        return Effect.map(execute(tool, call, decoded), (result) => toCallRecord(result, call, turn))
       }
       const attributes = telemetryOn ? callAttributes(call, turn) : undefined
-      const body = toolBody(state, call, tool, turn, attributes)
+      const body = toolBody(state, call, tool, turn, attributes, decoded)
       return attributes !== undefined ? traced("jeeves.tool", attributes, body, undefined, state.turnSpan) : body
     }
 
