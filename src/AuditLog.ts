@@ -505,15 +505,30 @@ export const verifyFile = (
  * checkpoint as a JSON line to `path` and syncs it. Put the file where the
  * process writing the log cannot rewrite it (another volume, an append-only
  * mount, a directory shipped off the machine); {@link readCheckpoints} reads
- * it back for {@link verifyFile}.
+ * it back for {@link verifyFile}. A line a crash cut short is cut off before
+ * the next checkpoint is written (or, where the file cannot be cut, ended).
  *
  * @since 0.1.0
  * @category checkpoints
  */
 export const checkpointFile = (path: string): CheckpointOptions["sink"] => async (checkpoint) => {
-  const handle = await open(path, "a")
+  const handle = await open(path, "a+")
   try {
-    await handle.writeFile(`${JSON.stringify(checkpoint)}\n`)
+    // A write cut short by a crash left a line without its newline: cut it off (it was never
+    // acknowledged), or where the file cannot be cut (an append-only mount), end it.
+    const { size } = await handle.stat()
+    let prefix = ""
+    if (size > 0) {
+      const tail = Buffer.alloc(Math.min(size, 64 * 1024))
+      await handle.read(tail, 0, tail.length, size - tail.length)
+      if (tail[tail.length - 1] !== 0x0a) {
+        const newline = tail.lastIndexOf(0x0a)
+        const keep = newline >= 0 ? size - tail.length + newline + 1 : tail.length === size ? 0 : -1
+        const cut = keep < 0 ? false : await handle.truncate(keep).then(() => true, () => false)
+        if (!cut) prefix = "\n"
+      }
+    }
+    await handle.writeFile(`${prefix}${JSON.stringify(checkpoint)}\n`)
     await handle.sync()
   } finally {
     await handle.close()
@@ -522,8 +537,9 @@ export const checkpointFile = (path: string): CheckpointOptions["sink"] => async
 
 /**
  * The checkpoints of a {@link checkpointFile}, for
- * {@link VerifyOptions.checkpoints}. A missing file holds none; a line that
- * is not JSON fails with `AuditUnavailable` (the verifier checks each
+ * {@link VerifyOptions.checkpoints}. A missing file holds none; a final
+ * line cut short by a crash (no newline, not JSON) is skipped; any other line
+ * that is not JSON fails with `AuditUnavailable` (the verifier checks each
  * checkpoint's fields and signature).
  *
  * @since 0.1.0
@@ -537,12 +553,17 @@ export const readCheckpoints = (path: string): Effect.Effect<ReadonlyArray<Check
     if (!(yield* Effect.mapError(fs.exists(path), unreadable))) return []
     const text = yield* Effect.mapError(fs.readFileString(path), unreadable)
     const checkpoints: Array<Checkpoint> = []
-    let number = 0
-    for (const line of text.split("\n")) {
-      number++
+    const lines = text.split("\n")
+    for (let index = 0; index < lines.length; index++) {
+      const line = lines[index]!
       if (line.trim() === "") continue
-      const parsed = yield* Effect.try({ try: () => JSON.parse(line) as Checkpoint, catch: (cause) => unreadable(new Error(`line ${number} is not JSON (${String(cause)})`)) })
-      checkpoints.push(parsed)
+      // The last piece has no newline after it: a write cut short by a crash, when it does not parse.
+      const unterminated = index === lines.length - 1
+      const parsed = yield* Effect.try({
+        try: () => JSON.parse(line) as Checkpoint,
+        catch: (cause) => unreadable(new Error(`line ${index + 1} is not JSON (${String(cause)})`))
+      }).pipe(Effect.catchAll((error) => (unterminated ? Effect.succeed(undefined) : Effect.fail(error))))
+      if (parsed !== undefined) checkpoints.push(parsed)
     }
     return checkpoints
   })

@@ -275,6 +275,23 @@ describe("audit checkpoints", () => {
       assert.deepStrictEqual(stored, [1], "stored once, before the close returned")
     }))
 
+  it.effect("a checkpoint write cut short by a crash is skipped on reading, and the next one starts a line of its own", () =>
+    Effect.gen(function*() {
+      const { anchors, log } = setup()
+      const sink = AuditLog.checkpointFile(anchors)
+      yield* writeLog(log, 3, { sink, everyEntries: 100 })
+      nodeFs.appendFileSync(anchors, `{"logId":"${LOG_ID}","seq":`)
+      assert.deepStrictEqual((yield* readCheckpoints(anchors)).map((c) => c.seq), [3])
+      yield* writeLog(log, 2, { sink, everyEntries: 100 }, 4)
+      const checkpoints = yield* readCheckpoints(anchors)
+      assert.deepStrictEqual(checkpoints.map((c) => c.seq), [3, 5])
+      assert.strictEqual((yield* verify(log, { checkpoints })).anchoredSeq, 5)
+      // A bad line in the middle is not a crash: reading fails.
+      nodeFs.writeFileSync(anchors, `garbage\n${nodeFs.readFileSync(anchors, "utf8")}`)
+      const failed = yield* Effect.either(AuditLog.readCheckpoints(anchors).pipe(Effect.provide(NodeFileSystem.layer)))
+      assert.strictEqual(failed._tag, "Left")
+    }))
+
   it.effect("bad checkpoint options fail the layer with AuditUnavailable", () =>
     Effect.gen(function*() {
       for (const checkpoints of [{ everyEntries: 0 }, { everyEntries: 1.5 }, { interval: "0 millis" }, { interval: "soon" }]) {
