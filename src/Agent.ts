@@ -34,7 +34,7 @@
  * @since 0.1.0
  */
 import * as Context from "effect/Context"
-import type * as Effect from "effect/Effect"
+import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Schedule from "effect/Schedule"
 import type * as Stream from "effect/Stream"
@@ -188,7 +188,9 @@ export const make: (config?: Config) => Effect.Effect<Service, never, Requiremen
  * @since 0.1.0
  * @category layers
  */
-export const layer = (config?: Config): Layer.Layer<Agent, never, Requirements> => Layer.effect(Agent, make(config))
+export const layer = (config?: Config): Layer.Layer<Agent, never, Requirements> =>
+  // On close, background audit entries of cancelled runs finish first (the log closes after the agent).
+  Layer.scoped(Agent, Effect.tap(make(config), (service) => Effect.addFinalizer(() => internal.drain(service))))
 
 /**
  * The default governance services: `Budget.layerNone`,

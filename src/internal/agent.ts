@@ -5,7 +5,7 @@ import * as Duration from "effect/Duration"
 import * as Either from "effect/Either"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import type * as Fiber from "effect/Fiber"
+import * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import type * as MetricLabel from "effect/MetricLabel"
 import * as ParseResult from "effect/ParseResult"
@@ -140,6 +140,18 @@ const estimateInputTokens = (state: RunState, messages: ReadonlyArray<Model.Mess
 
 /** The denial of a call whose permission check threw, died or answered no decision. */
 const CHECK_FAILED = "permission check failed"
+const drainKey = Symbol.for("jeevesagent/internal/agent/drain")
+
+/**
+ * Waits for the agent's background work (the `run_completed` entries of
+ * cancelled runs, with a log of the user's own); nothing for a service not
+ * made by {@link make}. The agent layer runs it when it closes.
+ *
+ * @internal
+ */
+export const drain = (service: Agent.Service): Effect.Effect<void> =>
+  (service as { readonly [drainKey]?: Effect.Effect<void> })[drainKey] ?? Effect.void
+
 /** How long the `run_completed` entry of a cancelled run may take with a log of the user's own. */
 const CANCELLED_ENTRY_TIMEOUT = Duration.seconds(30)
 
@@ -242,6 +254,32 @@ const needsEffects = (issue: ParseResult.ParseIssue): boolean => {
       return false
   }
 }
+
+/**
+ * The arguments as the tool gets them, encoded back to JSON and copied (so
+ * freezing them freezes nothing the tool holds); `undefined` when the schema
+ * has no transformation, or encoding fails or throws (a one-way transform):
+ * the model's arguments are shown then.
+ */
+const canonicalArgs = (
+  encode: ((value: unknown) => Either.Either<unknown, ParseResult.ParseError>) | undefined,
+  value: unknown
+): unknown => {
+  if (encode === undefined) return undefined
+  try {
+    const encoded = encode(value)
+    if (encoded._tag === "Left" || checkArgs(encoded.right) !== undefined) return undefined
+    return deepFreeze(JSON.parse(JSON.stringify(encoded.right)) as unknown)
+  } catch {
+    return undefined
+  }
+}
+
+/** Why arguments did not decode, as the call's error result says it. */
+const invalidArguments = (failure: unknown): string =>
+  ParseResult.isParseError(failure) ?
+    `invalid arguments: ${ParseResult.TreeFormatter.formatErrorSync(failure)}` :
+    describeFailure(failure)
 
 /** A JSON value, frozen all the way down (the arguments that were checked cannot change before the tool runs). */
 const deepFreeze = <A>(value: A): A => {
@@ -1519,17 +1557,40 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       let decoded: Decoded | undefined
       if (refusal === undefined && governed && tool !== undefined) {
         const decode = decoders.get(tool.name)!
-        const result = decode.sync(modelCall.args)
-        if (result._tag === "Right") {
-          decoded = { value: result.right }
-          if (decode.canonical !== undefined) {
-            const encoded = decode.canonical(result.right)
-            if (encoded._tag === "Right" && checkArgs(encoded.right) === undefined) args = deepFreeze(encoded.right)
+        try {
+          const result = decode.sync(modelCall.args)
+          if (result._tag === "Right") {
+            decoded = { value: result.right }
+            args = canonicalArgs(decode.canonical, result.right) ?? args
+          } else if (needsEffects(result.left.issue)) {
+            // A schema that decodes with effects: decoded here, before the checks, all the same.
+            return Effect.flatMap(Effect.either(Effect.catchAllDefect(decode.effect(modelCall.args), (defect) => Effect.fail(defect))), (effected) =>
+              effected._tag === "Right" ?
+                called(state, modelCall, tool, turn, canonicalArgs(decode.canonical, effected.right) ?? args, undefined, {
+                  value: effected.right
+                }) :
+                called(state, modelCall, tool, turn, args, invalidArguments(effected.left), undefined))
+          } else {
+            refusal = invalidArguments(result.left)
           }
-        } else if (!needsEffects(result.left.issue)) {
-          refusal = `invalid arguments: ${ParseResult.TreeFormatter.formatErrorSync(result.left)}`
+        } catch (error) {
+          // A transformation of the user's that throws: the call's error result, as when the tool decodes.
+          refusal = describeFailure(error)
         }
       }
+      return called(state, modelCall, tool, turn, args, refusal, decoded)
+    }
+
+    /** {@link runTool} once the arguments are settled: the call made, refused or not, and run. */
+    const called = (
+      state: RunState,
+      modelCall: Model.ToolCall,
+      tool: Tool.Any | undefined,
+      turn: number,
+      args: unknown,
+      refusal: string | undefined,
+      decoded: Decoded | undefined
+    ): Effect.Effect<Agent.ToolCallRecord> => {
       const call: Tool.Call = Object.freeze({
         id: modelCall.id,
         name: modelCall.name,
@@ -1639,7 +1700,10 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         fiberRefs: fiber.getFiberRefs(),
         runtimeFlags: Runtime.defaultRuntimeFlags
       })
-      Runtime.runFork(runtime)(Effect.timeout(record(state, input), CANCELLED_ENTRY_TIMEOUT))
+      const writing = Runtime.runFork(runtime)(Effect.timeout(record(state, input), CANCELLED_ENTRY_TIMEOUT))
+      // The agent layer's close waits for it (before the log it writes to closes).
+      background.add(writing)
+      writing.addObserver(() => background.delete(writing))
       return undefined
     }
 
@@ -1771,6 +1835,9 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       user_id: userAttribute(state)
     })
 
+    /** Entries still being written in the background (see {@link closeFailedRunNow}). */
+    const background = new Set<Fiber.RuntimeFiber<unknown, unknown>>()
+
     // The in-memory Memory and Budget: the user's state and ledger are in use (never evicted) while a run of
     // theirs is in flight.
     const holdRun = bothHolds(runHoldOf(memory), BudgetInternal.runHoldOf(budget))
@@ -1853,7 +1920,8 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       return traced("jeeves.run", runAttributes(state), Effect.onExit(body, (exit) => endTurnSpan(state, exit)), runOutcome)
     }
 
-    const service: Agent.Service = {
+    const service: Agent.Service & { readonly [drainKey]: Effect.Effect<void> } = {
+      [drainKey]: Effect.suspend(() => Fiber.awaitAll([...background])).pipe(Effect.asVoid),
       run: (prompt, options) => start(prompt, options, undefined),
       stream: (prompt, options) =>
         Stream.unwrapScoped(

@@ -44,6 +44,13 @@ const sortKeys = (keys: Array<string>): void => {
   }
 }
 
+/** `value`, or its masked text when `redact` masks its digits. */
+const maskedNumber = (value: number, redact: (text: string) => string): Json => {
+  const text = String(value)
+  const masked = redact(text)
+  return masked === text ? value : masked
+}
+
 /**
  * The canonical form of a JSON value. Throws on values JSON cannot hold
  * (non-finite numbers, `undefined`, functions, bigint): callers pass values
@@ -133,11 +140,13 @@ const convert = (
     case "string":
       return redact(wellFormed(current))
     case "number":
-      return Number.isFinite(current) ? current : null
+      if (!Number.isFinite(current)) return null
+      // A secret of digits (a PIN, a code) passed as a number: masked as its text would be.
+      return Number.isInteger(current) && Math.abs(current) >= 100_000 ? maskedNumber(current, redact) : current
     case "boolean":
       return current
     case "bigint":
-      return current.toString()
+      return redact(current.toString())
     case "undefined":
     case "function":
     case "symbol":

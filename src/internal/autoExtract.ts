@@ -10,6 +10,7 @@ import type * as Memory from "../Memory.js"
 import { AutoExtractError, autoExtractNotice, extractionPrompt } from "../Memory.js"
 import * as Model from "../Model.js"
 import * as RunContext from "../RunContext.js"
+import * as Secrets from "../Secrets.js"
 import * as Telemetry from "../Telemetry.js"
 import * as Metrics from "./metrics.js"
 import { withRunHoldOf } from "./memory.js"
@@ -102,6 +103,10 @@ export const make = (
     const systemPrompt = options?.systemPrompt ?? extractionPrompt
     const onError = options?.onError
     const telemetry = yield* Effect.serviceOption(Telemetry.Telemetry)
+    const redact = Option.match(yield* Effect.serviceOption(Secrets.Secrets), {
+      onNone: () => Secrets.redactPatterns,
+      onSome: (secrets) => secrets.redact
+    })
     // Without a Telemetry service, no user id tag: each distinct id would be a metric series kept for good.
     const userIdMode = Option.match(telemetry, { onNone: () => "omit" as const, onSome: (t) => t.metricUserIdAttribute })
 
@@ -164,7 +169,8 @@ export const make = (
 
     const report = (error: AutoExtractError) =>
       Effect.zipRight(
-        Effect.logWarning(error.message).pipe(Effect.annotateLogs("logger", LOGGER)),
+        // Redacted as every warning of the library: a model's error may carry a key.
+        Effect.logWarning(redact(error.message)).pipe(Effect.annotateLogs("logger", LOGGER)),
         Effect.sync(() => {
           try {
             onError?.(error)

@@ -88,6 +88,8 @@ export interface SqlDialect {
   readonly searchEpisodes: (user: string, terms: ReadonlyArray<string>) => Search
   /** A search of `user`'s facts (`f`) holding any of `terms`. */
   readonly searchFacts: (user: string, terms: ReadonlyArray<string>) => Search
+  /** A text as the database can hold it (Postgres: no NUL); applied to session ids read by. */
+  readonly text?: ((value: string) => string) | undefined
   /** Runs after a `forget` that deleted rows, outside its transaction. */
   readonly afterForget?: Effect.Effect<void, SqlError> | undefined
 }
@@ -149,12 +151,13 @@ const runQuery = <A, B>(
  */
 export const makeSqlStore = (sql: SqlClient.SqlClient, dialect: SqlDialect): Store => {
   const { owner, time } = dialect
+  const text = dialect.text ?? ((value: string) => value)
   const done = () => undefined
   const limitTo = (limit: number | undefined) => (limit === undefined ? sql`` : sql`LIMIT ${limit}`)
 
-  const blocksOf = (user: string) =>
+  const blocksOf = (user: string, method = "working") =>
     runQuery(
-      "working",
+      method,
       sql<BlockRow>`SELECT b.name, b.content, b.pinned_order, b.updated_at FROM memory_blocks b WHERE ${owner("b", user)}`,
       (rows) => orderBlocks(rows.map(toBlock))
     )
@@ -186,7 +189,7 @@ export const makeSqlStore = (sql: SqlClient.SqlClient, dialect: SqlDialect): Sto
     sql`(SELECT CAST(COUNT(*) AS INTEGER) FROM ${sql(table)} ${sql(alias)} WHERE ${owner(alias, user)})`
 
   return {
-    working: blocksOf,
+    working: (user) => blocksOf(user),
     writeBlock: (user, block) => runQuery(block.append ? "appendBlock" : "updateBlock", dialect.writeBlock(user, block), done),
     insertEpisode: (user, episode) => runQuery("remember", dialect.insertEpisode(user, episode), done),
     recall: (user, query) => {
@@ -221,7 +224,7 @@ export const makeSqlStore = (sql: SqlClient.SqlClient, dialect: SqlDialect): Sto
         "sessionMessages",
         sql<EpisodeRow>`SELECT * FROM (
             SELECT ${sql.literal(EPISODE_COLUMNS)}, e.seq FROM memory_episodes e
-            WHERE ${owner("e", user)} AND e.session_id = ${sessionId}
+            WHERE ${owner("e", user)} AND e.session_id = ${text(sessionId)}
             ORDER BY e.occurred_at DESC, e.seq DESC LIMIT ${limit}
           ) latest ORDER BY occurred_at, seq`,
         (rows) => rows.map(toEpisode)
@@ -259,7 +262,7 @@ export const makeSqlStore = (sql: SqlClient.SqlClient, dialect: SqlDialect): Sto
       const before = filter.before === undefined ? undefined : time(filter.before)
       const beforeIf = (column: string) => (before === undefined ? sql`1 = 1` : sql`${sql.literal(column)} < ${before}`)
       const episodes = [owner("e", user), beforeIf("e.occurred_at")]
-      if (filter.sessionId !== undefined) episodes.push(sql`e.session_id = ${filter.sessionId}`)
+      if (filter.sessionId !== undefined) episodes.push(sql`e.session_id = ${text(filter.sessionId)}`)
       const deletions = [sql`DELETE FROM memory_episodes AS e WHERE ${sql.and(episodes)} RETURNING 1`]
       if (filter.sessionId === undefined) {
         deletions.push(sql`DELETE FROM memory_facts AS f WHERE ${owner("f", user)} AND ${beforeIf("f.recorded_at")} RETURNING 1`)
@@ -272,7 +275,7 @@ export const makeSqlStore = (sql: SqlClient.SqlClient, dialect: SqlDialect): Sto
     },
     export: (user) =>
       Effect.all({
-        blocks: blocksOf(user),
+        blocks: blocksOf(user, "export"),
         episodes: runQuery(
           "export",
           sql<EpisodeRow>`SELECT ${sql.literal(EPISODE_COLUMNS)} FROM memory_episodes e WHERE ${owner("e", user)}

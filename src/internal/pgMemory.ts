@@ -198,9 +198,10 @@ const dialect = (sql: SqlClient.SqlClient, namespace: string): SqlDialect => {
   return {
     owner,
     time: (date) => date,
+    text: pgText,
     writeBlock: (user, block) =>
       sql`INSERT INTO memory_blocks AS b (namespace, user_id, name, content, pinned_order, updated_at)
-        VALUES (${namespace}, ${user}, ${block.name}, ${block.content},
+        VALUES (${namespace}, ${user}, ${pgText(block.name)}, ${pgText(block.content)},
           (SELECT COALESCE(MAX(pinned_order) + 1, 0) FROM memory_blocks o WHERE ${owner("o", user)}),
           ${block.now})
         ON CONFLICT (namespace, user_id, name) DO UPDATE SET
@@ -209,28 +210,43 @@ const dialect = (sql: SqlClient.SqlClient, namespace: string): SqlDialect => {
     insertEpisode: (user, episode) =>
       sql`INSERT INTO memory_episodes
         (id, namespace, user_id, session_id, occurred_at, input, output, tool_calls, search)
-        VALUES (${episode.id}, ${namespace}, ${user}, ${episode.sessionId}, ${episode.occurredAt},
-          ${episode.input}, ${episode.output}, ${JSON.stringify(episode.toolCalls)}::jsonb,
+        VALUES (${episode.id}, ${namespace}, ${user}, ${pgText(episode.sessionId)}, ${episode.occurredAt},
+          ${pgText(episode.input)}, ${pgText(episode.output)}, ${pgJson(episode.toolCalls)}::jsonb,
           ${tsvectorOf(sql, `${episode.input} ${episode.output}`)})`,
     insertFact: (user, fact) =>
       sql.withTransaction(Effect.all([
         // Concurrent appends for one (user, subject, predicate) take turns,
         // so each sees the facts the others committed and closes them.
         sql`SELECT pg_advisory_xact_lock(hashtextextended(${
-          JSON.stringify([namespace, user, fact.subject, fact.predicate])
+          pgText(JSON.stringify([namespace, user, fact.subject, fact.predicate]))
         }, 0))`,
         sql`UPDATE memory_facts f SET valid_until = ${fact.validFrom}
-          WHERE ${owner("f", user)} AND f.subject = ${fact.subject} AND f.predicate = ${fact.predicate}
-            AND f.valid_until IS NULL AND f.object <> ${fact.object}`,
+          WHERE ${owner("f", user)} AND f.subject = ${pgText(fact.subject)} AND f.predicate = ${pgText(fact.predicate)}
+            AND f.valid_until IS NULL AND f.object <> ${pgText(fact.object)}`,
         sql`INSERT INTO memory_facts (id, namespace, user_id, subject, predicate, object, confidence,
             valid_from, valid_until, recorded_at, sources, search)
-          VALUES (${fact.id}, ${namespace}, ${user}, ${fact.subject}, ${fact.predicate}, ${fact.object},
-            ${fact.confidence}, ${fact.validFrom}, NULL, ${fact.recordedAt}, ${JSON.stringify(fact.sources)}::jsonb,
+          VALUES (${fact.id}, ${namespace}, ${user}, ${pgText(fact.subject)}, ${pgText(fact.predicate)}, ${pgText(fact.object)},
+            ${fact.confidence}, ${fact.validFrom}, NULL, ${fact.recordedAt}, ${pgJson(fact.sources)}::jsonb,
             ${tsvectorOf(sql, `${fact.subject} ${fact.predicate} ${fact.object}`)})`
       ], { discard: true })),
     searchEpisodes: (_user, terms) => search("e", "memory_episodes", terms),
     searchFacts: (_user, terms) => search("f", "memory_facts", terms)
   }
+}
+
+/**
+ * A text as Postgres can hold it: `text` and `jsonb` refuse NUL (U+0000),
+ * which the other backends store. It becomes U+FFFD, as the driver already
+ * makes a lone surrogate, so a prompt holding one does not fail the run at
+ * its end.
+ */
+const pgText = (value: string): string => (value.includes("\u0000") ? value.replaceAll("\u0000", "\ufffd") : value)
+
+/** JSON for a `jsonb` column: NUL in its strings as in {@link pgText}. */
+const pgJson = (value: unknown): string => {
+  const json = JSON.stringify(value)
+  // `\u0000` escapes, not an escaped backslash followed by the text "u0000".
+  return json.includes("\\u0000") ? json.replace(/(?<!\\)((?:\\\\)*)\\u0000/g, "$1\\ufffd") : json
 }
 
 /**

@@ -48,6 +48,26 @@ const isLayer = (u: unknown): u is Layer.Layer<never, unknown, unknown> => Layer
 
 /** @internal */
 export const secretsLayer = (options: AgentOptions): Layer.Layer<Secrets.Secrets, unknown> => {
+  const known = secretsLayers.get(options)
+  if (known !== undefined) return known
+  const holder: { service?: Secrets.Service } = {}
+  // The service the runtime built, kept: a rejection of a runtime that failed to build is masked with
+  // it (it knows the values it handed out meanwhile); a second build would be another instance.
+  const layer = Layer.tap(baseSecretsLayer(options), (context) =>
+    Effect.sync(() => {
+      holder.service = Context.get(context, Secrets.Secrets)
+    }))
+  secretsLayers.set(options, layer)
+  builtSecrets.set(layer, holder)
+  return layer
+}
+
+/** One secrets layer per options object (the runtime's and the rejections' are the same). */
+const secretsLayers = new WeakMap<AgentOptions, Layer.Layer<Secrets.Secrets, unknown>>()
+/** The service each of those layers built last. */
+const builtSecrets = new WeakMap<Layer.Layer<Secrets.Secrets, unknown>, { service?: Secrets.Service }>()
+
+const baseSecretsLayer = (options: AgentOptions): Layer.Layer<Secrets.Secrets, unknown> => {
   const secrets = options.secrets
   if (secrets === undefined) return Secrets.layerEnv
   if (isLayer(secrets)) return secrets as Layer.Layer<Secrets.Secrets, unknown>
@@ -244,6 +264,8 @@ export const makeLifecycle = (
 const rejectionRedact = async (lifecycle: Lifecycle): Promise<(text: string) => string> => {
   const fromRuntime = await lifecycle.runtime.runPromiseExit(Secrets.Secrets).catch(() => undefined)
   if (fromRuntime !== undefined && Exit.isSuccess(fromRuntime)) return fromRuntime.value.redact
+  const built = lifecycle.secrets === undefined ? undefined : builtSecrets.get(lifecycle.secrets)?.service
+  if (built !== undefined) return built.redact
   if (lifecycle.secrets !== undefined) {
     const alone = await Effect.runPromiseExit(
       Effect.scoped(Effect.map(Layer.build(lifecycle.secrets), (context) => Context.get(context, Secrets.Secrets).redact))
@@ -373,8 +395,8 @@ export const iterate = (
       readonly stop: () => void
     } | undefined
     let finished = false
-    /** Resolves a `next()` waiting on the queue with `done`, when `return()` / `throw()` ends the iteration. */
-    let wakeWaiting: (() => void) | undefined
+    /** Resolve the `next()` calls waiting on the queue with `done`, when the iteration ends. */
+    const waiting = new Set<() => void>()
 
     const start = () => {
       // No `await` until the abort listener is added: an abort in between would be
@@ -404,11 +426,14 @@ export const iterate = (
     /** Stops the producer (if still running) and waits for it; the iteration is over. */
     const finish = async (): Promise<void> => {
       finished = true
-      wakeWaiting?.()
+      for (const wake of waiting) wake()
+      waiting.clear()
       if (started === undefined) return
       signal?.removeEventListener("abort", started.stop)
       started.stop()
       await Effect.runPromise(Fiber.await(started.producer))
+      // Nothing more will be queued: any take still waiting (a concurrent `next()`) ends.
+      await Effect.runPromise(Queue.shutdown(started.queue))
     }
 
     const done: IteratorReturnResult<undefined> = { done: true, value: undefined }
@@ -417,9 +442,11 @@ export const iterate = (
       next: async (): Promise<IteratorResult<AgentEvent>> => {
         if (finished) return done
         const { queue } = started ?? start()
-        const gaveUp = new Promise<"gave up">((resolve) => (wakeWaiting = () => resolve("gave up")))
+        let wake!: () => void
+        const gaveUp = new Promise<"gave up">((resolve) => (wake = () => resolve("gave up")))
+        waiting.add(wake)
         const taken = await Promise.race([Effect.runPromiseExit(Queue.take(queue)), gaveUp])
-        wakeWaiting = undefined
+        waiting.delete(wake)
         if (taken === "gave up" || finished) return done
         if (Exit.isFailure(taken)) {
           await finish()
