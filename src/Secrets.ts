@@ -310,9 +310,13 @@ export const make = (backend: Backend, options?: MakeOptions): Service => {
   const extra = options?.redact
   return {
     resolve: (ref) =>
-      Effect.map(backend.resolve(ref), (value) => {
+      Effect.flatMap(backend.resolve(ref), (value) => {
+        // A backend of the user's may answer anything (a JSON vault, a number): never the value in the error.
+        if (typeof value !== "string") {
+          return Effect.fail(new SecretNotFound({ ref, description: `the secrets backend answered a ${typeof value}, not a string` }))
+        }
         cache.set(ref, remember(value))
-        return Redacted.make(value)
+        return Effect.succeed(Redacted.make(value))
       }).pipe(withServiceSpan("Secrets.resolve", { attributes: { ref } })),
     store: (ref, value) => {
       if (backend.store === undefined) {
@@ -323,8 +327,8 @@ export const make = (backend: Backend, options?: MakeOptions): Service => {
       )
     },
     lookupSync: (ref) => {
-      const value = backend.lookupSync?.(ref) ?? cache.get(ref)
-      return value === undefined ? undefined : remember(value)
+      const value: unknown = backend.lookupSync?.(ref) ?? cache.get(ref)
+      return typeof value === "string" ? remember(value) : undefined
     },
     // Known values first: a pattern rule masking part of a known value would leave the rest unmasked.
     redact: extra === undefined ?

@@ -478,10 +478,11 @@ export class KnownValues {
     // Very short values would mask ordinary words; a value inside the marker would make
     // redaction non-idempotent.
     if (value.length < MIN_KNOWN_VALUE_LENGTH || this.values.has(value) || REDACTED.includes(value)) return
-    this.values.add(value)
+    // Recorded once its forms are computed: a value that fails here is not taken as masked.
     const forms = [...new Set(encodedForms(value))].filter((form) =>
       form.length >= MIN_KNOWN_VALUE_LENGTH && !REDACTED.includes(form)
     )
+    this.values.add(value)
     for (const form of forms) this.formsLength += form.length
     let batch: Batch = { values: 1, forms, automaton: undefined }
     while (this.batches.length > 0 && this.batches[this.batches.length - 1]!.values <= 2 * batch.values) {

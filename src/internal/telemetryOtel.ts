@@ -161,9 +161,7 @@ export const layer = (options: Telemetry.OtelOptions): Layer.Layer<Telemetry.Tel
       readers.push(
         new PeriodicExportingMetricReader({
           exporter: options.metricExporter,
-          exportIntervalMillis: Duration.toMillis(
-            Duration.decode(options.metricExportInterval ?? DEFAULT_METRIC_EXPORT_INTERVAL)
-          )
+          exportIntervalMillis: exportInterval(options.metricExportInterval)
         })
       )
     }
@@ -212,3 +210,13 @@ export const layer = (options: Telemetry.OtelOptions): Layer.Layer<Telemetry.Tel
     return Layer.mergeAll(service, tracing, metrics, options.serviceSpans === true ? layerServiceSpans : Layer.empty)
       .pipe(Layer.provide(resource))
   }))
+
+/** Node's longest timer: a longer one (an infinite interval, "30 days") would fire every millisecond. */
+const MAX_TIMER_MILLIS = 2 ** 31 - 1
+
+/** The metric export interval, in what a Node timer can hold: at most ~24.8 days; not positive means the default. */
+const exportInterval = (input: Duration.DurationInput | undefined): number => {
+  const millis = Duration.toMillis(Duration.decode(input ?? DEFAULT_METRIC_EXPORT_INTERVAL))
+  if (!(millis >= 1)) return Duration.toMillis(Duration.decode(DEFAULT_METRIC_EXPORT_INTERVAL))
+  return Math.min(millis, MAX_TIMER_MILLIS)
+}
