@@ -49,6 +49,19 @@ const auditLayer = AuditLog.layerMemory({ secret: Redacted.make("custom-services
 const runExit = (userId: string | null = "alice") =>
   Effect.flatMap(Agent.Agent, (a) => Effect.exit(a.run("please delete /tmp/a", { userId })))
 
+/** Runs the agent: it completes, its call is denied with `reason`, and no tool body ran. */
+const deniedAs = (bodies: ReadonlyArray<string>, reason: string | RegExp) =>
+  Effect.gen(function*() {
+    const exit = yield* runExit()
+    assert.deepStrictEqual(bodies, [])
+    assert.isTrue(Exit.isSuccess(exit), `the run failed: ${Exit.isFailure(exit) ? String(exit.cause) : ""}`)
+    const call = Exit.isSuccess(exit) ? exit.value.toolCalls[0] : undefined
+    assert.strictEqual(call?.status, "denied")
+    if (typeof reason === "string") assert.strictEqual(call?.reason, reason)
+    else assert.match(call?.reason ?? "", reason)
+    return Exit.isSuccess(exit) ? exit.value : undefined
+  })
+
 describe("custom governance services fail closed as a typed denial", () => {
   it.effect("a Permissions service whose check throws is a `permission check failed` denial, not a crashed run", () => {
     const bodies: Array<string> = []
@@ -58,13 +71,7 @@ describe("custom governance services fail closed as a typed denial", () => {
       }
     })
     return Effect.gen(function*() {
-      const exit = yield* runExit()
-      assert.deepStrictEqual(bodies, [])
-      assert.isTrue(Exit.isSuccess(exit), `the run failed: ${Exit.isFailure(exit) ? String(exit.cause) : ""}`)
-      if (Exit.isSuccess(exit)) {
-        assert.strictEqual(exit.value.toolCalls[0]?.status, "denied")
-        assert.strictEqual(exit.value.toolCalls[0]?.reason, "permission check failed")
-      }
+      yield* deniedAs(bodies, "permission check failed")
     }).pipe(Effect.provide(agent(bodies, [throwing])))
   })
 
@@ -74,13 +81,7 @@ describe("custom governance services fail closed as a typed denial", () => {
       check: () => Effect.succeed(undefined as unknown as Permissions.Decision)
     })
     return Effect.gen(function*() {
-      const exit = yield* runExit()
-      assert.deepStrictEqual(bodies, [])
-      assert.isTrue(Exit.isSuccess(exit), `the run failed: ${Exit.isFailure(exit) ? String(exit.cause) : ""}`)
-      if (Exit.isSuccess(exit)) {
-        assert.strictEqual(exit.value.toolCalls[0]?.status, "denied")
-        assert.strictEqual(exit.value.toolCalls[0]?.reason, "permission check failed")
-      }
+      yield* deniedAs(bodies, "permission check failed")
     }).pipe(Effect.provide(agent(bodies, [noDecision])))
   })
 
@@ -92,13 +93,7 @@ describe("custom governance services fail closed as a typed denial", () => {
       }
     })
     return Effect.gen(function*() {
-      const exit = yield* runExit()
-      assert.deepStrictEqual(bodies, [])
-      assert.isTrue(Exit.isSuccess(exit), `the run failed: ${Exit.isFailure(exit) ? String(exit.cause) : ""}`)
-      if (Exit.isSuccess(exit)) {
-        assert.strictEqual(exit.value.toolCalls[0]?.status, "denied")
-        assert.match(exit.value.toolCalls[0]?.reason ?? "", /^approval handler failed/)
-      }
+      yield* deniedAs(bodies, /^approval handler failed/)
     }).pipe(Effect.provide(agent(bodies, [Permissions.standard({ mode: "default" }), throwing])))
   })
 
@@ -112,13 +107,7 @@ describe("custom governance services fail closed as a typed denial", () => {
       afterTool: () => Effect.void
     })
     return Effect.gen(function*() {
-      const exit = yield* runExit()
-      assert.deepStrictEqual(bodies, [])
-      assert.isTrue(Exit.isSuccess(exit), `the run failed: ${Exit.isFailure(exit) ? String(exit.cause) : ""}`)
-      if (Exit.isSuccess(exit)) {
-        assert.strictEqual(exit.value.toolCalls[0]?.status, "denied")
-        assert.strictEqual(exit.value.toolCalls[0]?.reason, "hook failed")
-      }
+      yield* deniedAs(bodies, "hook failed")
     }).pipe(Effect.provide(agent(bodies, [Permissions.standard({ mode: "default" }), throwing])))
   })
 
@@ -126,13 +115,7 @@ describe("custom governance services fail closed as a typed denial", () => {
     const bodies: Array<string> = []
     const interrupting = Layer.succeed(Approval.ApprovalHandler, { request: () => Effect.interrupt })
     return Effect.gen(function*() {
-      const exit = yield* runExit()
-      assert.deepStrictEqual(bodies, [])
-      assert.isTrue(Exit.isSuccess(exit), `the run failed: ${Exit.isFailure(exit) ? String(exit.cause) : ""}`)
-      if (Exit.isSuccess(exit)) {
-        assert.strictEqual(exit.value.toolCalls[0]?.status, "denied")
-        assert.match(exit.value.toolCalls[0]?.reason ?? "", /^approval handler failed/)
-      }
+      yield* deniedAs(bodies, /^approval handler failed/)
       const decisions = (yield* Effect.flatMap(AuditLog.AuditLog, (log) => log.query({ action: "approval_decision" })))
       assert.deepStrictEqual(decisions.map((e) => (e.payload as { outcome: string }).outcome), ["failed"])
     }).pipe(Effect.provide(Layer.provideMerge(agent(bodies, [Permissions.standard({ mode: "default" }), interrupting, auditLayer]), auditLayer)))
@@ -144,13 +127,8 @@ describe("custom governance services fail closed as a typed denial", () => {
       request: () => Effect.fail(new Error("queue at 10.0.0.7 refused: token tok_live_abc") as unknown as Approval.ToolDenied)
     })
     return Effect.gen(function*() {
-      const exit = yield* runExit()
-      assert.deepStrictEqual(bodies, [])
-      assert.isTrue(Exit.isSuccess(exit), `the run failed: ${Exit.isFailure(exit) ? String(exit.cause) : ""}`)
-      if (Exit.isSuccess(exit)) {
-        assert.match(exit.value.toolCalls[0]?.reason ?? "", /^approval handler failed/)
-        assert.notInclude(exit.value.output, "tok_live_abc")
-      }
+      const result = yield* deniedAs(bodies, /^approval handler failed/)
+      assert.notInclude(result?.output ?? "", "tok_live_abc")
     }).pipe(Effect.provide(agent(bodies, [Permissions.standard({ mode: "default" }), failing])))
   })
 })

@@ -9,21 +9,8 @@ import { Effect, Exit, Layer, Schema } from "effect"
 import { Agent, Approval, AuditLog, Model, Permissions, Tool } from "jeevesagent"
 import { createAgent } from "jeevesagent/promise"
 import { expect, it as vitestIt } from "vitest"
+import { agentWith, callThenSummarize, run } from "./support/toolAgent.js"
 
-/** Asks for `calls`, then answers with every tool result it got. */
-const callThenSummarize = (calls: NonNullable<Model.ScriptedTurn["toolCalls"]>): Model.Script => (request) =>
-  request.messages.at(-1)!.role !== "tool" ?
-    { toolCalls: calls } :
-    { text: request.messages.filter((m) => m.role === "tool").map((m) => m.content).join(" | ") }
-
-const agentWith = (script: Model.Script, tools: ReadonlyArray<Tool.Any>, ...services: Array<Layer.Layer<never>>) =>
-  Agent.layer({ tools }).pipe(
-    Layer.provide(Model.layerScripted(script)),
-    Layer.provide(Layer.mergeAll(Agent.layerDefaults, ...(services as []))),
-    Layer.orDie
-  )
-
-const run = Effect.flatMap(Agent.Agent, (agent) => agent.run("x", { userId: "alice" }))
 
 const within = <A>(promise: Promise<A>, ms: number): Promise<A | "timed out"> =>
   Promise.race([promise, new Promise<"timed out">((resolve) => setTimeout(() => resolve("timed out"), ms))])

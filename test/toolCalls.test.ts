@@ -7,21 +7,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Ref, Schema } from "effect"
 import { Agent, Approval, AuditLog, Model, Permissions, Tool } from "jeevesagent"
+import { agentWith, callThenSummarize, run } from "./support/toolAgent.js"
 
-/** Asks for `calls`, then answers with every tool result it got. */
-const callThenSummarize = (calls: NonNullable<Model.ScriptedTurn["toolCalls"]>): Model.Script => (request) =>
-  request.messages.at(-1)!.role !== "tool" ?
-    { toolCalls: calls } :
-    { text: request.messages.filter((m) => m.role === "tool").map((m) => m.content).join(" | ") }
-
-const agentWith = (script: Model.Script, tools: ReadonlyArray<Tool.Any>, ...services: Array<Layer.Layer<never>>) =>
-  Agent.layer({ tools }).pipe(
-    Layer.provide(Model.layerScripted(script)),
-    Layer.provide(Layer.mergeAll(Agent.layerDefaults, ...(services as []))),
-    Layer.orDie
-  )
-
-const run = Effect.flatMap(Agent.Agent, (agent) => agent.run("x", { userId: "alice" }))
 
 /** `[[[...]]]`, `depth` levels. */
 const nested = (depth: number): unknown => JSON.parse("[".repeat(depth) + "]".repeat(depth))
