@@ -5,8 +5,8 @@
  * gives the call an error (or denied) result and the run goes on.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Ref, Schema } from "effect"
-import { Agent, Approval, AuditLog, Model, Permissions, Tool } from "jeevesagent"
+import { Effect, Layer, Redacted, Ref, Schema } from "effect"
+import { Agent, Approval, AuditLog, Model, Permissions, Secrets, Tool } from "jeevesagent"
 import { agentWith, callThenSummarize, run } from "./support/toolAgent.js"
 
 
@@ -252,5 +252,24 @@ describe("broken handlers and logs", () => {
       assert.strictEqual(result.auditFailures, 1)
       assert.strictEqual(result.toolCalls[0]!.status, "denied")
       assert.deepStrictEqual(yield* Ref.get(executed), [])
+    }))
+})
+
+describe("what a failing tool tells the model", () => {
+  it.effect("a short error message holding a secret the agent's Secrets handed out reaches the model masked", () =>
+    Effect.gen(function*() {
+      const secrets = Secrets.make({ resolve: () => Effect.succeed("pg-pass-9f2e81") })
+      const connect = Tool.make("connect", {
+        description: "",
+        parameters: Schema.Struct({}),
+        handler: () =>
+          Effect.flatMap(secrets.resolve("DB_PASSWORD"), (password) =>
+            Effect.fail(`login failed for postgres://app:${Redacted.value(password)}@db`))
+      })
+      const result = yield* run.pipe(
+        Effect.provide(agentWith(callThenSummarize([{ name: "connect", args: {} }]), [connect], Layer.succeed(Secrets.Secrets, secrets)))
+      )
+      assert.strictEqual(result.toolCalls[0]!.output, `ERROR: login failed for postgres://app:${Secrets.REDACTED}@db`)
+      assert.notInclude(result.output, "pg-pass-9f2e81")
     }))
 })

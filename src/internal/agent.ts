@@ -1402,8 +1402,10 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     ): Effect.Effect<Tool.Result> => {
       const decode = decoders.get(tool.name)!
       const errorResult = (full: string): Tool.Result => {
-        // Redacted before it is cut: a secret cut in two would no longer be recognized downstream.
-        const message = full.length > MAX_ERROR_CHARS ? `${secrets.redact(full).slice(0, MAX_ERROR_CHARS)}…` : full
+        // Redacted (it goes to the model, a third party: an error often quotes a connection string),
+        // and before it is cut: a secret cut in two would no longer be recognized downstream.
+        const redacted = secrets.redact(full)
+        const message = redacted.length > MAX_ERROR_CHARS ? `${redacted.slice(0, MAX_ERROR_CHARS)}…` : redacted
         return { callId: call.id, name: call.name, status: "error", output: `ERROR: ${message}`, reason: message }
       }
       const refused = refusedArgs.get(call)
