@@ -82,6 +82,14 @@ describe("known values", () => {
       }
     }))
 
+  it.effect("a value read with a trailing newline (a secret file, a vault's text) is masked once the caller trims it too", () =>
+    Effect.gen(function*() {
+      const secrets = yield* handedOut(["s3cr3t-token-value\n", "\t padded-api-key-77 \r\n"])
+      assert.strictEqual(secrets.redact("token=s3cr3t-token-value;"), `token=${REDACTED};`)
+      assert.strictEqual(secrets.redact("key padded-api-key-77 end"), `key ${REDACTED} end`)
+      assert.strictEqual(secrets.redact(`auth ${Buffer.from("s3cr3t-token-value").toString("base64")}`), `auth ${REDACTED}`)
+    }))
+
   it.effect("short values are not masked; values inside the marker are not registered", () =>
     Effect.gen(function*() {
       const secrets = yield* handedOut(["abc", "12345", "REDACT", "ACTED]"])

@@ -475,6 +475,9 @@ export class KnownValues {
   }
 
   add(value: string): void {
+    // A value read from a file or a vault often ends in a newline the code using it trims.
+    const trimmed = value.trim()
+    if (trimmed !== value) this.add(trimmed)
     // Very short values would mask ordinary words; a value inside the marker would make
     // redaction non-idempotent.
     if (value.length < MIN_KNOWN_VALUE_LENGTH || this.values.has(value) || REDACTED.includes(value)) return
