@@ -207,6 +207,9 @@ export interface CheckpointOptions {
    * next, and the log's close waits for it too.
    * A failure, a defect or a rejected promise is logged as a warning and
    * never fails an append; the next checkpoint covers everything before it.
+   * After a failure the sink rests 1 s before it is tried again, twice as
+   * long after each failure in a row (at most `interval`), so a sink that is
+   * down is not called, nor a warning logged, for every batch.
    */
   readonly sink: (checkpoint: Checkpoint) => Effect.Effect<unknown, unknown> | PromiseLike<unknown>
   /** A checkpoint once this many entries were written since the last one (default 100). */

@@ -209,6 +209,42 @@ describe("audit checkpoints", () => {
     }).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, capture)))
   })
 
+  it.live("a sink that keeps failing is retried with backoff, not on every batch; it is used again once it recovers", () =>
+    Effect.gen(function*() {
+      let calls = 0
+      let down = true
+      const stored: Array<number> = []
+      const sink = (checkpoint: AuditLog.Checkpoint) =>
+        Effect.suspend(() => {
+          calls++
+          if (down) return Effect.fail(new Error("sink down"))
+          stored.push(checkpoint.seq)
+          return Effect.void
+        })
+      const { log } = setup()
+      yield* Effect.scoped(
+        Effect.gen(function*() {
+          const audit = yield* AuditLog.makeFile({
+            path: log,
+            secret: SECRET,
+            logId: LOG_ID,
+            signing: "inline",
+            checkpoints: { sink, everyEntries: 1, interval: "1 hour" }
+          })
+          for (let i = 0; i < 40; i++) {
+            yield* audit.append({ actor: "system", action: "step", payload: { i } })
+            yield* Effect.sleep("3 millis")
+          }
+          assert.isAtMost(calls, 2, `sink calls while it was down: ${calls}`)
+          down = false
+          yield* audit.append({ actor: "system", action: "step", payload: { i: 40 } })
+          let waited = 0
+          while (stored.length === 0 && waited++ < 300) yield* Effect.sleep("10 millis")
+          assert.deepStrictEqual(stored, [41])
+        })
+      ).pipe(Effect.provide(NodeFileSystem.layer), Effect.orDie)
+    }), 10_000)
+
   it.effect("a file emptied (or deleted) and written again by the restarted app fails against the sink's checkpoints", () =>
     Effect.gen(function*() {
       const { anchors, log } = setup()

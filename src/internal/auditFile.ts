@@ -271,6 +271,8 @@ const DEFAULT_CHECKPOINT_ENTRIES = 100
 const DEFAULT_CHECKPOINT_INTERVAL = Duration.minutes(1)
 /** How long one checkpoint may take to publish; a slower sink is logged, and the next one tried later. */
 const PUBLISH_TIMEOUT = Duration.seconds(30)
+/** After a failed checkpoint the sink rests this long, doubled on each failure in a row, at most the interval. */
+const FIRST_BACKOFF_MILLIS = 1_000
 
 /** The checkpoint publisher of a file log: `written` after each batch, `close` once the writer has drained. */
 interface CheckpointPublisher {
@@ -312,8 +314,12 @@ const makeCheckpointPublisher = (
     let due = false
     /** The sink call under way (it may outlive a wait that timed out): the next waits for it, one at a time. */
     let inFlight: Fiber.RuntimeFiber<void> | undefined
+    /** Checkpoints not published in a row: the loop backs off before the next (a down sink is not called per batch). */
+    let failures = 0
     const warn = (seq: number, why: string) =>
-      Effect.logWarning(`audit log ${path}: the checkpoint of seq ${seq} was not published: ${why}`)
+      Effect.sync(() => void failures++).pipe(
+        Effect.zipRight(Effect.logWarning(`audit log ${path}: the checkpoint of seq ${seq} was not published: ${why}`))
+      )
     const tooLong = `it took longer than ${Duration.format(PUBLISH_TIMEOUT)}`
     /** Waits (bounded) for the sink call under way; false if it is still running. */
     const idle = Effect.suspend(() =>
@@ -335,6 +341,7 @@ const makeCheckpointPublisher = (
               onSuccess: () =>
                 Effect.sync(() => {
                   publishedSeq = Math.max(publishedSeq, head.seq)
+                  failures = 0
                 })
             })
           )
@@ -359,10 +366,16 @@ const makeCheckpointPublisher = (
         wake = undefined
       })
     })
+    const intervalMillis = Duration.toMillis(interval.value)
+    const backoff = Effect.suspend(() =>
+      failures === 0 ?
+        Effect.void :
+        Effect.sleep(Math.min(FIRST_BACKOFF_MILLIS * 2 ** Math.min(failures - 1, 30), intervalMillis))
+    )
     const loop = Effect.forever(
       Effect.zipRight(
         Effect.raceFirst(woken, Effect.sleep(interval.value)),
-        Effect.zipRight(Effect.sync(() => (due = false)), publish)
+        Effect.zipRight(Effect.sync(() => (due = false)), Effect.zipRight(publish, backoff))
       )
     )
     // Forked inside the (uninterruptible) acquire: interruptible again, so the race and the close can stop it.
