@@ -79,8 +79,12 @@ export interface NewEpisode {
 }
 
 /**
- * A bi-temporal fact: valid from `validFrom` until `validUntil` (open when
- * `null`), recorded at `recordedAt`.
+ * A bi-temporal fact. Valid time: true in the world from `validFrom` until
+ * `validUntil` (open when `null`). Transaction time: known to the store from
+ * `recordedAt`, and closed by a later fact at `supersededAt` (the later
+ * fact's `recordedAt`; `null` while open). A closed fact is never deleted, so
+ * {@link Service.recallFacts} can answer both "what was true then" (`validAt`)
+ * and "what did we know then" (`knownAt`).
  *
  * @since 0.1.0
  * @category models
@@ -95,6 +99,8 @@ export interface Fact {
   readonly validFrom: Date
   readonly validUntil: Date | null
   readonly recordedAt: Date
+  /** When a later fact closed this one (its `recordedAt`); `null` while the fact is open. */
+  readonly supersededAt: Date | null
   readonly sources: ReadonlyArray<string>
 }
 
@@ -201,10 +207,19 @@ export interface Service {
   /**
    * Facts matching `query` that are valid at `validAt` (default: now):
    * `validFrom <= validAt < validUntil`.
+   *
+   * With `knownAt`, as the store knew them at that time: only facts recorded
+   * by then, each with the `validUntil` it had then — a fact closed later
+   * counts as open, and comes back with `validUntil` and `supersededAt`
+   * `null`. Without it, as the store knows them now.
    */
   readonly recallFacts: (
     query: string,
-    options?: { readonly limit?: number | undefined; readonly validAt?: Date | undefined }
+    options?: {
+      readonly limit?: number | undefined
+      readonly validAt?: Date | undefined
+      readonly knownAt?: Date | undefined
+    }
   ) => Effect.Effect<ReadonlyArray<Fact>, MemoryError | InvalidUserId>
   /**
    * Appends a fact. The user's open facts with the same subject and

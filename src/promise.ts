@@ -174,7 +174,11 @@ export interface UserMemory {
   ) => Promise<ReadonlyArray<Memory.Episode>>
   readonly recallFacts: (
     query: string,
-    options?: CallOptions & { readonly limit?: number | undefined; readonly validAt?: Date | undefined }
+    options?: CallOptions & {
+      readonly limit?: number | undefined
+      readonly validAt?: Date | undefined
+      readonly knownAt?: Date | undefined
+    }
   ) => Promise<ReadonlyArray<Memory.Fact>>
   readonly profile: (options?: CallOptions) => Promise<Memory.MemoryProfile>
   readonly forget: (
@@ -271,7 +275,7 @@ export const createAgent = (options: AgentOptions): JeevesAgent => {
       appendBlock: (name, content, o) => execute(memoryEffect(userId, (m) => m.appendBlock(name, content)), o?.signal),
       recall: (query, o) => execute(memoryEffect(userId, (m) => m.recall(query, { limit: o?.limit })), o?.signal),
       recallFacts: (query, o) =>
-        execute(memoryEffect(userId, (m) => m.recallFacts(query, { limit: o?.limit, validAt: o?.validAt })), o?.signal),
+        execute(memoryEffect(userId, (m) => m.recallFacts(query, { limit: o?.limit, validAt: o?.validAt, knownAt: o?.knownAt })), o?.signal),
       profile: (o) => execute(memoryEffect(userId, (m) => m.profile), o?.signal),
       forget: (o) =>
         execute(memoryEffect(userId, (m) => m.forget({ sessionId: o?.sessionId, before: o?.before })), o?.signal),

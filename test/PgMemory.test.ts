@@ -199,13 +199,23 @@ describe.skipIf(!postgresAvailable)("PgMemory", () => {
             VALUES (${id}, 'default', ${user}, 's1', ${new Date(at)}, ${input}, 'ok',
               to_tsvector('simple', ${v1Words(`${input} ok`)}))`
         }
+        // fact_1 closed fact_0, recorded 500 ms later: the upgrade finds out when.
+        yield* sql`INSERT INTO memory_facts (id, namespace, user_id, subject, predicate, object, valid_from, valid_until, recorded_at, search)
+          VALUES ('fact_0', 'default', 'alice', 'user', 'lives in', 'Porto', ${new Date(0)}, ${new Date(0)}, ${new Date(0)},
+            to_tsvector('simple', ${v1Words("user lives in Porto")}))`
         yield* sql`INSERT INTO memory_facts (id, namespace, user_id, subject, predicate, object, valid_from, recorded_at, search)
-          VALUES ('fact_1', 'default', 'alice', 'user', 'lives in', 'İzmir', ${new Date(0)}, ${new Date(0)},
+          VALUES ('fact_1', 'default', 'alice', 'user', 'lives in', 'İzmir', ${new Date(0)}, ${new Date(500)},
             to_tsvector('simple', ${v1Words("user lives in İzmir")}))`
       }).pipe(Effect.provide(pgLayer(url)))
 
       yield* Effect.gen(function*() {
         yield* upgradedSearchHolds
+        const m = yield* Memory.Memory
+        const facts = (yield* m.export.pipe(RunContext.withUser("alice"))).facts
+        assert.deepStrictEqual(facts.map((f) => [f.id, f.validUntil?.getTime() ?? null, f.supersededAt?.getTime() ?? null]), [
+          ["fact_0", 0, 500],
+          ["fact_1", null, null]
+        ])
       }).pipe(Effect.provide(PgMemory.layer().pipe(Layer.provide(pgLayer(url)))))
 
       const rows = yield* Effect.promise(() =>
@@ -221,7 +231,7 @@ describe.skipIf(!postgresAvailable)("PgMemory", () => {
       const migrations = yield* Effect.promise(() =>
         query<{ migration_id: number }>(url, "SELECT migration_id FROM jeeves_memory_migrations ORDER BY migration_id")
       )
-      assert.deepStrictEqual(migrations.map((row) => row.migration_id), [1, 2])
+      assert.deepStrictEqual(migrations.map((row) => row.migration_id), [1, 2, 3])
     }))
 
   it.live("the migration re-keys a memory_blocks table from before user ids", () =>

@@ -59,7 +59,7 @@ describe("SqliteMemory", () => {
       yield* Effect.gen(function*() {
         const sql = yield* SqlClient.SqlClient
         const migrations = yield* sql<{ migration_id: number }>`SELECT migration_id FROM jeeves_memory_migrations`
-        assert.deepStrictEqual(migrations.map((row) => row.migration_id), [1, 2, 3])
+        assert.deepStrictEqual(migrations.map((row) => row.migration_id), [1, 2, 3, 4])
         const owners = yield* sql<{ user_id: string }>`SELECT user_id FROM memory_blocks ORDER BY user_id`
         assert.deepStrictEqual(owners.map((row) => row.user_id), [RunContext.ANONYMOUS_USER, "alice", "bob"])
         const journal = yield* sql<{ journal_mode: string }>`PRAGMA journal_mode`
@@ -88,8 +88,11 @@ describe("SqliteMemory", () => {
           yield* sql`INSERT INTO memory_episodes (id, user_id, session_id, occurred_at, input, output)
             VALUES (${id}, ${user}, 's1', ${at}, ${input}, 'ok')`
         }
+        // fact_1 closes fact_0 (schema 1's trigger), recorded 500 ms later: the upgrade finds out when.
         yield* sql`INSERT INTO memory_facts (id, user_id, subject, predicate, object, valid_from, recorded_at)
-          VALUES ('fact_1', 'alice', 'user', 'lives in', 'İzmir', 0, 0)`
+          VALUES ('fact_0', 'alice', 'user', 'lives in', 'Porto', 0, 0)`
+        yield* sql`INSERT INTO memory_facts (id, user_id, subject, predicate, object, valid_from, recorded_at)
+          VALUES ('fact_1', 'alice', 'user', 'lives in', 'İzmir', 0, 500)`
       }).pipe(Effect.provide(rawClient(filename)))
 
       yield* Effect.gen(function*() {
@@ -97,13 +100,22 @@ describe("SqliteMemory", () => {
         // Writes and deletions after the upgrade keep the index in step.
         const recall = yield* upgradedSearchHolds
         assert.strictEqual(yield* m.forget({ sessionId: "s2" }).pipe(as("alice")), 1)
+        const facts = (yield* m.export.pipe(as("alice"))).facts
+        assert.deepStrictEqual(facts.map((f) => [f.id, f.validUntil?.getTime() ?? null, f.supersededAt?.getTime() ?? null]), [
+          ["fact_0", 0, 500],
+          ["fact_1", null, null]
+        ])
+        // Closed from now on by the new trigger, which records when.
+        const next = yield* m.appendFact({ subject: "user", predicate: "lives in", object: "Lisbon" }).pipe(as("alice"))
+        const izmir = (yield* m.export.pipe(as("alice"))).facts.find((f) => f.id === "fact_1")!
+        assert.strictEqual(izmir.supersededAt?.getTime(), next.recordedAt.getTime())
         assert.deepStrictEqual(yield* recall("istanbul"), ["ep_3"])
       }).pipe(Effect.provide(SqliteMemory.layer({ filename })))
 
       yield* Effect.gen(function*() {
         const sql = yield* SqlClient.SqlClient
         const migrations = yield* sql<{ migration_id: number }>`SELECT migration_id FROM jeeves_memory_migrations`
-        assert.deepStrictEqual(migrations.map((row) => row.migration_id), [1, 2, 3])
+        assert.deepStrictEqual(migrations.map((row) => row.migration_id), [1, 2, 3, 4])
         for (const fts of ["memory_episodes_fts", "memory_facts_fts"]) {
           const check = yield* Effect.either(sql.unsafe(`INSERT INTO ${fts} (${fts}) VALUES ('integrity-check')`))
           assert.strictEqual(check._tag, "Right", `${fts} matches its table`)

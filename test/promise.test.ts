@@ -363,6 +363,9 @@ describe("jeevesagent/promise memory backends", () => {
       const facts = await agent.memory("alice").recallFacts("green tea")
       expect(facts.map((f) => [f.subject, f.predicate, f.object])).toEqual([["alice", "likes", "green tea"]])
       expect(await agent.memory("bob").recallFacts("green tea")).toEqual([])
+      const before = new Date(facts[0]!.recordedAt.getTime() - 1)
+      expect(await agent.memory("alice").recallFacts("green tea", { knownAt: before })).toEqual([])
+      expect((await agent.memory("alice").recallFacts("green tea", { knownAt: facts[0]!.recordedAt })).length).toBe(1)
     } finally {
       await agent.dispose()
     }

@@ -200,9 +200,15 @@ export const makeInMemoryStore = (options?: Memory.InMemoryOptions) =>
       return byRelevance(state.episodes, query.terms, (e) => e.words, (e) => e.episode.occurredAt, query.limit, inRange)
         .map((e) => e.episode)
     }
+    /** The user's facts as the store knew them at `knownAt` (see `asKnownAt`). */
+    const factsKnownAt = (state: UserState, knownAt: Date | undefined): ReadonlyArray<StoredFact> =>
+      knownAt === undefined ? state.facts : state.facts.flatMap((stored) => {
+        const fact = store.asKnownAt(stored.fact, knownAt)
+        return fact === undefined ? [] : [fact === stored.fact ? stored : { ...stored, fact }]
+      })
     const recallFactsNow = (state: UserState, query: store.FactQuery) =>
       byRelevance(
-        state.facts.filter((stored) => isValidAt(stored.fact, query.validAt)),
+        factsKnownAt(state, query.knownAt).filter((stored) => isValidAt(stored.fact, query.validAt)),
         query.terms,
         (f) => f.words,
         (f) => f.fact.recordedAt,
@@ -250,7 +256,7 @@ export const makeInMemoryStore = (options?: Memory.InMemoryOptions) =>
               open.validUntil === null && open.subject === fact.subject && open.predicate === fact.predicate &&
               open.object !== fact.object
             ) {
-              stored.fact = { ...open, validUntil: fact.validFrom }
+              stored.fact = { ...open, validUntil: fact.validFrom, supersededAt: fact.recordedAt }
             }
           }
           state.facts.push({

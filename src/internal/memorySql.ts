@@ -10,7 +10,7 @@ import type * as Statement from "@effect/sql/Statement"
 import * as Effect from "effect/Effect"
 import type * as Memory from "../Memory.js"
 import { MemoryError } from "../Memory.js"
-import { type BlockWrite, decodeUser, orderBlocks, type Store } from "./memoryStore.js"
+import { asKnownAt, type BlockWrite, decodeUser, orderBlocks, type Store } from "./memoryStore.js"
 
 /**
  * Rows as the stores select them. Times are epoch millis (SQLite) or Dates
@@ -36,6 +36,7 @@ interface FactRow {
   readonly valid_from: number | Date
   readonly valid_until: number | Date | null
   readonly recorded_at: number | Date
+  readonly superseded_at: number | Date | null
   readonly sources: string | ReadonlyArray<string>
 }
 
@@ -48,7 +49,8 @@ interface BlockRow {
 
 const EPISODE_COLUMNS = "e.id, e.session_id, e.user_id, e.occurred_at, e.input, e.output, e.tool_calls"
 const FACT_COLUMNS =
-  "f.id, f.user_id, f.subject, f.predicate, f.object, f.confidence, f.valid_from, f.valid_until, f.recorded_at, f.sources"
+  "f.id, f.user_id, f.subject, f.predicate, f.object, f.confidence, f.valid_from, f.valid_until, f.recorded_at, " +
+  "f.superseded_at, f.sources"
 
 /**
  * A word search: what to select from, the match condition (the row holds any
@@ -116,6 +118,7 @@ const toFact = (row: FactRow): Memory.Fact => ({
   validFrom: new Date(row.valid_from),
   validUntil: row.valid_until === null ? null : new Date(row.valid_until),
   recordedAt: new Date(row.recorded_at),
+  supersededAt: row.superseded_at === null ? null : new Date(row.superseded_at),
   sources: fromJson(row.sources)
 })
 
@@ -207,16 +210,21 @@ export const makeSqlStore = (sql: SqlClient.SqlClient, dialect: SqlDialect): Sto
     insertFact: (user, fact) => runQuery("appendFact", dialect.insertFact(user, fact), done),
     recallFacts: (user, query) => {
       const at = time(query.validAt)
-      const conditions = [
-        owner("f", user),
-        sql`f.valid_from <= ${at}`,
-        sql`(f.valid_until IS NULL OR ${at} < f.valid_until)`
-      ]
+      const known = query.knownAt === undefined ? undefined : time(query.knownAt)
+      const conditions = known === undefined ?
+        [owner("f", user), sql`f.valid_from <= ${at}`, sql`(f.valid_until IS NULL OR ${at} < f.valid_until)`] :
+        [
+          owner("f", user),
+          sql`f.recorded_at <= ${known}`,
+          sql`f.valid_from <= ${at}`,
+          // Closed after `knownAt`: open as the store knew it then.
+          sql`(f.valid_until IS NULL OR f.superseded_at > ${known} OR ${at} < f.valid_until)`
+        ]
       const search = query.terms.length === 0 ? undefined : dialect.searchFacts(user, query.terms)
       return runQuery(
         "recallFacts",
         searched<FactRow>("memory_facts", "f", FACT_COLUMNS, "f.recorded_at DESC, f.seq DESC", search, conditions, query.limit),
-        (rows) => rows.map(toFact)
+        (rows) => rows.map((row) => asKnownAt(toFact(row), query.knownAt)!)
       )
     },
     sessionEpisodes: (user, sessionId, limit) =>

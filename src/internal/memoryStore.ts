@@ -25,6 +25,22 @@ export interface FactQuery {
   readonly terms: ReadonlyArray<string>
   readonly limit: number
   readonly validAt: Date
+  /** The store's knowledge as of then (see {@link asKnownAt}); undefined: as of now. */
+  readonly knownAt: Date | undefined
+}
+
+/**
+ * `fact` as the store knew it at `knownAt`: undefined when it was recorded
+ * later, open (no `validUntil`, no `supersededAt`) when it was closed later.
+ *
+ * @internal
+ */
+export const asKnownAt = (fact: Memory.Fact, knownAt: Date | undefined): Memory.Fact | undefined => {
+  if (knownAt === undefined) return fact
+  if (fact.recordedAt.getTime() > knownAt.getTime()) return undefined
+  return fact.supersededAt === null || fact.supersededAt.getTime() <= knownAt.getTime() ?
+    fact :
+    { ...fact, validUntil: null, supersededAt: null }
 }
 
 /** @internal */
@@ -338,7 +354,8 @@ export const makeService = (store: Store): Memory.Service => {
   const factQuery = (query: string, options: Parameters<Memory.Service["recallFacts"]>[1], now: Date): FactQuery => ({
     terms: searchTerms(text("recallFacts", "query", query)),
     limit: positiveInt("recallFacts", "limit", options?.limit, DEFAULT_RECALL_LIMIT),
-    validAt: validDate("recallFacts", "validAt", options?.validAt) ?? now
+    validAt: validDate("recallFacts", "validAt", options?.validAt) ?? now,
+    knownAt: validDate("recallFacts", "knownAt", options?.knownAt)
   })
   const sessionCount = (options: Parameters<Memory.Service["sessionMessages"]>[1]): number =>
     Math.max(1, Math.floor(positiveInt("sessionMessages", "limit", options?.limit, DEFAULT_SESSION_LIMIT) / 2))
@@ -388,6 +405,7 @@ export const makeService = (store: Store): Memory.Service => {
           validFrom: validDate("appendFact", "validFrom", fact.validFrom) ?? recordedAt,
           validUntil: null,
           recordedAt,
+          supersededAt: null,
           sources: [...sources]
         }
         return Effect.as(store.insertFact(user, stored), stored)

@@ -169,7 +169,20 @@ const migrations = Migrator.fromRecord({
     Effect.all([
       reindexNonAscii(sql, "memory_episodes", "(input || ' ' || output)"),
       reindexNonAscii(sql, "memory_facts", "(subject || ' ' || predicate || ' ' || object)")
-    ], { discard: true }))
+    ], { discard: true })),
+  // When a fact was closed (transaction time), for recalls as the store knew the facts at a time. Facts
+  // closed before it get the time the earliest later fact of theirs with another object was recorded (the
+  // one that closed them), else their own valid_until.
+  "0003_superseded_at": Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    Effect.forEach([
+      `ALTER TABLE memory_facts ADD COLUMN superseded_at TIMESTAMPTZ`,
+      `UPDATE memory_facts f SET superseded_at = COALESCE(
+        (SELECT MIN(n.recorded_at) FROM memory_facts n
+          WHERE n.namespace = f.namespace AND n.user_id = f.user_id AND n.subject = f.subject
+            AND n.predicate = f.predicate AND n.object <> f.object AND n.seq > f.seq),
+        f.valid_until)
+      WHERE f.valid_until IS NOT NULL`
+    ], (statement) => sql.unsafe(statement), { discard: true }))
 })
 
 /** A tsquery matching any of `terms`, as tsquery input (terms are letters and digits only, so quoting is enough). */
@@ -220,7 +233,7 @@ const dialect = (sql: SqlClient.SqlClient, namespace: string): SqlDialect => {
         sql`SELECT pg_advisory_xact_lock(hashtextextended(${
           pgText(JSON.stringify([namespace, user, fact.subject, fact.predicate]))
         }, 0))`,
-        sql`UPDATE memory_facts f SET valid_until = ${fact.validFrom}
+        sql`UPDATE memory_facts f SET valid_until = ${fact.validFrom}, superseded_at = ${fact.recordedAt}
           WHERE ${owner("f", user)} AND f.subject = ${pgText(fact.subject)} AND f.predicate = ${pgText(fact.predicate)}
             AND f.valid_until IS NULL AND f.object <> ${pgText(fact.object)}`,
         sql`INSERT INTO memory_facts (id, namespace, user_id, subject, predicate, object, confidence,

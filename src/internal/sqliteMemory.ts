@@ -106,6 +106,28 @@ export const SCHEMA_V1 = [
 ]
 
 /**
+ * Schema 4 records when a fact was closed (transaction time), for recalls
+ * as the store knew the facts at a time. Facts closed before it get the
+ * time the earliest later fact of theirs with another object was recorded
+ * (the one that closed them), else their own `valid_until`.
+ */
+const SUPERSEDED_AT = [
+  `ALTER TABLE memory_facts ADD COLUMN superseded_at INTEGER`,
+  `UPDATE memory_facts SET superseded_at = COALESCE(
+    (SELECT MIN(n.recorded_at) FROM memory_facts n
+      WHERE n.user_id = memory_facts.user_id AND n.subject = memory_facts.subject
+        AND n.predicate = memory_facts.predicate AND n.object <> memory_facts.object AND n.seq > memory_facts.seq),
+    valid_until)
+  WHERE valid_until IS NOT NULL`,
+  `DROP TRIGGER memory_facts_supersede`,
+  `CREATE TRIGGER memory_facts_supersede BEFORE INSERT ON memory_facts BEGIN
+    UPDATE memory_facts SET valid_until = new.valid_from, superseded_at = new.recorded_at
+    WHERE user_id = new.user_id AND subject = new.subject AND predicate = new.predicate
+      AND valid_until IS NULL AND object <> new.object;
+  END`
+]
+
+/**
  * The text the full-text index holds for a row: its distinct words as
  * {@link distinctWords} gives them, space separated. FTS5 never tokenizes the
  * raw text (unicode61 splits, folds and drops characters its own way), and the
@@ -191,7 +213,8 @@ const migrations = Migrator.fromRecord({
     ], { discard: true })),
   // FTS5 otherwise keeps a deleted row's words in its index segments until they merge.
   "0003_secure_delete": Effect.flatMap(SqlClient.SqlClient, (sql) =>
-    statements(sql, ["memory_episodes_fts", "memory_facts_fts"].map((fts) => `INSERT INTO ${fts} (${fts}, rank) VALUES ('secure-delete', 1)`)))
+    statements(sql, ["memory_episodes_fts", "memory_facts_fts"].map((fts) => `INSERT INTO ${fts} (${fts}, rank) VALUES ('secure-delete', 1)`))),
+  "0004_superseded_at": Effect.flatMap(SqlClient.SqlClient, (sql) => statements(sql, SUPERSEDED_AT))
 })
 
 /** The index token of `user`'s rows (see {@link OWNER}). */

@@ -422,6 +422,45 @@ export const memoryConformance = <R>(
       assert.strictEqual(fact!.recordedAt.getTime(), t0 + 10 * 86_400_000)
     }))
 
+  test("facts: knownAt recalls them as the store knew them then; a closed fact keeps when it was closed", () =>
+    Effect.gen(function*() {
+      const m = yield* memory
+      const t0 = yield* Clock.currentTimeMillis
+      const porto = yield* m.appendFact({ subject: "user", predicate: "lives in", object: "Porto" }).pipe(as("alice"))
+      yield* m.appendFact({ subject: "user", predicate: "lives in", object: "Berlin" }).pipe(as("bob"))
+      yield* TestClock.adjust("1 hour")
+      // Learnt an hour later: she had moved half an hour after t0 (a correction, back-dated in valid time).
+      const lisbon = yield* m.appendFact({ subject: "user", predicate: "lives in", object: "Lisbon", validFrom: new Date(t0 + 1_800_000) })
+        .pipe(as("alice"))
+      yield* TestClock.adjust("1 hour")
+      const recalled = (options: { validAt?: Date; knownAt?: Date }, userId = "alice") =>
+        m.recallFacts("lives", options).pipe(
+          as(userId),
+          Effect.map((facts) => facts.map((f) => [f.object, f.validUntil?.getTime() ?? null, f.supersededAt?.getTime() ?? null]))
+        )
+      const at = (millis: number) => new Date(t0 + millis)
+
+      // Now: Lisbon since t0 + 30 min, Porto before.
+      assert.deepStrictEqual(yield* recalled({ validAt: at(2_700_000) }), [["Lisbon", null, null]])
+      assert.deepStrictEqual(yield* recalled({ validAt: at(60_000) }), [["Porto", t0 + 1_800_000, t0 + 3_600_000]])
+      // What was believed ten minutes in: Porto, open, even for a time it has since been corrected for.
+      assert.deepStrictEqual(yield* recalled({ validAt: at(2_700_000), knownAt: at(600_000) }), [["Porto", null, null]])
+      assert.deepStrictEqual(yield* recalled({ knownAt: at(600_000) }), [["Porto", null, null]])
+      // Known from the moment it was recorded; nothing before the first fact.
+      assert.deepStrictEqual(yield* recalled({ validAt: at(2_700_000), knownAt: at(3_600_000) }), [["Lisbon", null, null]])
+      assert.deepStrictEqual(yield* recalled({ validAt: at(2_700_000), knownAt: at(3_599_999) }), [["Porto", null, null]])
+      assert.deepStrictEqual(yield* recalled({ knownAt: at(-1) }), [])
+      // Another user's facts are their own, at any time.
+      assert.deepStrictEqual(yield* recalled({ knownAt: at(7_200_000) }, "bob"), [["Berlin", null, null]])
+
+      const facts = (yield* m.export.pipe(as("alice"))).facts
+      assert.deepStrictEqual(facts.map((f) => [f.id, f.supersededAt?.getTime() ?? null]), [
+        [porto.id, lisbon.recordedAt.getTime()],
+        [lisbon.id, null]
+      ])
+      assert.strictEqual(lisbon.supersededAt, null)
+    }))
+
   // ---- ranking and words: the same on every backend -----------------------------
 
   test("recall: with as many matching words, newer first (repetition and length do not count)", () =>
@@ -629,6 +668,7 @@ export const memoryConformance = <R>(
         [m.appendFact({ subject: "s", predicate: "p", object: "o", confidence: 2 }), "appendFact", "confidence must be a number in [0, 1], got 2"],
         [m.appendFact({ subject: " ", predicate: "p", object: "o" }), "appendFact", "subject must be a non-empty string, got \" \""],
         [m.forget({ before: new Date(Number.NaN) }), "forget", "before must be a valid Date, got Invalid Date"],
+        [m.recallFacts("x", { knownAt: new Date(Number.NaN) }), "recallFacts", "knownAt must be a valid Date, got Invalid Date"],
         [m.remember({ input: "i", output: "o", toolCalls: [{ name: "t", args: 1n }] }), "remember", "toolCalls are not JSON-serializable"]
       ]
       for (const [operation, method, description] of failures) {
