@@ -64,10 +64,12 @@ export interface RunContext {
  * @since 0.1.0
  * @category models
  */
-export type UserIdRule = "empty" | "too_long" | "control_characters" | "lone_surrogate" | "reserved"
+export type UserIdRule = "not_a_string" | "empty" | "too_long" | "control_characters" | "lone_surrogate" | "reserved"
 
 /**
- * A user id was rejected. `rule` names the rule it broke.
+ * A user id was rejected. `rule` names the rule it broke. For an id that is
+ * not a string (`not_a_string`, a JavaScript caller's number, say), `userId`
+ * shows it as text.
  *
  * @since 0.1.0
  * @category errors
@@ -75,12 +77,14 @@ export type UserIdRule = "empty" | "too_long" | "control_characters" | "lone_sur
 export class InvalidUserId extends Schema.TaggedError<InvalidUserId>("jeevesagent/InvalidUserId")(
   "InvalidUserId",
   {
-    rule: Schema.Literal("empty", "too_long", "control_characters", "lone_surrogate", "reserved"),
+    rule: Schema.Literal("not_a_string", "empty", "too_long", "control_characters", "lone_surrogate", "reserved"),
     userId: Schema.String
   }
 ) {
   override get message(): string {
     switch (this.rule) {
+      case "not_a_string":
+        return `Invalid user id ${this.userId}: user ids are strings (pass String(id) for a numeric id)`
       case "empty":
         return "Invalid user id: it is empty (omit the user id for an anonymous run)"
       case "too_long":
@@ -107,6 +111,7 @@ const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/
  * @category validation
  */
 export const checkUserId = (userId: string): UserIdRule | undefined => {
+  if (typeof userId !== "string") return "not_a_string"
   if (userId.length === 0) return "empty"
   if (userId.length > MAX_USER_ID_LENGTH) return "too_long"
   if (CONTROL_CHARACTERS.test(userId)) return "control_characters"
@@ -125,8 +130,24 @@ export const checkUserId = (userId: string): UserIdRule | undefined => {
 export const validateUserId = (userId: string | null | undefined): Effect.Effect<string | null, InvalidUserId> => {
   if (userId === undefined || userId === null) return Effect.succeed(null)
   const rule = checkUserId(userId)
-  return rule === undefined ? Effect.succeed(userId) : Effect.fail(new InvalidUserId({ rule, userId }))
+  return rule === undefined ? Effect.succeed(userId) : Effect.fail(invalidUserId(rule, userId))
 }
+
+/**
+ * The error for `userId`, which broke `rule`; an id that is not a string is
+ * shown as text (a number as is, anything else by its type).
+ *
+ * @internal
+ */
+export const invalidUserId = (rule: UserIdRule, userId: unknown): InvalidUserId =>
+  new InvalidUserId({
+    rule,
+    userId: typeof userId === "string" ?
+      userId :
+      typeof userId === "number" || typeof userId === "bigint" || typeof userId === "boolean" ?
+      `${String(userId)} (a ${typeof userId})` :
+      `(a value of type ${userId === null ? "null" : typeof userId})`
+  })
 
 /**
  * The storage key of a user: the id itself, or {@link ANONYMOUS_USER} for the

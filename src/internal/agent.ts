@@ -1806,7 +1806,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     ): Effect.Effect<Agent.RunResult, Agent.AgentError> => {
       const requested = options?.userId ?? null
       const rule = requested === null ? undefined : RunContext.checkUserId(requested)
-      if (rule !== undefined) return Effect.fail(new RunContext.InvalidUserId({ rule, userId: requested! }))
+      if (rule !== undefined) return Effect.fail(RunContext.invalidUserId(rule, requested))
       const context: RunContext.RunContext = {
         userId: requested,
         // An empty session id (an empty form field) is no session: a new one, as when none is given.

@@ -198,7 +198,7 @@ const reject = (method: string, description: string): never => {
 const userKeyOf = (userId: string | null): string => {
   if (userId === null) return RunContext.ANONYMOUS_USER
   const rule = RunContext.checkUserId(userId)
-  if (rule !== undefined) throw new Rejected(new RunContext.InvalidUserId({ rule, userId }))
+  if (rule !== undefined) throw new Rejected(RunContext.invalidUserId(rule, userId))
   return userId
 }
 
