@@ -96,6 +96,12 @@ export interface Options<A, I> {
   readonly description: string
   readonly parameters: Schema.Schema<A, I, never>
   readonly destructive?: boolean | undefined
+  /**
+   * The longest a call may run: then it gets the error result `timed out
+   * after ...` and the handler is interrupted. A handler that cannot be
+   * interrupted yet (inside an uninterruptible region) goes on in the
+   * background until it can be; the run does not wait for it.
+   */
   readonly timeout?: Duration.DurationInput | undefined
 }
 

@@ -5,7 +5,7 @@
  * gives the call an error (or denied) result and the run goes on.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Redacted, Ref, Schema } from "effect"
+import { Deferred, Effect, Layer, Redacted, Ref, Schema } from "effect"
 import { Agent, Approval, AuditLog, Model, Permissions, Secrets, Tool } from "jeevesagent"
 import { agentWith, callThenSummarize, run } from "./support/toolAgent.js"
 
@@ -272,4 +272,24 @@ describe("what a failing tool tells the model", () => {
       assert.strictEqual(result.toolCalls[0]!.output, `ERROR: login failed for postgres://app:${Secrets.REDACTED}@db`)
       assert.notInclude(result.output, "pg-pass-9f2e81")
     }))
+})
+
+describe("a tool's timeout bounds the call", () => {
+  it.live("a handler stuck where it cannot be interrupted gets its timeout result at its timeout; it is interrupted in the background", () =>
+    Effect.gen(function*() {
+      // A pool that hands out a connection only when the test says so (after the run has ended).
+      const pool = yield* Deferred.make<void>()
+      const released = yield* Deferred.make<void>()
+      const checkout = Tool.make("checkout", {
+        description: "",
+        parameters: Schema.Struct({}),
+        timeout: "50 millis",
+        handler: () => Effect.acquireUseRelease(Deferred.await(pool), () => Effect.succeed("queried"), () => Deferred.succeed(released, undefined))
+      })
+      const result = yield* run.pipe(Effect.provide(agentWith(callThenSummarize([{ name: "checkout", args: {} }]), [checkout])))
+      assert.strictEqual(result.toolCalls[0]!.output, "ERROR: timed out after 50ms")
+      // Once the acquire ends, the interruption the timeout asked for takes effect: released, never used.
+      yield* Deferred.succeed(pool, undefined)
+      yield* Deferred.await(released)
+    }), 5_000)
 })

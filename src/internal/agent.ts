@@ -1418,9 +1418,11 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         // Invalid arguments (or a schema that needs effects): the effectful decoder says which.
         return Effect.flatMap(decode.effect(call.args), (value) => ran(executed, tool.handler(value)))
       })
+      // Disconnected: a handler inside an uninterruptible region (a pool checkout that hangs, say) is
+      // interrupted in the background, and the call gets its timeout result at its timeout all the same.
       const run = tool.timeout === undefined ?
         handled :
-        Effect.timeoutFail(handled, { duration: tool.timeout, onTimeout: () => new ToolTimeout(tool.timeout!) })
+        Effect.timeoutFail(Effect.disconnect(handled), { duration: tool.timeout, onTimeout: () => new ToolTimeout(tool.timeout!) })
       return Effect.matchCauseEffect(run, {
         onSuccess: (value) =>
           Effect.succeed<Tool.Result>({ callId: call.id, name: call.name, status: "ok", output: stringifyOutput(value) }),
