@@ -301,6 +301,15 @@ describe("internal/forkAll", () => {
         yield* Fiber.interruptAll(forked)
       }))
 
+    it.effect(`${name}: an item never sees a FiberRef its sibling set, however the sibling ran`, () =>
+      Effect.gen(function*() {
+        const seen = yield* run([0, 1, 2], (index): Effect.Effect<string> =>
+          index === 2 ? FiberRef.get(label) : FiberRef.set(label, `set by ${index}`).pipe(Effect.as("set")))
+        assert.strictEqual(seen[2], "outer")
+        // The changes still reach the caller on success.
+        assert.include(["set by 0", "set by 1"], yield* FiberRef.get(label))
+      }))
+
     it.effect(`${name}: FiberRef changes made by the items are joined into the caller on success`, () =>
       Effect.gen(function*() {
         yield* run([0, 1], (index) => FiberRef.set(label, `set by ${index}`))

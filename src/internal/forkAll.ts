@@ -4,8 +4,10 @@ import * as Effect from "effect/Effect"
 import type * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
+import * as FiberRefs from "effect/FiberRefs"
 import * as HashSet from "effect/HashSet"
 import * as Runtime from "effect/Runtime"
+import { installRefs, refsOf } from "./locally.js"
 
 /**
  * `Effect.forEach(items, f, { concurrency: "unbounded" })` for items that
@@ -28,9 +30,13 @@ import * as Runtime from "effect/Runtime"
  *   effect's forEach, fibers an item forks are grafted onto the caller's
  *   fork scope, so they outlive the item, and on success the forked items'
  *   FiberRefs are joined into the caller in completion order.
- * - Items run in the caller share its FiberRefs, as sequential code does:
- *   a later item sees what an earlier one set, and a change stays in the
- *   caller even when the whole fails.
+ * - Every item starts from the caller's FiberRefs as they were before the
+ *   first item, wherever it runs: an item run in the caller never sees what
+ *   an earlier one set (the caller's FiberRefs are put back after it), so
+ *   what a sibling sees does not depend on timing. On success the changes
+ *   of the items run in the caller are applied to the caller, in the order
+ *   they ran, then the forked items' are joined; on failure they are
+ *   dropped, as effect's forEach drops its children's.
  * - The first forked item to fail (error, defect or its own interruption)
  *   gets the other forked items interrupted and no further item started;
  *   once all are done the whole fails with every failed item's cause, in
@@ -117,6 +123,7 @@ const forkAll = <A, B, E, R>(
             for (let i = 1; i < failures.length; i++) cause = Cause.parallel(cause, failures[i]!.cause)
             return Effect.failCause(cause)
           }
+          if (changedInCaller.length > 0) applyChanged()
           return joinOrder.length === 0 ?
             Effect.succeed(results) :
             Effect.as(Effect.forEach(joinOrder, (fiber) => fiber.inheritAll, { discard: true }), results)
@@ -135,13 +142,32 @@ const forkAll = <A, B, E, R>(
           onSuccess: () => done
         })
 
-        // The caller as it is now: what an item forked later starts with.
+        // The caller as it is now: what every item starts with.
+        const base = refsOf(parent) ?? parent.getFiberRefs()
         const runtime = Runtime.make<R>({
           // The context the items would run in here: it holds their `R`.
           context: parent.getFiberRef(FiberRef.currentContext) as Context.Context<R>,
-          fiberRefs: parent.getFiberRefs(),
+          fiberRefs: base,
           runtimeFlags: status.runtimeFlags
         })
+        /** The caller's FiberRefs after each item run in it that changed them, in the order they ran. */
+        const changedInCaller: Array<FiberRefs.FiberRefs> = []
+        /** After an item run in the caller: its changes are kept aside, and the caller's FiberRefs put back. */
+        const isolate = () => {
+          const after = refsOf(parent) ?? base
+          if (after !== base && installRefs(parent, base)) changedInCaller.push(after)
+        }
+        /** Applies the changes of the items run in the caller, each ref to the value the item left it at. */
+        const applyChanged = () => {
+          let refs = refsOf(parent) ?? parent.getFiberRefs()
+          for (const after of changedInCaller) {
+            for (const ref of FiberRefs.fiberRefs(after)) {
+              const value = FiberRefs.getOrDefault(after, ref)
+              if (value !== FiberRefs.getOrDefault(base, ref)) refs = FiberRefs.updateAs(refs, { fiberId: parentId, fiberRef: ref, value })
+            }
+          }
+          installRefs(parent, refs)
+        }
         let next = 0
         // Set once the call is failing: no item starts after that.
         let stopped = false
@@ -181,6 +207,7 @@ const forkAll = <A, B, E, R>(
           const index = next++
           return Effect.matchCauseEffect(restore(Effect.suspend(() => f(items[index]!, index))), {
             onFailure: (cause) => {
+              isolate()
               stop()
               // The caller interrupted by someone else: that interruption alone, once the others are done
               // (as when it is interrupted while awaiting them). Else the item's own failure, with the others'.
@@ -191,6 +218,7 @@ const forkAll = <A, B, E, R>(
               return Effect.zipRight(awaitChildren, done)
             },
             onSuccess: (value) => {
+              isolate()
               results[index] = value
               return inCaller
             }

@@ -35,6 +35,19 @@ const pushed = (stack: Stack | undefined, id: FiberId.Single, value: unknown): S
   return stack.length === 1 ? [[id, value]] : [[id, value], ...stack.slice(1)]
 }
 
+/**
+ * Installs `refs` as the fiber's FiberRefs; false (nothing done) where the
+ * fiber has no setter.
+ *
+ * @internal
+ */
+export const installRefs = (fiber: Fiber.RuntimeFiber<unknown, unknown>, refs: FiberRefs.FiberRefs): boolean => {
+  const setter = fiber as unknown as FiberRefSetter
+  if (typeof setter.setFiberRefs !== "function") return false
+  setter.setFiberRefs(refs)
+  return true
+}
+
 /** Whether {@link setRefs} can write the fiber's FiberRefs itself. @internal */
 export const canSetRefs = (fiber: Fiber.RuntimeFiber<unknown, unknown>): boolean => {
   const setter = fiber as unknown as FiberRefSetter
