@@ -319,8 +319,10 @@ const refuseToStart = (lifecycle: Lifecycle, signal: AbortSignal | undefined): v
 
 /**
  * The error a caller sees: the typed failure itself (squashed from the cause),
- * or, when the call was interrupted, the abort reason of its signal (or the
- * disposed error when `dispose()` interrupted it).
+ * or, when the call was interrupted by its signal or `dispose()`, the abort
+ * reason of its signal (or the disposed error). An interruption from inside
+ * (a model client's queue shut down, say) is not the caller's abort: effect's
+ * `InterruptedException`, squashed from the cause.
  *
  * @internal
  */
@@ -329,7 +331,9 @@ export const toRejection = (
   cause: Cause.Cause<unknown>,
   signal: AbortSignal | undefined
 ): unknown =>
-  Cause.isInterruptedOnly(cause) ? interruption(lifecycle, signal) : Cause.squash(cause)
+  Cause.isInterruptedOnly(cause) && (signal?.aborted === true || lifecycle.closed) ?
+    interruption(lifecycle, signal) :
+    Cause.squash(cause)
 
 /**
  * The rejection, with secrets masked in its message and fields (a copy of the
