@@ -85,6 +85,12 @@ export interface AuditEntry {
 export interface AppendInput {
   readonly actor: Actor
   readonly action: string
+  /**
+   * Converted as `JSON.stringify` would, redacted, and never throwing: a
+   * value that cannot be read becomes `"[Unserializable]"`. A payload that
+   * does not convert to an object (a parsed array, `null`) is stored as
+   * `{ value: ... }`.
+   */
   readonly payload: Readonly<Record<string, unknown>>
 }
 

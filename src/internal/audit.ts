@@ -15,7 +15,7 @@ import * as AuditLog from "../AuditLog.js"
 import * as RunContext from "../RunContext.js"
 import * as Secrets from "../Secrets.js"
 import { buildEntry, type Draft, emptyHead, type EntryAt, matches, type SigningKey, signingKey, verifyAll } from "./auditChain.js"
-import { toJson } from "./auditJcs.js"
+import { toJson, wellFormed } from "./auditJcs.js"
 import { describeFailure } from "./describe.js"
 import { newId } from "./ids.js"
 import { serviceSpans, withServiceSpan } from "./spans.js"
@@ -97,19 +97,24 @@ export const submitterOf = (service: AuditLog.Service): Submit | undefined => su
 export const makeService = (store: Store, redact: (text: string) => string): AuditLog.Service => {
   const draftOf = (fiber: Fiber.RuntimeFiber<unknown, unknown>, input: AuditLog.AppendInput, action: string): Draft => {
     const context = fiber.getFiberRef(RunContext.ref)
+    const payload = toJson(input.payload, redact)
     return {
-      sessionId: context.sessionId,
+      // Well-formed, as every string of the entry (the user id is validated so): a lone surrogate is not
+      // I-JSON, and a verifier in another language would not compute the same signature.
+      sessionId: wellFormed(context.sessionId),
       userId: context.userId,
-      runId: context.runId,
+      runId: wellFormed(context.runId),
       actor: input.actor,
       action,
-      payload: toJson(input.payload, redact)
+      // The format's payload is an object: anything else (a parsed array or null, a toJSON giving a
+      // string) is kept under `value`, not written as an entry its own verifier would reject.
+      payload: payload !== null && typeof payload === "object" && !Array.isArray(payload) ? payload : { value: payload }
     }
   }
   // The hot path (about nine appends per agent turn): the run context and the
   // span switch are read in one step rather than one effect each.
   const append: AuditLog.Service["append"] = (input) => {
-    const action = redact(input.action)
+    const action = redact(wellFormed(input.action))
     return Effect.withFiberRuntime((fiber) => {
       if (!fiber.getFiberRef(serviceSpans)) return store.append(draftOf(fiber, input, action))
       // No stack capture per span.
@@ -124,7 +129,7 @@ export const makeService = (store: Store, redact: (text: string) => string): Aud
     submitters.set(append, (fiber, input, done) => {
       if (fiber.getFiberRef(serviceSpans)) return false
       const clock = Context.get(fiber.currentDefaultServices, Clock.Clock)
-      storeSubmit(draftOf(fiber, input, redact(input.action)), () => clock.unsafeCurrentTimeMillis(), done)
+      storeSubmit(draftOf(fiber, input, redact(wellFormed(input.action))), () => clock.unsafeCurrentTimeMillis(), done)
       return true
     })
   }

@@ -103,8 +103,10 @@ interface WellFormed {
  * Lone surrogates become U+FFFD: they are not I-JSON (RFC 7493), and other
  * languages' verifiers would decode them as U+FFFD and compute a different
  * signature.
+ *
+ * @internal
  */
-const wellFormed = (text: string): string =>
+export const wellFormed = (text: string): string =>
   (text as unknown as WellFormed).isWellFormed() ? text : (text as unknown as WellFormed).toWellFormed()
 
 const MAX_DEPTH = 64
@@ -113,13 +115,26 @@ const MAX_DEPTH = 64
  * Converts `value` into a JSON value the way `JSON.stringify` would (`toJSON`,
  * dropped `undefined` / functions / symbols, non-finite numbers as `null`),
  * but never throws: a bigint becomes its decimal string, a cycle
- * `"[Circular]"`, nesting deeper than 64 `"[Truncated]"`. Every string,
- * object keys included, passes through `redact`.
+ * `"[Circular]"`, nesting deeper than 64 `"[Truncated]"`, and a value that
+ * throws when read (a throwing `toJSON` or getter, a revoked Proxy)
+ * `"[Unserializable]"`. Every string, object keys included, passes through
+ * `redact`.
  *
  * @internal
  */
 export const toJson = (value: unknown, redact: (text: string) => string): Json =>
   convert(value, 0, redact, []) ?? null
+
+/** A member, or a marker when reading it throws (a getter, a Proxy trap). */
+const UNREADABLE: unique symbol = Symbol("unreadable")
+
+const read = (object: object, key: string | number): unknown => {
+  try {
+    return (object as Record<string | number, unknown>)[key]
+  } catch {
+    return UNREADABLE
+  }
+}
 
 /** `ancestors` is the path from the root: at most 64 objects, so a linear search is cheap. */
 const convert = (
@@ -129,9 +144,10 @@ const convert = (
   ancestors: Array<object>
 ): Json | undefined => {
   let current = input
-  if (current !== null && typeof current === "object" && typeof (current as { toJSON?: unknown }).toJSON === "function") {
+  if (current !== null && typeof current === "object") {
     try {
-      current = (current as { toJSON: () => unknown }).toJSON()
+      const toJSON = (current as { toJSON?: unknown }).toJSON
+      if (typeof toJSON === "function") current = toJSON.call(current)
     } catch {
       return "[Unserializable]"
     }
@@ -149,8 +165,9 @@ const convert = (
       return redact(current.toString())
     case "undefined":
     case "function":
-    case "symbol":
       return undefined
+    case "symbol":
+      return current === UNREADABLE ? "[Unserializable]" : undefined
   }
   if (current === null) return null
   const object = current as object
@@ -158,14 +175,21 @@ const convert = (
   if (depth >= MAX_DEPTH) return "[Truncated]"
   ancestors.push(object)
   try {
-    if (Array.isArray(object)) {
-      const out: Array<Json> = new Array(object.length)
-      for (let i = 0; i < object.length; i++) out[i] = convert(object[i], depth + 1, redact, ancestors) ?? null
-      return out
+    let keys: Array<string>
+    try {
+      if (Array.isArray(object)) {
+        const out: Array<Json> = new Array(object.length)
+        for (let i = 0; i < object.length; i++) out[i] = convert(read(object, i), depth + 1, redact, ancestors) ?? null
+        return out
+      }
+      keys = Object.keys(object)
+    } catch {
+      // A revoked Proxy: even asking what it is throws.
+      return "[Unserializable]"
     }
     const out: Record<string, Json> = {}
-    for (const key of Object.keys(object)) {
-      const member = convert((object as Record<string, unknown>)[key], depth + 1, redact, ancestors)
+    for (const key of keys) {
+      const member = convert(read(object, key), depth + 1, redact, ancestors)
       if (member === undefined) continue
       const name = redact(wellFormed(key))
       // An own "__proto__" member (JSON.parse makes one) stays a member, never the prototype.
