@@ -253,7 +253,9 @@ describe("AuditLog.layerFile", () => {
         Effect.provide(AuditLog.layerFile({ path, secret: SECRET, durability: "none" }).pipe(Layer.provide(counting.layer)))
       )
       assert.strictEqual(lines(path).length, 2)
-      assert.strictEqual(counting.counters.syncs, 2, "only the new file and its directory are synced")
+      // Only what creating the log syncs: the new file, its directory, and the parents of the two directories
+      // made for it (nested/ and deeper/); no append is synced.
+      assert.strictEqual(counting.counters.syncs, 4, "only the new file and the directory entries are synced")
     }))
 
   it.effect("a pinned logId must match the file's", () =>

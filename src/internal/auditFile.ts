@@ -256,6 +256,24 @@ const isAlive = (pid: number): boolean => {
 const syncDirectory = (fs: FileSystem.FileSystem, path: string) =>
   Effect.ignore(Effect.scoped(Effect.flatMap(fs.open(path, { flag: "r" }), (dir) => dir.sync)))
 
+/**
+ * Creates `dir` and the directories above it that are missing, and syncs the
+ * parent of each it created: a new directory's entry lives in its parent, so
+ * without that a power loss could take the whole directory, and the log with
+ * its acknowledged entries, away.
+ */
+const makeDirectories = (fs: FileSystem.FileSystem, dir: string) =>
+  Effect.gen(function*() {
+    const missing: Array<string> = []
+    for (let current = dir; !(yield* fs.exists(current)); current = dirname(current)) {
+      missing.push(current)
+      if (dirname(current) === current) break
+    }
+    if (missing.length === 0) return
+    yield* fs.makeDirectory(dir, { recursive: true })
+    for (const created of missing) yield* syncDirectory(fs, dirname(created))
+  })
+
 /** Options of the file store (the public `FileOptions` without the key). @internal */
 export interface FileStoreOptions {
   readonly path: string
@@ -431,7 +449,7 @@ const openFileStore = (
     const failWith = (what: string) => (cause: unknown) =>
       new AuditLog.AuditUnavailable({ description: `${path}: ${what}: ${describe(cause)}`, cause })
 
-    yield* fs.makeDirectory(dirname(path), { recursive: true }).pipe(Effect.mapError(failWith("cannot create its directory")))
+    yield* makeDirectories(fs, dirname(path)).pipe(Effect.mapError(failWith("cannot create its directory")))
     yield* acquireLock(fs, path)
 
     const existed = yield* fs.exists(path).pipe(Effect.mapError(failWith("cannot stat")))
@@ -543,6 +561,8 @@ const moveTornTail = (
       const broken = yield* fs.open(brokenPath, { flag: "a" })
       yield* broken.writeAll(bytes)
       yield* broken.sync
+      // A new `.broken`'s entry too, before the bytes leave the log.
+      yield* syncDirectory(fs, dirname(path))
       const log = yield* fs.open(path, { flag: "r+" })
       yield* log.truncate(offset)
       yield* log.sync
