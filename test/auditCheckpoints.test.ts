@@ -322,10 +322,9 @@ describe("audit checkpoints", () => {
       const checkpoints = yield* readCheckpoints(anchors)
       assert.deepStrictEqual(checkpoints.map((c) => c.seq), [3, 5])
       assert.strictEqual((yield* verify(log, { checkpoints })).anchoredSeq, 5)
-      // A bad line in the middle is not a crash: reading fails.
+      // A line that is not JSON anywhere (a torn write ended where the file cannot be cut) is no checkpoint.
       nodeFs.writeFileSync(anchors, `garbage\n${nodeFs.readFileSync(anchors, "utf8")}`)
-      const failed = yield* Effect.either(AuditLog.readCheckpoints(anchors).pipe(Effect.provide(NodeFileSystem.layer)))
-      assert.strictEqual(failed._tag, "Left")
+      assert.deepStrictEqual((yield* readCheckpoints(anchors)).map((c) => c.seq), [3, 5])
     }))
 
   it.effect("bad checkpoint options fail the layer with AuditUnavailable", () =>
