@@ -4,7 +4,8 @@
  *
  * @internal
  */
-import { basename, dirname } from "node:path"
+import { readFileSync } from "node:fs"
+import { basename, dirname, resolve } from "node:path"
 import * as FileSystem from "@effect/platform/FileSystem"
 import type { PlatformError } from "@effect/platform/Error"
 import * as Cause from "effect/Cause"
@@ -14,6 +15,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Fiber from "effect/Fiber"
+import { globalValue } from "effect/GlobalValue"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as AuditLog from "../AuditLog.js"
@@ -205,20 +207,44 @@ export const streamEntries = (
 // ---- the writer -------------------------------------------------------------------
 
 /**
+ * The lock files this process holds (shared by every copy of the library
+ * loaded in it): a lock naming this process's pid that is not among them
+ * was left by an earlier process that had the same pid (PID 1 in a
+ * container restarted after a crash).
+ */
+const heldLocks = globalValue(Symbol.for("jeevesagent/auditFile/heldLocks"), () => new Set<string>())
+
+/** This boot of the machine (Linux), written into lock files: a lock from an earlier boot is stale whatever its pid. */
+const bootId: string | undefined = (() => {
+  try {
+    return readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim() || undefined
+  } catch {
+    return undefined
+  }
+})()
+
+/**
  * Takes the `<path>.lock` file for this process. A lock left by a process
- * that no longer exists (it crashed) is taken over.
+ * that no longer exists (it crashed), by an earlier process with this
+ * process's pid, or before the machine last booted, is taken over.
  */
 const acquireLock = (fs: FileSystem.FileSystem, path: string): Effect.Effect<void, AuditLog.AuditUnavailable, Scope.Scope> => {
   const lockPath = `${path}.lock`
+  const key = resolve(lockPath)
   const cannotLock = (cause: unknown) =>
     new AuditLog.AuditUnavailable({ description: `cannot lock ${path}: ${describe(cause)}`, cause })
-  const create = fs.writeFileString(lockPath, `${process.pid}\n`, { flag: "wx" })
-  const holder = Effect.map(
-    Effect.orElseSucceed(fs.readFileString(lockPath), () => ""),
-    (text) => Number.parseInt(text.trim(), 10)
+  const create = Effect.zipRight(
+    fs.writeFileString(lockPath, `${process.pid}\n${bootId ?? ""}\n`, { flag: "wx" }),
+    Effect.sync(() => void heldLocks.add(key))
   )
-  const takeOver = (pid: number): Effect.Effect<void, AuditLog.AuditUnavailable> => {
-    if (Number.isSafeInteger(pid) && pid > 0 && isAlive(pid)) {
+  const holder = Effect.map(Effect.orElseSucceed(fs.readFileString(lockPath), () => ""), (text) => {
+    const [pid, boot] = text.split("\n")
+    return { pid: Number.parseInt(pid!.trim(), 10), boot: boot?.trim() || undefined }
+  })
+  const takeOver = ({ boot, pid }: { readonly pid: number; readonly boot: string | undefined }): Effect.Effect<void, AuditLog.AuditUnavailable> => {
+    const live = Number.isSafeInteger(pid) && pid > 0 &&
+      (pid === process.pid ? heldLocks.has(key) : isAlive(pid) && (boot === undefined || bootId === undefined || boot === bootId))
+    if (live) {
       const who = pid === process.pid ? "this process" : `process ${pid}`
       return Effect.fail(
         new AuditLog.AuditUnavailable({
@@ -240,7 +266,11 @@ const acquireLock = (fs: FileSystem.FileSystem, path: string): Effect.Effect<voi
         : Effect.fail(cannotLock(error))
     )
   )
-  return Effect.acquireRelease(take, () => Effect.ignore(fs.remove(lockPath)))
+  return Effect.acquireRelease(take, () =>
+    Effect.zipRight(
+      Effect.sync(() => void heldLocks.delete(key)),
+      Effect.ignore(fs.remove(lockPath))
+    ))
 }
 
 const isAlive = (pid: number): boolean => {
