@@ -214,6 +214,9 @@ const refusedArgs = new WeakMap<Tool.Call, string>()
 /** An error result's text is cut to this many characters (it goes back to the model, and may echo its input). */
 const MAX_ERROR_CHARS = 2_000
 
+/** The `tool` tag of `jeeves.tool.duration_ms` for a call of a tool the agent does not have. */
+const UNKNOWN_TOOL_TAG = "unknown"
+
 /**
  * Whether `fiber` itself is being interrupted (by another fiber), as
  * opposed to running an effect that failed with an interruption of its
@@ -1381,7 +1384,8 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     ) => {
       const now = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeNanos()
       Metrics.unsafeRecord(Metrics.toolDuration, Number(now - startedNanos) / 1_000_000, {
-        tool,
+        // A name the model made up is no series of its own (each would be kept for the life of the process).
+        tool: toolsByName.has(tool) ? tool : UNKNOWN_TOOL_TAG,
         ok: result.status === "ok",
         denied: result.status === "denied"
       }, fiber.getFiberRef(FiberRef.currentMetricLabels))
