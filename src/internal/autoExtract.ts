@@ -109,6 +109,8 @@ export const make = (
     })
     // Without a Telemetry service, no user id tag: each distinct id would be a metric series kept for good.
     const userIdMode = Option.match(telemetry, { onNone: () => "omit" as const, onSome: (t) => t.metricUserIdAttribute })
+    // The warning becomes an event of the run's span: it shows the user id as spans do (none without Telemetry).
+    const spanUserIdMode = Option.match(telemetry, { onNone: () => "omit" as const, onSome: (t) => t.userIdAttribute })
 
     if (options?.announce === true && !announced.done) {
       announced.done = true
@@ -169,8 +171,11 @@ export const make = (
 
     const report = (error: AutoExtractError) =>
       Effect.zipRight(
-        // Redacted as every warning of the library: a model's error may carry a key.
-        Effect.logWarning(redact(error.message)).pipe(Effect.annotateLogs("logger", LOGGER)),
+        // Redacted as every warning of the library: a model's error may carry a key. The user id as spans show
+        // it (the log also becomes an event of the run's span), not as `error.message` has it.
+        Effect.logWarning(redact(`auto-extract failed for episode ${error.episodeId}: ${error.description}`)).pipe(
+          Effect.annotateLogs(warningAnnotations(Telemetry.userIdValue(spanUserIdMode, error.userId)))
+        ),
         Effect.sync(() => {
           try {
             onError?.(error)
@@ -179,6 +184,9 @@ export const make = (
           }
         })
       )
+
+    const warningAnnotations = (userId: string | undefined): Record<string, string> =>
+      userId === undefined ? { logger: LOGGER } : { logger: LOGGER, user_id: redact(userId) }
 
     const record = (userId: string | null, status: Memory.AutoExtractStatus, millis: number) => {
       const attributes = { status, user_id: Telemetry.userIdValue(userIdMode, userId) }
