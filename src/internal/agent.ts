@@ -846,7 +846,13 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       turn: number
     ): Effect.Effect<Metered, Model.ModelError | Budget.BudgetUnavailable> => {
       if (!budgetOn) {
-        return Effect.map(callModel(state, request, turn), (response) => ({ _tag: "Answered", response }) as const)
+        const called = Effect.map(callModel(state, request, turn), (response) => ({ _tag: "Answered", response }) as const)
+        if (!telemetryOn) return called
+        // Usage the provider reported before the call failed is counted, as with a budget it is charged.
+        return Effect.tapErrorCause(called, (cause) => {
+          const reported = failedUsage(cause)
+          return reported === undefined ? Effect.void : recordUsage(state, reported)
+        })
       }
       const inputTokens = estimateInputTokens(state, request.messages, toolDefinitionBytes)
       const estimate: Model.Usage = {
@@ -937,7 +943,11 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
             endSpan(span, Exit.failCause(cause), fiber)
           }
           const partial = failedUsage(cause)
-          if (partial !== undefined) reservation.unsafeSettle(partial)
+          if (partial !== undefined) {
+            reservation.unsafeSettle(partial)
+            // Counted as charged: the token and cost metrics agree with the budget.
+            recordUsageNow(fiber, state, partial)
+          }
           return Effect.zipRight(partial === undefined ? reservation.release : Effect.void, Effect.failCause(cause))
         },
         onSuccess: (response): Effect.Effect<Metered> => {
@@ -974,12 +984,14 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           // A call that failed or was interrupted is released (charged nothing), unless the provider had
           // reported usage before it failed (charged that), or part of its answer reached the caller: the
           // provider did the work, its usage is unknown, so the whole estimate is charged (fail closed).
-          const partial = failedUsage(cause) ?? (state.answerDelivered === true ? UNKNOWN_USAGE : undefined)
+          const reported = failedUsage(cause)
+          const partial = reported ?? (state.answerDelivered === true ? UNKNOWN_USAGE : undefined)
+          const recorded = telemetryOn && reported !== undefined ? recordUsage(state, reported) : Effect.void
           const finish = partial !== undefined ?
             Effect.catchAll(reservation.settle(partial), (error) => warn(`budget settle failed: ${error.message}`, { turn })) :
             reservation.release
           return Effect.zipRight(
-            reservation instanceof BudgetInternal.Grant ? finish : inTurn(state, finish),
+            Effect.zipRight(recorded, reservation instanceof BudgetInternal.Grant ? finish : inTurn(state, finish)),
             Effect.failCause(cause)
           )
         },
