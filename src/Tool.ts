@@ -109,7 +109,23 @@ const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/
 
 const definitionOf = (name: string, description: string, parameters: Schema.Schema.AnyNoContext): Model.ToolDefinition => {
   const { $schema: _ignored, ...inputSchema } = JSONSchema.make(parameters) as unknown as Record<string, unknown>
-  return { name, description, inputSchema }
+  return { name, description, inputSchema: inlineTopRef(inputSchema) }
+}
+
+/**
+ * A schema whose top level is only a reference to one of its `$defs` (what
+ * `JSONSchema.make` gives for a `Schema.Class` or a Struct with an
+ * `identifier`) with that definition at the top level instead, the `$defs`
+ * kept for the references inside it: model APIs require the top level to be
+ * the object itself (`type: "object"`).
+ */
+const inlineTopRef = (schema: Record<string, unknown>): Record<string, unknown> => {
+  const { $defs: defs, $ref: ref, ...rest } = schema
+  const prefix = "#/$defs/"
+  if (typeof ref !== "string" || !ref.startsWith(prefix) || Object.keys(rest).length > 0) return schema
+  const target = (defs as Record<string, unknown> | undefined)?.[decodeURIComponent(ref.slice(prefix.length)).replace(/~1/g, "/").replace(/~0/g, "~")]
+  if (target === null || typeof target !== "object") return schema
+  return { ...(target as Record<string, unknown>), $defs: defs }
 }
 
 /**
