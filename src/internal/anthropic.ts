@@ -430,6 +430,42 @@ const environmentKey: Effect.Effect<Option.Option<Redacted.Redacted<string>>> = 
 export const resolveApiKey = (
   apiKey: string | Redacted.Redacted<string> | undefined
 ): Effect.Effect<Redacted.Redacted<string>, Model.ModelConfigError, Secrets.Secrets> =>
+  Effect.flatMap(findApiKey(apiKey), (key) => {
+    // A key read from a file often ends in a newline; one with a character an HTTP header cannot carry
+    // would make fetch throw with the whole header (the key) in its message.
+    const value = Redacted.value(key).trim()
+    return HEADER_SAFE.test(value) ?
+      Effect.succeed(value === Redacted.value(key) ? key : Redacted.make(value)) :
+      Effect.fail(configError(
+        "apiKey",
+        "the API key holds a character an HTTP header cannot carry (a line break, a control or non-ASCII character); it is not shown here"
+      ))
+  })
+
+/** What an API key may hold: visible ASCII. */
+const HEADER_SAFE = /^[\x21-\x7e]+$/
+
+/**
+ * `error` without the API key in its description, and without its cause
+ * when that quotes it (an SDK or fetch error echoing a header).
+ */
+const withoutKey = (error: Model.ModelError, key: string): Model.ModelError => {
+  const cause = error.cause
+  const causeText = cause instanceof Error ? `${cause.message} ${cause.stack ?? ""}` : String(cause ?? "")
+  if (!error.description.includes(key) && !causeText.includes(key)) return error
+  return new Model.ModelError({
+    reason: error.reason,
+    retryable: error.retryable,
+    ...(error.status === undefined ? {} : { status: error.status }),
+    ...(error.retryAfterMillis === undefined ? {} : { retryAfterMillis: error.retryAfterMillis }),
+    ...(error.usage === undefined ? {} : { usage: error.usage }),
+    description: error.description.split(key).join(Secrets.REDACTED)
+  })
+}
+
+const findApiKey = (
+  apiKey: string | Redacted.Redacted<string> | undefined
+): Effect.Effect<Redacted.Redacted<string>, Model.ModelConfigError, Secrets.Secrets> =>
   Effect.gen(function*() {
     if (apiKey !== undefined) {
       const key = Redacted.isRedacted(apiKey) ? apiKey : Redacted.make(apiKey)
@@ -489,6 +525,7 @@ export const make = (
     }
     const apiKey = yield* resolveApiKey(options.apiKey)
     const timeout = options.timeout === undefined ? undefined : Duration.toMillis(Duration.decode(options.timeout))
+    const modelError = (error: unknown) => withoutKey(toModelError(error), Redacted.value(apiKey))
     const client = new Anthropic({
       apiKey: Redacted.value(apiKey),
       baseURL: options.baseURL,
@@ -519,13 +556,13 @@ export const make = (
         }
         const events = yield* Effect.tryPromise({
           try: () => client.messages.create(params, { signal: controller.signal }),
-          catch: toModelError
+          catch: modelError
         })
         const iterator = events[Symbol.asyncIterator]()
         const accumulator = new StreamAccumulator(price)
         // A failure after the response began carries what it reported using (charged, not nothing).
         const failed = (error: Model.ModelError) => Option.some(withUsage(error, accumulator.partialUsage()))
-        const next = Effect.tryPromise({ try: () => iterator.next(), catch: (error) => failed(toModelError(error)) })
+        const next = Effect.tryPromise({ try: () => iterator.next(), catch: (error) => failed(modelError(error)) })
         const parts = Stream.repeatEffectOption(
           Effect.flatMap(next, (result) => {
             if (result.done === true) {
@@ -558,7 +595,7 @@ export const make = (
         )) :
         Effect.tryPromise({
           try: (signal) => client.messages.create(toParams(model, maxTokens, request), { signal }),
-          catch: toModelError
+          catch: modelError
         }).pipe(Effect.map((message) => fromMessage(message, price)))
       return withServiceSpan("AnthropicModel.complete", { attributes: { model } })(answer)
     }
