@@ -39,6 +39,12 @@ export interface ToolCall {
   readonly id: string
   readonly name: string
   readonly args: unknown
+  /**
+   * Set by a model adapter when the model's arguments could not be read (its
+   * JSON did not parse): why. The agent gives the call an error result
+   * saying so, and runs, checks and asks nobody about it.
+   */
+  readonly invalidArgs?: string | undefined
 }
 
 /**

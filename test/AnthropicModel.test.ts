@@ -390,29 +390,6 @@ describe("AnthropicModel", () => {
       ],
       ["a stream that ends before message_stop", Fake.sseEvents(partial.slice(0, 5)), "connection", true],
       ["a connection dropped mid-body", Fake.sseEvents(partial.slice(0, 4), { then: "drop" }), "connection", true],
-      [
-        "tool input that is not JSON",
-        Fake.sseEvents([
-          ...partial.slice(0, 2),
-          {
-            event: "content_block_start",
-            data: { type: "content_block_start", index: 0, content_block: { type: "tool_use", id: "t", name: "add", input: {} } }
-          },
-          {
-            event: "content_block_delta",
-            data: { type: "content_block_delta", index: 0, delta: { type: "input_json_delta", partial_json: "{\"a\": " } }
-          },
-          { event: "content_block_stop", data: { type: "content_block_stop", index: 0 } },
-          // Judged once the stop reason is known: only a cut-off answer (max_tokens) may end a call's input early.
-          {
-            event: "message_delta",
-            data: { type: "message_delta", delta: { stop_reason: "tool_use", stop_sequence: null }, usage: { output_tokens: 9 } }
-          },
-          { event: "message_stop", data: { type: "message_stop" } }
-        ]),
-        "invalid_response",
-        false
-      ]
     ]
     for (const [name, reply, reason, retryable] of brokenStreams) {
       it.scoped(`${name}: ${reason}, retryable ${retryable}`, () =>
@@ -734,14 +711,18 @@ describe("AnthropicModel", () => {
         }
       }))
 
-    it.scoped("streamed: invalid tool JSON with any other stop reason is still an invalid response", () =>
+    it.scoped("streamed: invalid tool JSON with any other stop reason is a call marked invalidArgs (its error result, not a failed run)", () =>
       Effect.gen(function*() {
         const fake = yield* Fake.make
         cutToolJson(fake, "tool_use")
         const model = yield* modelFor(fake)
-        const error = yield* Effect.flip(Stream.runCollect(model.stream(ask("go"))))
-        assert.strictEqual(error.reason, "invalid_response")
-        assert.include(error.description, "not valid JSON")
+        const parts = Chunk.toReadonlyArray(yield* Stream.runCollect(model.stream(ask("go"))))
+        const finish = parts.at(-1)
+        assert.strictEqual(finish?._tag, "Finish")
+        if (finish?._tag !== "Finish") return
+        const [call] = finish.response.toolCalls
+        assert.deepStrictEqual(call!.args, {})
+        assert.include(call!.invalidArgs, "the model's JSON does not parse")
       }))
   })
   it.scoped("whitespace-only text is not sent as a text block (the API refuses one)", () =>

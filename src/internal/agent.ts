@@ -1569,7 +1569,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       // Frozen so no hook or approver can change what was approved before the tool runs. Arguments
       // that cannot be used are not passed on (not even to the audit log or an approver): the call
       // carries why, and its tool gives an error result.
-      const problem = checkArgs(modelCall.args)
+      const problem = modelCall.invalidArgs ?? checkArgs(modelCall.args)
       let args = problem === undefined ? modelCall.args : Object.freeze({ refused_arguments: problem })
       let refusal = problem !== undefined ? `invalid arguments: ${problem}` : cutOff ? CUT_OFF : undefined
       // A governed call is decoded before it is checked: arguments that do not decode are refused (nobody

@@ -258,11 +258,16 @@ export class StreamAccumulator {
       case "message_stop": {
         const parts: Array<Model.StreamPart> = []
         for (const cut of this.cutCalls) {
-          if (this.stopReason !== "max_tokens") {
-            return invalidResponse(`the input of tool call ${cut.id} (${cut.name}) is not valid JSON`, cut.cause)
-          }
-          // Cut off: given as it came, for the record (the agent does not run a call of a cut-off answer).
-          const call: Model.ToolCall = { id: cut.id, name: cut.name, args: { incomplete_input: cut.json } }
+          // Cut off at max_tokens: given as it came, for the record (the agent runs no call of a cut-off
+          // answer). Otherwise the model wrote JSON that does not parse: that call gets an error result.
+          const call: Model.ToolCall = this.stopReason === "max_tokens" ?
+            { id: cut.id, name: cut.name, args: { incomplete_input: cut.json } } :
+            {
+              id: cut.id,
+              name: cut.name,
+              args: {},
+              invalidArgs: `the model's JSON does not parse (${cut.cause instanceof Error ? cut.cause.message : String(cut.cause)})`
+            }
           this.toolCalls.push(call)
           parts.push({ _tag: "ToolCallPart", call })
         }
