@@ -67,10 +67,12 @@ const stripFences = (text: string): string => {
  */
 export const parseFacts = (
   text: string,
-  maxFacts: number
+  maxFacts: number,
+  redact: (text: string) => string = (text) => text
 ): Either.Either<Array<{ subject: string; predicate: string; object: string; confidence: number }>, string> => {
   const json = decodeJson(stripFences(text))
-  if (Either.isLeft(json)) return Either.left(`the model's answer is not JSON: ${JSON.stringify(text.slice(0, 200))}`)
+  // Redacted before it is cut: a secret cut in two would no longer be recognized.
+  if (Either.isLeft(json)) return Either.left(`the model's answer is not JSON: ${JSON.stringify(redact(text).slice(0, 200))}`)
   if (!Array.isArray(json.right)) return Either.right([])
   const facts = []
   for (const item of json.right.slice(0, maxFacts)) {
@@ -82,8 +84,19 @@ export const parseFacts = (
 
 // ---- the wrapper -------------------------------------------------------------
 
+/**
+ * An upper bound of the tokens of `messages`: their UTF-8 bytes (a token is
+ * at least one byte; characters over 4 tokens do not bound text outside
+ * Latin scripts, which K concurrent extractions of one user could then
+ * squeeze past the same last headroom with).
+ */
 const estimateTokens = (messages: ReadonlyArray<Model.Message>) =>
-  Math.ceil(messages.reduce((chars, message) => chars + message.content.length, 0) / 4)
+  messages.reduce((bytes, message) => bytes + Buffer.byteLength(message.content, "utf8"), 0)
+
+/** The usage a failed model call reported before it failed (`ModelError.usage`). */
+const reportedUsage = (cause: Cause.Cause<unknown>): Option.Option<Model.Usage> =>
+  Option.flatMap(Cause.failureOption(cause), (error) =>
+    error instanceof Model.ModelError && error.usage !== undefined ? Option.some(error.usage) : Option.none())
 
 const positiveInt = (name: string, value: number | undefined, fallback: number) =>
   value === undefined || (Number.isSafeInteger(value) && value > 0) ?
@@ -147,7 +160,14 @@ export const make = (
             Effect.exit(restore(Effect.suspend(() => model.complete({ messages, tools: [], maxTokens })))),
             (exit): Effect.Effect<Option.Option<Model.ModelResponse>, Model.ModelError | Budget.BudgetUnavailable> =>
               exit._tag === "Failure" ?
-                Effect.zipRight(reservation.release, Effect.failCause(exit.cause)) :
+                // A call that failed after the provider reported usage is charged that, as the agent does.
+                Effect.zipRight(
+                  Option.match(reportedUsage(exit.cause), {
+                    onNone: () => reservation.release,
+                    onSome: (usage) => reservation.settle(usage)
+                  }),
+                  Effect.failCause(exit.cause)
+                ) :
                 Effect.as(reservation.settle(exit.value.usage), Option.some(exit.value))
           )
         })
@@ -156,7 +176,7 @@ export const make = (
       )
       return Effect.flatMap(call, (response) => {
         if (Option.isNone(response)) return Effect.succeed<Outcome>("skipped_budget")
-        const parsed = parseFacts(response.value.text, maxFacts)
+        const parsed = parseFacts(response.value.text, maxFacts, redact)
         if (Either.isLeft(parsed)) return Effect.fail(fail("invalid_output", { message: parsed.left }))
         return Effect.forEach(
           parsed.right,
