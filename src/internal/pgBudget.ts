@@ -366,7 +366,9 @@ export const make = (
             })
           )
           const fiber = yield* Effect.forkDaemon(statement)
-          return yield* restore(Fiber.join(fiber)).pipe(
+          // The wait is interruptible by its own timer even where the caller is not (a settle inside the
+          // agent's mask): joining can be cut short, the statement goes on on its daemon fiber.
+          return yield* restore(Effect.interruptible(Fiber.join(fiber))).pipe(
             Effect.timeoutFail({
               duration: Duration.millis(millis),
               onTimeout: () =>
