@@ -404,7 +404,8 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     // A built-in policy, no hooks, and an audit log that takes entries without waiting (or none):
     // the permission step is decided inside one step ({@link decideNow}).
     const syncCheck = PermissionsInternal.syncCheckOf(permissions)
-    const hooksOn = !hooks.isEmpty
+    // `isEmpty` only as `none` itself has it: `{ ...Hooks.none, beforeTool }` copies the flag with the spread.
+    const hooksOn = !(hooks.isEmpty && hooks.beforeTool === Hooks.none.beforeTool && hooks.afterTool === Hooks.none.afterTool)
     const auditOn = audit.enabled
     const telemetryOn = telemetry.enabled
     const governed = permissionsOn || hooksOn
@@ -1513,13 +1514,17 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           decision = Either.left(deny(call, "audit unavailable"))
         }
         if (decision !== undefined && decision._tag === "Left") {
-          const reason = decision.left.message
+          // Redacted: a hook's or a custom policy's reason goes to the model, a third party.
+          const reason = secrets.redact(decision.left.message)
           result = { callId: call.id, name: call.name, status: "denied", output: `DENIED: ${reason}`, reason }
         } else {
           const executed: Executed | undefined = hooksOn ? { ran: false } : undefined
           result = yield* execute(tool, call, decoded, executed)
           if (executed?.ran === true) {
-            yield* userService(() => hooks.afterTool(call, result), (cause) =>
+            // Frozen, as the call is: a hook observes the result; it cannot change what the model, the run's
+            // result and the audit log get.
+            const observed = Object.freeze(result)
+            yield* userService(() => hooks.afterTool(call, observed), (cause) =>
               warn(`afterTool hook failed: ${describeFailure(Cause.squash(cause))}`, { tool: call.name })
             )
           }

@@ -61,12 +61,21 @@ export const guardNow = <A>(
     return { _tag: "Failed", cause: Cause.die(error) }
   }
   if (Exit.isExit(answer)) return settled(answer as Exit.Exit<A, unknown>)
+  if (!Effect.isEffect(answer)) {
+    // A plain function's value, or a Promise (an async function given where an Effect belongs).
+    return { _tag: "Failed", cause: Cause.die(new TypeError(`the callback answered ${describeAnswer(answer)}, not an Effect`)) }
+  }
   return answer.pipe(
     Effect.disconnect,
     Effect.exit,
     Effect.timeoutTo({ duration: timeout, onSuccess: settled, onTimeout: () => timedOut })
   )
 }
+
+const describeAnswer = (answer: unknown): string =>
+  answer === null ? "null" : typeof answer === "object" && typeof (answer as PromiseLike<unknown>).then === "function" ?
+  "a Promise (use the layerPromise constructor for async functions)" :
+  typeof answer
 
 /**
  * Adapts a Promise callback: its signal aborts when the deadline passes or

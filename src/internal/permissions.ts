@@ -33,15 +33,26 @@ export const syncCheckOf = (service: Permissions.Service): SyncCheck | undefined
 
 const MODES: ReadonlySet<string> = new Set<Permissions.Mode>(["default", "acceptEdits", "bypassPermissions"])
 
+/**
+ * A tool list as given, checked: an array of strings (a single name, from a
+ * config file say, would otherwise become a set of its characters).
+ */
+const toolList = (option: string, list: unknown): ReadonlyArray<string> => {
+  if (!Array.isArray(list) || list.some((name) => typeof name !== "string")) {
+    throw new TypeError(`Permissions: ${option} must be an array of tool names, got ${typeof list === "string" ? JSON.stringify(list) : typeof list}`)
+  }
+  return list
+}
+
 /** @internal */
 export const makeStandard = (options: Permissions.StandardOptions = {}): Permissions.Service => {
   const mode = options.mode ?? "default"
   if (!MODES.has(mode)) {
     throw new TypeError(`Permissions: unknown mode ${JSON.stringify(mode)} (use ${[...MODES].join(", ")})`)
   }
-  const denied = new Set(options.deniedTools ?? [])
+  const denied = new Set(toolList("deniedTools", options.deniedTools ?? []))
   // `null` means "no allow-list", like an absent one; an empty list denies everything.
-  const allowed = options.allowedTools == null ? undefined : new Set(options.allowedTools)
+  const allowed = options.allowedTools == null ? undefined : new Set(toolList("allowedTools", options.allowedTools))
   const decide = (call: Tool.Call): Permissions.Decision => {
     if (denied.has(call.name)) return Permissions.Decision.Deny({ reason: `${call.name}: denied by policy` })
     if (allowed !== undefined && !allowed.has(call.name)) {
