@@ -82,6 +82,41 @@ const UNKNOWN_USAGE: Model.Usage = Object.freeze({ inputTokens: Number.NaN, outp
  * The usage a failed model call had reported before it failed (a stream cut
  * off after it began, `ModelError.usage`): charged instead of nothing.
  */
+/**
+ * `retry(counted)`, where `counted` is `attempt` adding up the usage each
+ * failed attempt reported: the answer (or the final error) carries the usage
+ * of every attempt, so a retried call is charged what the provider billed.
+ */
+const chargingAttempts = (
+  attempt: Effect.Effect<Model.ModelResponse, Model.ModelError>,
+  retry: (counted: Effect.Effect<Model.ModelResponse, Model.ModelError>) => Effect.Effect<Model.ModelResponse, Model.ModelError>
+): Effect.Effect<Model.ModelResponse, Model.ModelError> =>
+  Effect.suspend(() => {
+    let spent: Model.Usage | undefined
+    const counted = Effect.tapError(attempt, (error) => {
+      if (error.usage !== undefined) spent = spent === undefined ? error.usage : Model.addUsage(spent, error.usage)
+      return Effect.void
+    })
+    return Effect.matchEffect(retry(counted), {
+      onSuccess: (response) =>
+        Effect.succeed(spent === undefined ? response : { ...response, usage: Model.addUsage(response.usage, spent) }),
+      // The final attempt's own usage is in `spent` already.
+      onFailure: (error) => Effect.fail(spent === undefined || spent === error.usage ? error : withUsage(error, spent))
+    })
+  })
+
+/** `error` reporting `usage` instead of its own. */
+const withUsage = (error: Model.ModelError, usage: Model.Usage): Model.ModelError =>
+  new Model.ModelError({
+    reason: error.reason,
+    retryable: error.retryable,
+    ...(error.status === undefined ? {} : { status: error.status }),
+    ...(error.retryAfterMillis === undefined ? {} : { retryAfterMillis: error.retryAfterMillis }),
+    usage,
+    description: error.description,
+    ...(error.cause === undefined ? {} : { cause: error.cause })
+  })
+
 const failedUsage = (cause: Cause.Cause<unknown>): Model.Usage | undefined => {
   const failure = Cause.failureOption(cause)
   return failure._tag === "Some" && failure.value instanceof Model.ModelError ? failure.value.usage : undefined
@@ -785,9 +820,26 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
      */
     const completeCall = (request: Model.ModelRequest) => Effect.suspend(() => model.complete(request))
 
+    /**
+     * {@link completeCall} retried on retryable errors, charging every
+     * attempt: the usage failed attempts reported (the provider billed them)
+     * is added to the answer's, or to the final error's. Nothing is set up
+     * before a first retryable failure.
+     */
+    const completeRetried = (request: Model.ModelRequest): Effect.Effect<Model.ModelResponse, Model.ModelError> =>
+      Effect.catchIf(completeCall(request), (error) => error.retryable, (first) => {
+        let replayFirst = true
+        const attempt = Effect.suspend(() => {
+          if (!replayFirst) return completeCall(request)
+          replayFirst = false
+          return Effect.fail(first)
+        })
+        return chargingAttempts(attempt, (counted) => Model.retryModelErrors(counted, retrySchedule, () => true))
+      })
+
     const callModel = (state: RunState, request: Model.ModelRequest, turn: number) => {
       if (state.emit === undefined) {
-        const completed = Model.retryRetryable(completeCall(request), retrySchedule)
+        const completed = completeRetried(request)
         return telemetryOn ?
           traced("jeeves.model.complete", modelAttributes(state, turn), completed, undefined, state.turnSpan) :
           completed
@@ -818,7 +870,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           )
         )
         // A stream is retried only while nothing of it has reached the consumer.
-        return Model.retryModelErrors(attempt, retrySchedule, () => !emitted)
+        return chargingAttempts(attempt, (counted) => Model.retryModelErrors(counted, retrySchedule, () => !emitted))
       })
       return telemetryOn ?
         traced("jeeves.model.stream", modelAttributes(state, turn), streamed, undefined, state.turnSpan) :
@@ -931,7 +983,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       }
       const span = spanNow(fiber, "jeeves.model.complete", spanOptions(modelAttributes(state, turn), state.turnSpan))
       if (span === undefined) return reserved(state, request, turn, restore, reservation)
-      const completed = Model.retryRetryable(completeCall(request), retrySchedule)
+      const completed = completeRetried(request)
       const previous = fiber.getFiberRef(FiberRef.currentContext)
       const before = refsOf(fiber)
       const installed = span === "unsampled" ?
