@@ -179,14 +179,23 @@ describe("Budget in the agent loop", () => {
 
   it.effect("a streamed answer cut off after part of it reached the caller is charged the whole estimate (fail closed)", () => {
     let calls = 0
-    const script: Model.Script = () => {
-      calls++
-      return { text: "the whole answer", usage: { inputTokens: 30, outputTokens: 30 } }
-    }
+    // A stream that delivers a chunk, then waits: the caller stops before any finish part (and its usage) came.
+    const cutOff = Layer.succeed(Model.Model, Model.Model.of({
+      name: "cut-off",
+      price: undefined,
+      complete: () => Effect.dieMessage("not used"),
+      stream: () =>
+        Stream.concat(
+          Stream.sync((): Model.StreamPart => {
+            calls++
+            return { _tag: "TextDelta", text: "the whole" }
+          }),
+          Stream.never
+        )
+    }))
     return Effect.gen(function*() {
       const agent = yield* Agent.Agent
       const budget = yield* Budget.Budget
-      // The caller stops at the first chunk: the run is interrupted before the finish part.
       const events = yield* Stream.runCollect(
         agent.stream("hi", { userId: "alice" }).pipe(Stream.takeUntil(AgentEvent.AgentEvent.$is("model_chunk")))
       )
@@ -198,7 +207,15 @@ describe("Budget in the agent loop", () => {
       const next = yield* agent.run("hi", { userId: "alice" })
       assert.strictEqual(next.interruptionReason, "budget:per_user_max_tokens")
       assert.strictEqual(calls, 1)
-    }).pipe(Effect.provide(agentLayer(script, Budget.layer({ perUserMaxTokens: 100 }))))
+    }).pipe(
+      Effect.provide(
+        Agent.layer({ tools: [noop] }).pipe(
+          Layer.provideMerge(Layer.mergeAll(Agent.layerDefaults, Budget.layer({ perUserMaxTokens: 100 }))),
+          Layer.provide(cutOff),
+          Layer.orDie
+        )
+      )
+    )
   })
 
   it.effect("a failed model call releases its reservation", () => {

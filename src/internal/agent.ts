@@ -67,6 +67,8 @@ interface RunState {
   startedMillis?: number | undefined
   /** Streaming only: part of the current model call's answer has reached the caller (the provider did process it). */
   answerDelivered?: boolean | undefined
+  /** Streaming only: the usage in the current model call's finish part, once it came (the call is then done). */
+  finishedUsage?: Model.Usage | undefined
   /** Telemetry only: the open `jeeves.turn` span. */
   turnSpan?: Tracer.Span | undefined
   /** Telemetry only: the user id attribute, computed once per run (`null` = omitted). */
@@ -851,6 +853,8 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           Stream.runForEach((part) => {
             if (part._tag === "Finish") {
               finished = part.response
+              // Known now, whatever happens before the stream ends (the consumer stopping, say).
+              state.finishedUsage = part.response.usage
               return Effect.void
             }
             emitted = true
@@ -1027,6 +1031,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         return Effect.succeed({ _tag: "Blocked", reason: reservation.reason } as const)
       }
       state.answerDelivered = false
+      state.finishedUsage = undefined
       const called = restore(
         reservation.warning === undefined ?
           callModel(state, request, turn) :
@@ -1037,7 +1042,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           // A call that failed or was interrupted is released (charged nothing), unless the provider had
           // reported usage before it failed (charged that), or part of its answer reached the caller: the
           // provider did the work, its usage is unknown, so the whole estimate is charged (fail closed).
-          const reported = failedUsage(cause)
+          const reported = state.finishedUsage ?? failedUsage(cause)
           const partial = reported ?? (state.answerDelivered === true ? UNKNOWN_USAGE : undefined)
           const recorded = telemetryOn && reported !== undefined ? recordUsage(state, reported) : Effect.void
           const finish = partial !== undefined ?
