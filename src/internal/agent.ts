@@ -100,12 +100,24 @@ const chargingAttempts = (
       return Effect.void
     })
     return Effect.matchEffect(retry(counted), {
+      // A figure a failed attempt could not report (NaN: cut off after it gave out part of its answer) is
+      // left out of the answer's usage, which the run's result and the metrics show.
       onSuccess: (response) =>
-        Effect.succeed(spent === undefined ? response : { ...response, usage: Model.addUsage(response.usage, spent) }),
+        Effect.succeed(spent === undefined ? response : { ...response, usage: Model.addUsage(response.usage, knownOf(spent)) }),
       // The final attempt's own usage is in `spent` already.
       onFailure: (error) => Effect.fail(spent === undefined || spent === error.usage ? error : withUsage(error, spent))
     })
   })
+
+/** The figures of `usage` that are known (NaN ones as 0). */
+const knownOf = (usage: Model.Usage): Model.Usage =>
+  Number.isFinite(usage.inputTokens) && Number.isFinite(usage.outputTokens) && Number.isFinite(usage.costUsd) ?
+    usage :
+    {
+      inputTokens: Number.isFinite(usage.inputTokens) ? usage.inputTokens : 0,
+      outputTokens: Number.isFinite(usage.outputTokens) ? usage.outputTokens : 0,
+      costUsd: Number.isFinite(usage.costUsd) ? usage.costUsd : 0
+    }
 
 /** `error` reporting `usage` instead of its own. */
 const withUsage = (error: Model.ModelError, usage: Model.Usage): Model.ModelError =>
@@ -563,8 +575,9 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     const recordUsageNow = (fiber: Fiber.RuntimeFiber<unknown, unknown>, state: RunState, usage: Model.Usage) => {
       const attributes = { model: modelTag, user_id: metricUserAttribute(state) }
       const tags = fiber.getFiberRef(FiberRef.currentMetricLabels)
-      Metrics.unsafeRecord(Metrics.tokensInput, usage.inputTokens, attributes, tags)
-      Metrics.unsafeRecord(Metrics.tokensOutput, usage.outputTokens, attributes, tags)
+      // A figure a cut-off call could not report (NaN) is not counted.
+      if (Number.isFinite(usage.inputTokens)) Metrics.unsafeRecord(Metrics.tokensInput, usage.inputTokens, attributes, tags)
+      if (Number.isFinite(usage.outputTokens)) Metrics.unsafeRecord(Metrics.tokensOutput, usage.outputTokens, attributes, tags)
       if (usage.costUsd > 0) Metrics.unsafeRecord(Metrics.costUsd, usage.costUsd, attributes, tags)
     }
 

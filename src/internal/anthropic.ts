@@ -285,9 +285,19 @@ export class StreamAccumulator {
     return { _tag: "TextDelta", text }
   }
 
-  /** The usage reported so far, once `message_start` came: what a call cut off after it began used. */
+  /**
+   * The usage reported so far, once `message_start` came: what a call cut
+   * off after it began used. Its output count is a placeholder until a
+   * `message_delta` reports one: once part of the answer was given out,
+   * the output (and so the cost) is unknown — NaN, charged at the estimate.
+   */
   partialUsage(): Model.Usage | undefined {
-    return this.startUsage.input_tokens === undefined ? undefined : this.response().usage
+    if (this.startUsage.input_tokens === undefined) return undefined
+    const usage = this.response().usage
+    const delivered = this.text !== "" || this.toolCalls.length > 0
+    return delivered && this.deltaUsage.output_tokens === undefined ?
+      { inputTokens: usage.inputTokens, outputTokens: Number.NaN, costUsd: Number.NaN } :
+      usage
   }
 
   /** `message_delta` usage is cumulative; fields it leaves out come from `message_start`. */
