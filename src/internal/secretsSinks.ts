@@ -75,6 +75,15 @@ const walk = (value: unknown, redact: Redact, ancestors: Set<object>): unknown =
   }
 }
 
+/** Whether `key` of `error` is a getter of its class (or a class above), not a data property. */
+const inheritedAccessor = (error: Error, key: string): boolean => {
+  for (let proto = Object.getPrototypeOf(error); proto !== null; proto = Object.getPrototypeOf(proto)) {
+    const descriptor = Object.getOwnPropertyDescriptor(proto, key)
+    if (descriptor !== undefined) return !("value" in descriptor)
+  }
+  return false
+}
+
 /**
  * A copy of the error with the same prototype (so `instanceof` and `_tag`
  * still work), its `message` and `stack` redacted, and every own
@@ -105,6 +114,14 @@ const cloneError = (error: Error, redact: Redact, ancestors: Set<object>): Error
       }
     }
     Object.defineProperty(copy, key, descriptor)
+  }
+  // A platform error (DOMException: a fetch's abort or timeout) reads `name` and `code` from an internal
+  // slot through getters on its class, which throw on a copy: pinned as the original has them.
+  for (const key of ["name", "code"]) {
+    if (Object.prototype.hasOwnProperty.call(copy, key) || !inheritedAccessor(error, key)) continue
+    const value = readAccessor(error, { get: () => (error as unknown as Record<string, unknown>)[key] })
+    if (value === unreadable) continue
+    Object.defineProperty(copy, key, { value: walk(value, redact, ancestors), enumerable: false, writable: true, configurable: true })
   }
   // `message` may be a getter on the class (computed from fields); pin the redacted text.
   Object.defineProperty(copy, "message", {
