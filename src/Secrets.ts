@@ -302,6 +302,16 @@ export interface MakeOptions {
 export const make = (backend: Backend, options?: MakeOptions): Service => {
   const known = new internal.KnownValues()
   const cache = new Map<string, string>()
+  // A resolve's answer is cached only if no other resolve that started later, and no store that ended
+  // after it started, was cached already: a slow resolve must not put back a value a store replaced
+  // meanwhile (the revoked key). A store's value is cached when it ends.
+  let operations = 0
+  const cachedBy = new Map<string, number>()
+  const cacheIfLatest = (ref: string, value: string, operation: number) => {
+    if ((cachedBy.get(ref) ?? 0) > operation) return
+    cachedBy.set(ref, operation)
+    cache.set(ref, value)
+  }
   for (const value of options?.knownValues ?? []) known.add(value)
   const remember = (value: string) => {
     known.add(value)
@@ -310,19 +320,22 @@ export const make = (backend: Backend, options?: MakeOptions): Service => {
   const extra = options?.redact
   return {
     resolve: (ref) =>
-      Effect.flatMap(backend.resolve(ref), (value) => {
-        // A backend of the user's may answer anything (a JSON vault, a number): never the value in the error.
-        if (typeof value !== "string") {
-          return Effect.fail(new SecretNotFound({ ref, description: `the secrets backend answered a ${typeof value}, not a string` }))
-        }
-        cache.set(ref, remember(value))
-        return Effect.succeed(Redacted.make(value))
+      Effect.suspend(() => {
+        const operation = ++operations
+        return Effect.flatMap(backend.resolve(ref), (value) => {
+          // A backend of the user's may answer anything (a JSON vault, a number): never the value in the error.
+          if (typeof value !== "string") {
+            return Effect.fail(new SecretNotFound({ ref, description: `the secrets backend answered a ${typeof value}, not a string` }))
+          }
+          cacheIfLatest(ref, remember(value), operation)
+          return Effect.succeed(Redacted.make(value))
+        })
       }).pipe(withServiceSpan("Secrets.resolve", { attributes: { ref } })),
     store: (ref, value) => {
       if (backend.store === undefined) {
         return Effect.fail(new SecretStoreError({ ref, description: "this secrets backend is read-only" }))
       }
-      return Effect.tap(backend.store(ref, value), () => Effect.sync(() => void cache.set(ref, remember(value)))).pipe(
+      return Effect.tap(backend.store(ref, value), () => Effect.sync(() => cacheIfLatest(ref, remember(value), ++operations))).pipe(
         withServiceSpan("Secrets.store", { attributes: { ref } })
       )
     },
