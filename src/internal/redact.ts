@@ -154,11 +154,13 @@ export const RULES: ReadonlyArray<Rule> = [
   // `aws_secret_access_key = ...`, `AWS_SECRET_ACCESS_KEY: "..."`, `"SecretAccessKey": "..."`:
   // 40 base64 characters are too generic alone, so a key name must come right before.
   awsSecretRule,
-  // `scheme://user:password@host`: keeps the user, masks the password.
+  // `scheme://user:password@host`: keeps the user, masks the password. The userinfo runs to the last `@`
+  // of the authority (a raw `@` in a password, an e-mail address as the user); the authority ends at `/`,
+  // `?`, `#`, whitespace, a quote or an angle bracket. Linear: each run ends at the next `://` (a `/`).
   contextRule(
     "connection-string-password",
     "://",
-    String.raw`((?<![a-z0-9+.-])[a-z][a-z0-9+.-]{1,30}://[^\s:@/]{0,256}:)[^\s@/]{1,256}(?=@)`,
+    String.raw`((?<![a-z0-9+.-])[a-z][a-z0-9+.-]{1,30}://[^\s:/?#"'<>]*:)[^\s/?#"'<>]+(?=@[^\s@/?#"'<>]*(?:[\s/?#"'<>]|$))`,
     "gi"
   ),
   contextRule("bearer-token", "bearer", String.raw`(\bBearer\s{1,8})[A-Za-z0-9._~+/-]{16,}=*`, "gi"),
