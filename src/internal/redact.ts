@@ -77,11 +77,18 @@ const contextRule = (name: string, marker: string, source: string, flags = "g"):
  * on clean text. A percent escape only admits a start two characters into a
  * run, so each run is still tried at a bounded number of starts.
  */
+/**
+ * What may come right before a credential inside a word: an escaped `\n`,
+ * `\r` or `\t`, a `\uXXXX` escape (JSON logs; Go writes `<`, `>`, `&` so)
+ * or a percent escape (URL-encoded text).
+ */
+const ESCAPE_BEFORE = String.raw`\\[nrt]|\\u[0-9A-Fa-f]{4}|%[0-9A-Fa-f]{2}`
+
 const tokenRule = (name: string, prefix: string, rest: string, notBefore = "A-Za-z0-9"): Rule =>
   regexRule(
     name,
     prefix,
-    String.raw`${prefix}(?<=(?:^|[^${notBefore}]|\\[nrt]|%[0-9A-Fa-f]{2})${prefix})${rest}`
+    String.raw`${prefix}(?<=(?:^|[^${notBefore}]|${ESCAPE_BEFORE})${prefix})${rest}`
   )
 
 const AWS_SECRET_NAME = /secret|key|token|pass|pwd/i
@@ -163,11 +170,11 @@ export const RULES: ReadonlyArray<Rule> = [
     String.raw`((?<![a-z0-9+.-])[a-z][a-z0-9+.-]{1,30}://[^\s:/?#"'<>]*:)[^\s/?#"'<>]+(?=@[^\s@/?#"'<>]*(?:[\s/?#"'<>]|$))`,
     "gi"
   ),
-  contextRule("bearer-token", "bearer", String.raw`(\bBearer\s{1,8})[A-Za-z0-9._~+/-]{16,}=*`, "gi"),
+  contextRule("bearer-token", "bearer", String.raw`(Bearer(?<=(?:^|\W|${ESCAPE_BEFORE})Bearer)\s{1,8})[A-Za-z0-9._~+/-]{16,}=*`, "gi"),
   contextRule(
     "basic-auth",
     "authorization",
-    String.raw`(\bAuthorization["']?\s{0,4}[:=]\s{0,4}["']?Basic\s{1,8})[A-Za-z0-9+/]{4,}={0,2}`,
+    String.raw`(Authorization(?<=(?:^|\W|${ESCAPE_BEFORE})Authorization)["']?\s{0,4}[:=]\s{0,4}["']?Basic\s{1,8})[A-Za-z0-9+/]{4,}={0,2}`,
     "gi"
   ),
   tokenRule("anthropic", "sk-ant-", "[A-Za-z0-9_-]{8,}"),
