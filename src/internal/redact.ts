@@ -251,15 +251,24 @@ const shiftedBase64 = (bytes: Buffer, shift: number, encoding: "base64" | "base6
 const encodedForms = (value: string): Array<string> => {
   const bytes = Buffer.from(value, "utf8")
   const hex = bytes.toString("hex")
+  const json = JSON.stringify(value).slice(1, -1)
+  const percent = encodeURIComponent(value)
   const forms = [
     value,
-    JSON.stringify(value).slice(1, -1),
-    encodeURIComponent(value),
+    json,
+    // Other producers' JSON: PHP escapes `/`; Go escapes `<`, `>`, `&` (and U+2028, U+2029) as `\u00XX`.
+    json.replace(/\//g, "\\/"),
+    json.replace(/[<>&\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`),
+    percent,
+    // Percent escapes with lowercase hex digits are the same URL.
+    percent.replace(/%[0-9A-F]{2}/g, (escape) => escape.toLowerCase()),
     new URLSearchParams({ v: value }).toString().slice(2),
     bytes.toString("base64").replace(/=+$/, ""),
     bytes.toString("base64url"),
     hex,
-    hex.toUpperCase()
+    hex.toUpperCase(),
+    // Bytes as Node prints a Buffer (`<Buffer 70 26 ...>`).
+    hex.replace(/(..)(?!$)/g, "$1 ")
   ]
   for (const encoding of ["base64", "base64url"] as const) {
     for (let shift = 0; shift < 3; shift++) {
