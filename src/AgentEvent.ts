@@ -38,7 +38,7 @@ export type AgentEvent = Data.TaggedEnum<{
   budget_warning: { readonly turn: number; readonly reason: string }
   model_chunk: {
     readonly turn: number
-    readonly part: Exclude<Model.StreamPart, { readonly _tag: "Finish" }>
+    readonly part: Exclude<Model.StreamPart, { readonly _tag: "Finish" | "Usage" }>
   }
   tool_call: { readonly turn: number; readonly call: Tool.Call }
   tool_result: { readonly turn: number; readonly result: Tool.Result }

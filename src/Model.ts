@@ -137,7 +137,10 @@ export interface ModelResponse {
 
 /**
  * One piece of a streamed answer. The last part of a successful stream is
- * always a `Finish` carrying the whole response.
+ * always a `Finish` carrying the whole response. A `Usage` part (optional)
+ * says what the call has used so far, as the provider reported it before
+ * the answer ended: a call cancelled after it is charged that, not nothing.
+ * The agent does not pass `Usage` parts on to its consumers.
  *
  * @since 0.1.0
  * @category models
@@ -145,6 +148,7 @@ export interface ModelResponse {
 export type StreamPart =
   | { readonly _tag: "TextDelta"; readonly text: string }
   | { readonly _tag: "ToolCallPart"; readonly call: ToolCall }
+  | { readonly _tag: "Usage"; readonly usage: Usage }
   | { readonly _tag: "Finish"; readonly response: ModelResponse }
 
 /**

@@ -359,6 +359,8 @@ describe("AnthropicModel", () => {
         const toolA = { id: "toolu_a", name: "add", args: { a: 1.5, b: -2, note: "ünïcode \"quoted\"" } }
         const toolB = { id: "toolu_b", name: "now", args: {} }
         assert.deepStrictEqual(parts, [
+          // message_start's report: what a call cancelled from here on is charged.
+          { _tag: "Usage", usage: { inputTokens: 33, outputTokens: 1, costUsd: Model.costOf(SONNET, 33, 1) } },
           { _tag: "TextDelta", text: "On" },
           { _tag: "TextDelta", text: " i" },
           { _tag: "TextDelta", text: "t." },
@@ -492,8 +494,9 @@ describe("AnthropicModel", () => {
       Effect.gen(function*() {
         const fake = yield* fakeStreamingThenHanging
         const model = yield* modelFor(fake)
-        const first = yield* within(Stream.runCollect(Stream.take(model.stream(ask("go")), 1)))
-        assert.deepStrictEqual(Chunk.toReadonlyArray(first), [{ _tag: "TextDelta", text: "neve" }])
+        const first = yield* within(Stream.runCollect(Stream.take(model.stream(ask("go")), 2)))
+        assert.deepStrictEqual(Chunk.toReadonlyArray(first).map((part) => part._tag), ["Usage", "TextDelta"])
+        assert.deepStrictEqual(Chunk.toReadonlyArray(first)[1], { _tag: "TextDelta", text: "neve" })
         yield* within(fake.awaitClientAbort)
       }))
 

@@ -69,6 +69,8 @@ interface RunState {
   answerDelivered?: boolean | undefined
   /** Streaming only: the usage in the current model call's finish part, once it came (the call is then done). */
   finishedUsage?: Model.Usage | undefined
+  /** Streaming only: the usage the current model call reported before its answer ended (a `Usage` part). */
+  startedUsage?: Model.Usage | undefined
   /** Telemetry only: the open `jeeves.turn` span. */
   turnSpan?: Tracer.Span | undefined
   /** Telemetry only: the user id attribute, computed once per run (`null` = omitted). */
@@ -118,6 +120,16 @@ const knownOf = (usage: Model.Usage): Model.Usage =>
       outputTokens: Number.isFinite(usage.outputTokens) ? usage.outputTokens : 0,
       costUsd: Number.isFinite(usage.costUsd) ? usage.costUsd : 0
     }
+
+/**
+ * What a streamed call cancelled after it began used: what it reported, its
+ * output unknown (charged at the estimate) once part of the answer went out.
+ */
+const cancelledUsage = (state: RunState): Model.Usage | undefined => {
+  const started = state.startedUsage
+  if (started === undefined || state.answerDelivered !== true) return started
+  return { inputTokens: started.inputTokens, outputTokens: Number.NaN, costUsd: Number.NaN }
+}
 
 /** `error` reporting `usage` instead of its own. */
 const withUsage = (error: Model.ModelError, usage: Model.Usage): Model.ModelError =>
@@ -870,6 +882,10 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
               state.finishedUsage = part.response.usage
               return Effect.void
             }
+            if (part._tag === "Usage") {
+              state.startedUsage = part.usage
+              return Effect.void
+            }
             emitted = true
             state.answerDelivered = true
             return emit(state, AgentEvent.model_chunk({ turn, part }))
@@ -1045,6 +1061,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       }
       state.answerDelivered = false
       state.finishedUsage = undefined
+      state.startedUsage = undefined
       const called = restore(
         reservation.warning === undefined ?
           callModel(state, request, turn) :
@@ -1055,7 +1072,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           // A call that failed or was interrupted is released (charged nothing), unless the provider had
           // reported usage before it failed (charged that), or part of its answer reached the caller: the
           // provider did the work, its usage is unknown, so the whole estimate is charged (fail closed).
-          const reported = state.finishedUsage ?? failedUsage(cause)
+          const reported = state.finishedUsage ?? failedUsage(cause) ?? cancelledUsage(state)
           const partial = reported ?? (state.answerDelivered === true ? UNKNOWN_USAGE : undefined)
           const recorded = telemetryOn && reported !== undefined ? recordUsage(state, reported) : Effect.void
           const finish = partial !== undefined ?

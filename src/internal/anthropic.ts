@@ -217,7 +217,8 @@ export class StreamAccumulator {
     switch (event.type) {
       case "message_start":
         this.startUsage = event.message.usage
-        return []
+        // What the provider bills once it began: charged if the call is cancelled from here on.
+        return [{ _tag: "Usage", usage: this.response().usage }]
       case "content_block_start": {
         const block = event.content_block
         if (block.type === "tool_use") {
