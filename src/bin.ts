@@ -123,6 +123,8 @@ const verify = Command.make("verify", { file, secretEnv, logId, checkpoints: che
     const report = yield* AuditLog.verifyFile(args.file, keys, { logId: Option.getOrUndefined(args.logId), checkpoints }).pipe(
       Effect.mapError((error) => new Unusable(error.message))
     )
+    // Set before any output: a reader closing the pipe early must not turn a tampered log into success.
+    process.exitCode = report.valid ? EXIT_OK : EXIT_TAMPERED
     if (args.json) {
       yield* Console.log(JSON.stringify(report))
     } else if (report.valid) {
@@ -226,7 +228,8 @@ const main = Effect.suspend(() => cli(process.argv)).pipe(
 // A reader that closes the pipe (`... | head -1`) ends the output: stop quietly, as Unix tools do.
 process.stdout.on("error", (error: NodeJS.ErrnoException) => {
   if (error.code !== "EPIPE") process.stderr.write(`error: cannot write the output: ${error.message}\n`)
-  process.exit(error.code === "EPIPE" ? EXIT_OK : EXIT_UNUSABLE)
+  // The outcome already decided (a tampered log) stands.
+  process.exit(error.code === "EPIPE" ? (typeof process.exitCode === "number" ? process.exitCode : EXIT_OK) : EXIT_UNUSABLE)
 })
 
 NodeRuntime.runMain(main, { disableErrorReporting: true })

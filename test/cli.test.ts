@@ -193,6 +193,22 @@ describe("jeevesagent audit", () => {
       assert.notMatch(firstLine, /[\u0000-\u001f\u007f-\u009f]/)
     }), 120_000)
 
+  it.live("verify: a reader that closed the pipe before the verdict does not turn a tampered log into exit 0", () =>
+    Effect.promise(async () => {
+      const tampered = variant("tampered-pipe.jsonl", (lines) => [lines[0]!, lines[1]!.replace("tool_call\"}", "tool_calx\"}"), ...lines.slice(2)])
+      const code = await new Promise<number | null>((resolve, reject) => {
+        const child = spawn(process.execPath, [bundle, "audit", "verify", tampered, "--secret-env", "AUDIT_KEY"], {
+          stdio: ["ignore", "pipe", "ignore"],
+          env: { ...process.env, AUDIT_KEY: KEY }
+        })
+        // `... | true` under `set -o pipefail`: nothing reads the verdict.
+        child.stdout.destroy()
+        child.on("error", reject)
+        child.on("close", resolve)
+      })
+      assert.strictEqual(code, 1)
+    }), 120_000)
+
   it.live("query: filters by user, anonymity and action; --json prints one entry per line", () =>
     Effect.promise(async () => {
       const [text, json, anonymous, usage, missing] = await Promise.all([
