@@ -28,6 +28,7 @@ import * as Args from "@effect/cli/Args"
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import * as ValidationError from "@effect/cli/ValidationError"
+import * as FileSystem from "@effect/platform/FileSystem"
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as Cause from "effect/Cause"
@@ -37,6 +38,7 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Stream from "effect/Stream"
 import * as AuditLog from "./AuditLog.js"
+import { canonicalize } from "./internal/auditJcs.js"
 
 const EXIT_OK = 0
 const EXIT_TAMPERED = 1
@@ -114,9 +116,17 @@ const keysFrom = (specs: ReadonlyArray<string>): Effect.Effect<AuditLog.Secret |
     return { current: pairs[0]!.keyId!, keys }
   })
 
+const fileExists = (path: string) =>
+  Effect.flatMap(FileSystem.FileSystem, (fs) => fs.exists(path)).pipe(Effect.mapError((error) => new Unusable(error.message)))
+
 const verify = Command.make("verify", { file, secretEnv, logId, checkpoints: checkpointsFile, json }, (args) =>
   Effect.gen(function*() {
     const keys = yield* keysFrom(args.secretEnv)
+    // A checkpoints file asked for but missing (a typo, a volume not mounted) would verify a cut log against
+    // no checkpoints at all: unusable, not valid.
+    if (Option.isSome(args.checkpoints) && !(yield* fileExists(args.checkpoints.value))) {
+      return yield* Effect.fail(new Unusable(`the checkpoints file ${args.checkpoints.value} does not exist`))
+    }
     const checkpoints = Option.isSome(args.checkpoints) ?
       yield* AuditLog.readCheckpoints(args.checkpoints.value).pipe(Effect.mapError((error) => new Unusable(error.message))) :
       undefined
@@ -194,7 +204,8 @@ const query = Command.make("query", queryOptions, (args) =>
       runId: Option.getOrUndefined(args.run)
     }
     yield* AuditLog.streamFile(args.file, filter).pipe(
-      Stream.runForEach((entry) => Console.log(args.json ? JSON.stringify(entry) : describeEntry(entry))),
+      // --json: each entry as the file holds it (its JCS form), so an export verifies as the log does.
+      Stream.runForEach((entry) => Console.log(args.json ? canonicalize(entry) : describeEntry(entry))),
       Effect.mapError((error) => new Unusable(error.message))
     )
     yield* exitWith(EXIT_OK)
