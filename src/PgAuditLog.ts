@@ -55,6 +55,7 @@ export type Options = AuditLog.KeyOptions & {
    * process stuck on the head (crashed mid-append, paused, partitioned
    * away) then fails the appends waiting behind it with `AuditUnavailable`
    * — the agent denies destructive tools — instead of holding every run.
+   * Longer than PostgreSQL takes (2^31 - 1 ms, about 24.8 days) is that.
    */
   readonly timeout?: Duration.DurationInput | undefined
 }

@@ -129,7 +129,8 @@ export const makePgStore = (
         description: `postgres audit chain ${JSON.stringify(chain)}: timeout must be a finite duration of at least 1 ms`
       })
     }
-    const bound = `${Math.round(Duration.toMillis(timeout.value))}ms`
+    // PostgreSQL takes at most 2^31 - 1 ms (about 24.8 days) for lock_timeout and statement_timeout.
+    const bound = `${Math.min(Math.round(Duration.toMillis(timeout.value)), 2_147_483_647)}ms`
 
     yield* migrate.pipe(Effect.mapError(unavailable("migration failed")))
     yield* sql`INSERT INTO jeeves_audit_chains (name, log_id, seq, hash, timestamp_ms)
