@@ -199,7 +199,7 @@ export const makeSqlStore = (sql: SqlClient.SqlClient, dialect: SqlDialect): Sto
       const conditions = [owner("e", user)]
       if (query.since !== undefined) conditions.push(sql`e.occurred_at >= ${time(query.since)}`)
       if (query.until !== undefined) conditions.push(sql`e.occurred_at <= ${time(query.until)}`)
-      if (query.excludeSessionId !== undefined) conditions.push(sql`e.session_id <> ${query.excludeSessionId}`)
+      if (query.excludeSessionId !== undefined) conditions.push(sql`e.session_id <> ${text(query.excludeSessionId)}`)
       const search = query.terms.length === 0 ? undefined : dialect.searchEpisodes(user, query.terms)
       return runQuery(
         "recall",
