@@ -81,7 +81,7 @@ export interface SqlDialect {
   /** The condition selecting `user`'s rows of the table aliased `alias`. */
   readonly owner: (alias: string, user: string) => Statement.Fragment
   /** A time as the tables store it. */
-  readonly time: (date: Date) => number | Date
+  readonly time: (date: Date) => number | string | Date
   readonly writeBlock: (user: string, block: BlockWrite) => Effect.Effect<unknown, SqlError>
   readonly insertEpisode: (user: string, episode: Memory.Episode) => Effect.Effect<unknown, SqlError>
   /** Closes the user's open facts with the same subject and predicate and another object, and inserts, atomically. */

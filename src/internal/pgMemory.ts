@@ -210,20 +210,20 @@ const dialect = (sql: SqlClient.SqlClient, namespace: string): SqlDialect => {
   }
   return {
     owner,
-    time: (date) => date,
+    time: pgTime,
     text: pgText,
     writeBlock: (user, block) =>
       sql`INSERT INTO memory_blocks AS b (namespace, user_id, name, content, pinned_order, updated_at)
         VALUES (${namespace}, ${user}, ${pgText(block.name)}, ${pgText(block.content)},
           (SELECT COALESCE(MAX(pinned_order) + 1, 0) FROM memory_blocks o WHERE ${owner("o", user)}),
-          ${block.now})
+          ${pgTime(block.now)})
         ON CONFLICT (namespace, user_id, name) DO UPDATE SET
           content = ${block.append ? sql.literal("b.content || EXCLUDED.content") : sql.literal("EXCLUDED.content")},
           updated_at = EXCLUDED.updated_at`,
     insertEpisode: (user, episode) =>
       sql`INSERT INTO memory_episodes
         (id, namespace, user_id, session_id, occurred_at, input, output, tool_calls, search)
-        VALUES (${episode.id}, ${namespace}, ${user}, ${pgText(episode.sessionId)}, ${episode.occurredAt},
+        VALUES (${episode.id}, ${namespace}, ${user}, ${pgText(episode.sessionId)}, ${pgTime(episode.occurredAt)},
           ${pgText(episode.input)}, ${pgText(episode.output)}, ${pgJson(episode.toolCalls)}::jsonb,
           ${tsvectorOf(sql, `${episode.input} ${episode.output}`)})`,
     insertFact: (user, fact) =>
@@ -233,18 +233,32 @@ const dialect = (sql: SqlClient.SqlClient, namespace: string): SqlDialect => {
         sql`SELECT pg_advisory_xact_lock(hashtextextended(${
           pgText(JSON.stringify([namespace, user, fact.subject, fact.predicate]))
         }, 0))`,
-        sql`UPDATE memory_facts f SET valid_until = ${fact.validFrom}, superseded_at = ${fact.recordedAt}
+        sql`UPDATE memory_facts f SET valid_until = ${pgTime(fact.validFrom)}, superseded_at = ${pgTime(fact.recordedAt)}
           WHERE ${owner("f", user)} AND f.subject = ${pgText(fact.subject)} AND f.predicate = ${pgText(fact.predicate)}
             AND f.valid_until IS NULL AND f.object <> ${pgText(fact.object)}`,
         sql`INSERT INTO memory_facts (id, namespace, user_id, subject, predicate, object, confidence,
             valid_from, valid_until, recorded_at, sources, search)
           VALUES (${fact.id}, ${namespace}, ${user}, ${pgText(fact.subject)}, ${pgText(fact.predicate)}, ${pgText(fact.object)},
-            ${fact.confidence}, ${fact.validFrom}, NULL, ${fact.recordedAt}, ${pgJson(fact.sources)}::jsonb,
+            ${fact.confidence}, ${pgTime(fact.validFrom)}, NULL, ${pgTime(fact.recordedAt)}, ${pgJson(fact.sources)}::jsonb,
             ${tsvectorOf(sql, `${fact.subject} ${fact.predicate} ${fact.object}`)})`
       ], { discard: true })),
     searchEpisodes: (_user, terms) => search("e", "memory_episodes", terms),
     searchFacts: (_user, terms) => search("f", "memory_facts", terms)
   }
+}
+
+/**
+ * A time as Postgres gets it: the instant in UTC (ISO 8601). node-postgres
+ * writes a Date in the process's local zone with its offset cut to whole
+ * minutes, which moves a historical time in a zone whose offset then had
+ * seconds (Africa/Monrovia until 1972: -0:44:30). Years outside 1 to 9999
+ * (no 4-digit ISO form) go as the Date.
+ *
+ * @internal
+ */
+export const pgTime = (date: Date): string | Date => {
+  const year = date.getUTCFullYear()
+  return year >= 1 && year <= 9999 ? date.toISOString() : date
 }
 
 /**
