@@ -231,7 +231,7 @@ describe.skipIf(!postgresAvailable)("PgMemory", () => {
       const migrations = yield* Effect.promise(() =>
         query<{ migration_id: number }>(url, "SELECT migration_id FROM jeeves_memory_migrations ORDER BY migration_id")
       )
-      assert.deepStrictEqual(migrations.map((row) => row.migration_id), [1, 2, 3])
+      assert.deepStrictEqual(migrations.map((row) => row.migration_id), [1, 2, 3, 4])
     }))
 
   it.live("the migration re-keys a memory_blocks table from before user ids", () =>

@@ -134,7 +134,8 @@ const WORD = /[\p{L}\p{N}]+/gu
 /**
  * The words of `text` as every backend indexes and queries them: runs of
  * letters and digits (so `user_10` is `user` and `10`), lower-cased, in
- * compatibility decomposition (NFKD) with every combining mark removed.
+ * compatibility decomposition (NFKD) with every combining mark removed
+ * (`𝐋𝐢𝐬𝐛𝐨𝐧` is `lisbon`).
  *
  * So accents and other marks fold away: `Café`, `cafe\u0301` and `cafe` are
  * all `cafe`, `İstanbul` and `Istanbul` are `istanbul`, `ﬁ` is `fi`. Folding
@@ -147,7 +148,9 @@ const WORD = /[\p{L}\p{N}]+/gu
  */
 export const words = (text: string): Array<string> => {
   const lower = text.toLowerCase()
-  const folded = ASCII.test(lower) ? lower : lower.normalize("NFKD").replace(MARKS, "")
+  // Lower-cased again after the decomposition: letters with no lower case of their own (the styled
+  // mathematical ones, `𝐋`, `ℍ`) decompose to capitals.
+  const folded = ASCII.test(lower) ? lower : lower.normalize("NFKD").replace(MARKS, "").toLowerCase()
   return folded.match(WORD) ?? []
 }
 

@@ -182,7 +182,14 @@ const migrations = Migrator.fromRecord({
             AND n.predicate = f.predicate AND n.object <> f.object AND n.seq > f.seq),
         f.valid_until)
       WHERE f.valid_until IS NOT NULL`
-    ], (statement) => sql.unsafe(statement), { discard: true }))
+    ], (statement) => sql.unsafe(statement), { discard: true })),
+  // Words are lower-cased after their decomposition too (styled letters such as `𝐋` decompose to capitals):
+  // rows with non-ASCII text are indexed afresh.
+  "0004_fold_case_after_decomposition": Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    Effect.all([
+      reindexNonAscii(sql, "memory_episodes", "(input || ' ' || output)"),
+      reindexNonAscii(sql, "memory_facts", "(subject || ' ' || predicate || ' ' || object)")
+    ], { discard: true }))
 })
 
 /** A tsquery matching any of `terms`, as tsquery input (terms are letters and digits only, so quoting is enough). */
