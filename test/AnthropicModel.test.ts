@@ -379,6 +379,23 @@ describe("AnthropicModel", () => {
         assert.strictEqual(fake.requests[0]!.body.stream, true)
       }))
 
+    it.scoped("a stream whose events leave usage out (a proxy in front of the API) completes with zero usage, no defect", () =>
+      Effect.gen(function*() {
+        const fake = yield* Fake.make
+        const events = Fake.streamEvents(Fake.message([Fake.text("hello")])).map((event) => {
+          const data = { ...(event.data as Record<string, unknown>) }
+          if (data.type === "message_start") data.message = { ...(data.message as Record<string, unknown>), usage: undefined }
+          if (data.type === "message_delta") delete data.usage
+          return { ...event, data }
+        })
+        fake.enqueue(Fake.sseEvents(events))
+        const model = yield* modelFor(fake)
+        const parts = Chunk.toReadonlyArray(yield* Stream.runCollect(model.stream(ask("go"))))
+        const finish = parts.at(-1)
+        assert.strictEqual(finish?._tag, "Finish")
+        if (finish?._tag === "Finish") assert.deepStrictEqual([finish.response.text, finish.response.usage.inputTokens], ["hello", 0])
+      }))
+
     const partial = Fake.streamEvents(Fake.message([Fake.text("partial answer")]))
     const brokenStreams: ReadonlyArray<readonly [string, Fake.Reply, Model.ModelError["reason"], boolean]> = [
       [

@@ -658,7 +658,13 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         clock === undefined ? noLabels : fiber.getFiberRef(FiberRef.currentMetricLabels)
       )
       state.auditPending++
-      if (submit!(fiber, input, done)) return true
+      let taken = false
+      try {
+        taken = submit!(fiber, input, done)
+      } catch {
+        // A log that throws while taking the entry: it goes through `record` (awaited), which reports it.
+      }
+      if (taken) return true
       state.auditPending--
       return false
     }

@@ -216,9 +216,10 @@ export class StreamAccumulator {
   push(event: Anthropic.RawMessageStreamEvent): Array<Model.StreamPart> | Model.ModelError {
     switch (event.type) {
       case "message_start":
-        this.startUsage = event.message.usage
+        // A proxy in front of the API may leave usage out.
+        this.startUsage = event.message.usage ?? {}
         // What the provider bills once it began: charged if the call is cancelled from here on.
-        return [{ _tag: "Usage", usage: this.response().usage }]
+        return this.startUsage.input_tokens === undefined ? [] : [{ _tag: "Usage", usage: this.response().usage }]
       case "content_block_start": {
         const block = event.content_block
         if (block.type === "tool_use") {
@@ -254,7 +255,7 @@ export class StreamAccumulator {
       }
       case "message_delta":
         this.stopReason = event.delta.stop_reason ?? this.stopReason
-        this.deltaUsage = event.usage
+        this.deltaUsage = event.usage ?? {}
         return []
       case "message_stop": {
         const parts: Array<Model.StreamPart> = []
