@@ -232,6 +232,14 @@ describe.skipIf(!postgresAvailable)("PgMemory", () => {
         query<{ migration_id: number }>(url, "SELECT migration_id FROM jeeves_memory_migrations ORDER BY migration_id")
       )
       assert.deepStrictEqual(migrations.map((row) => row.migration_id), [1, 2, 3, 4])
+
+      // A process of the earlier version (a rolling deploy) closes a fact as it did, without superseded_at:
+      // the database records when.
+      yield* Effect.promise(() => query(url, "UPDATE memory_facts SET valid_until = now() WHERE id = 'fact_1'"))
+      const [closed] = yield* Effect.promise(() =>
+        query<{ closed_now: boolean }>(url, "SELECT superseded_at > now() - interval '1 minute' AS closed_now FROM memory_facts WHERE id = 'fact_1'")
+      )
+      assert.isTrue(closed!.closed_now)
     }))
 
   it.live("the migration re-keys a memory_blocks table from before user ids", () =>

@@ -181,7 +181,17 @@ const migrations = Migrator.fromRecord({
           WHERE n.namespace = f.namespace AND n.user_id = f.user_id AND n.subject = f.subject
             AND n.predicate = f.predicate AND n.object <> f.object AND n.seq > f.seq),
         f.valid_until)
-      WHERE f.valid_until IS NOT NULL`
+      WHERE f.valid_until IS NOT NULL`,
+      // A process of an earlier version (a rolling deploy) closes facts without saying when: the database does.
+      `CREATE OR REPLACE FUNCTION jeeves_memory_fact_closed() RETURNS trigger AS $$
+      BEGIN
+        IF OLD.valid_until IS NULL AND NEW.valid_until IS NOT NULL AND NEW.superseded_at IS NULL THEN
+          NEW.superseded_at := now();
+        END IF;
+        RETURN NEW;
+      END $$ LANGUAGE plpgsql`,
+      `CREATE TRIGGER memory_facts_closed BEFORE UPDATE OF valid_until ON memory_facts
+        FOR EACH ROW EXECUTE FUNCTION jeeves_memory_fact_closed()`
     ], (statement) => sql.unsafe(statement), { discard: true })),
   // Words are lower-cased after their decomposition too (styled letters such as `𝐋` decompose to capitals):
   // rows with non-ASCII text are indexed afresh.
