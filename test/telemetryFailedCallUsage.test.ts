@@ -83,4 +83,30 @@ describe("token and cost metrics of a failed model call", () => {
       assert.strictEqual((yield* total(reader, "jeeves.tokens.input")) - inputBefore, 700)
     }).pipe(Effect.provide(agent))
   })
+
+  it.effect("a failed run is timed too: jeeves.session.duration_ms with interrupted true", () => {
+    const reader = new CollectingReader()
+    const telemetry = Telemetry.layerOtel({ serviceName: "failed-run-duration", metricReader: reader })
+    const agent = Agent.layer().pipe(
+      Layer.provide(Layer.mergeAll(Agent.layerDefaults, Model.layerScripted(() => ({ error: cutOff })), telemetry))
+    )
+    const failedRuns = Effect.map(Effect.promise(() => reader.collect()), (result) => {
+      let count = 0
+      for (const scope of result.resourceMetrics.scopeMetrics) {
+        for (const metric of scope.metrics) {
+          if (metric.descriptor.name !== "jeeves.session.duration_ms") continue
+          for (const point of metric.dataPoints) {
+            if (String(point.attributes.interrupted) === "true") count += (point.value as { count: number }).count
+          }
+        }
+      }
+      return count
+    })
+    return Effect.gen(function*() {
+      const before = yield* failedRuns
+      const exit = yield* Effect.exit(Effect.flatMap(Agent.Agent, (agent) => agent.run("hi", { userId: "carol" })))
+      assert.isTrue(exit._tag === "Failure")
+      assert.strictEqual((yield* failedRuns) - before, 1)
+    }).pipe(Effect.provide(agent))
+  })
 })

@@ -67,6 +67,8 @@ interface RunState {
   startedMillis?: number | undefined
   /** Streaming only: part of the current model call's answer has reached the caller (the provider did process it). */
   answerDelivered?: boolean | undefined
+  /** The run's end is recorded (`run_completed`, the duration metric): a later failure adds none. */
+  closed?: boolean | undefined
   /** Streaming only: the usage in the current model call's finish part, once it came (the call is then done). */
   finishedUsage?: Model.Usage | undefined
   /** Streaming only: the usage the current model call reported before its answer ended (a `Usage` part). */
@@ -1764,6 +1766,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     const closeRun = (state: RunState, elapsedMillis: number, interruptionReason: string | undefined): Effect.Effect<void> =>
       Effect.withFiberRuntime((fiber) => {
         const interrupted = interruptionReason !== undefined
+        state.closed = true
         if (telemetryOn) {
           Metrics.unsafeRecord(Metrics.sessionDuration, elapsedMillis, {
             interrupted,
@@ -1798,9 +1801,19 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       state: RunState,
       cause: Cause.Cause<unknown>
     ): Effect.Effect<boolean> | undefined => {
-      if (!auditOn || state.startedMillis === undefined) return undefined
+      // Not started, or closed already (its end recorded, the run stopped after that): nothing to add.
+      if (state.startedMillis === undefined || state.closed === true) return undefined
       const cancelled = Cause.isInterruptedOnly(cause)
       const now = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
+      if (telemetryOn) {
+        // Every run is timed, the ones that failed or were cancelled too.
+        Metrics.unsafeRecord(Metrics.sessionDuration, now - state.startedMillis, {
+          interrupted: true,
+          turns: state.turns,
+          user_id: metricUserAttribute(state)
+        }, fiber.getFiberRef(FiberRef.currentMetricLabels))
+      }
+      if (!auditOn) return undefined
       const input = cancelled ?
         runCompleted(state, now - state.startedMillis, "cancelled") :
         runCompleted(
@@ -2020,10 +2033,10 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     /** {@link runScoped} as nested wrappers, for a fiber or tracer the one-step path does not apply to. */
     const runComposed = (state: RunState, looped: Effect.Effect<Agent.RunResult, Agent.AgentError>) => {
       // A failed run still has its submitted entries settled before the failure is reported.
-      const settled = !auditOn ? looped : Effect.onExit(looped, (exit) =>
+      const settled = !auditOn && !telemetryOn ? looped : Effect.onExit(looped, (exit) =>
         Exit.isSuccess(exit) ? Effect.void : Effect.withFiberRuntime((fiber) => {
           const closing = closeFailedRunNow(fiber, state, exit.cause)
-          if (Cause.isInterruptedOnly(exit.cause)) return Effect.void
+          if (!auditOn || Cause.isInterruptedOnly(exit.cause)) return Effect.void
           return closing === undefined ? settleAudit(state) : Effect.zipRight(closing, settleAudit(state))
         }))
       const held = holdRun === undefined ? settled : Effect.acquireUseRelease(
