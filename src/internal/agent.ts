@@ -1506,6 +1506,21 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         return Effect.void
       })
 
+    /**
+     * `handled`, failing with {@link ToolTimeout} after `timeout`. At the timeout the handler is
+     * interrupted without waiting for it: one inside an uninterruptible region (a pool checkout that
+     * hangs) goes on in the background, and the call has its result at its timeout all the same. The
+     * run's own interruption interrupts it and waits for its finalizers, as without a timeout.
+     */
+    const withTimeout = <A, E, R>(handled: Effect.Effect<A, E, R>, timeout: Duration.Duration) =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(Effect.fork(restore(handled)), (fiber) =>
+          restore(Effect.timeoutFail(Fiber.join(fiber), { duration: timeout, onTimeout: () => new ToolTimeout(timeout) })).pipe(
+            Effect.tapError((error) => (error instanceof ToolTimeout ? Fiber.interruptFork(fiber) : Effect.void)),
+            Effect.onInterrupt(() => Fiber.interrupt(fiber))
+          ))
+      )
+
     const execute = (
       tool: Tool.Any,
       call: Tool.Call,
@@ -1530,11 +1545,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         // Invalid arguments (or a schema that needs effects): the effectful decoder says which.
         return Effect.flatMap(decode.effect(call.args), (value) => ran(executed, tool.handler(value)))
       })
-      // Disconnected: a handler inside an uninterruptible region (a pool checkout that hangs, say) is
-      // interrupted in the background, and the call gets its timeout result at its timeout all the same.
-      const run = tool.timeout === undefined ?
-        handled :
-        Effect.timeoutFail(Effect.disconnect(handled), { duration: tool.timeout, onTimeout: () => new ToolTimeout(tool.timeout!) })
+      const run = tool.timeout === undefined ? handled : withTimeout(handled, tool.timeout)
       return Effect.matchCauseEffect(run, {
         onSuccess: (value) =>
           Effect.succeed<Tool.Result>({ callId: call.id, name: call.name, status: "ok", output: stringifyOutput(value) }),
