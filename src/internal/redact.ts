@@ -248,6 +248,11 @@ const shiftedBase64 = (bytes: Buffer, shift: number, encoding: "base64" | "base6
  * form-encoded (`URLSearchParams`: a space is `+`), base64 and base64url
  * (alone, and inside a longer encoded text at each byte alignment) and hex.
  */
+/** How many bytes of a Buffer `util.inspect` shows (`buffer.INSPECT_MAX_BYTES`, 50 unless changed). */
+const INSPECTED_BYTES = 50
+
+const spacedHex = (hex: string): string => hex.replace(/(..)(?!$)/g, "$1 ")
+
 const encodedForms = (value: string): Array<string> => {
   const bytes = Buffer.from(value, "utf8")
   const hex = bytes.toString("hex")
@@ -267,8 +272,9 @@ const encodedForms = (value: string): Array<string> => {
     bytes.toString("base64url"),
     hex,
     hex.toUpperCase(),
-    // Bytes as Node prints a Buffer (`<Buffer 70 26 ...>`).
-    hex.replace(/(..)(?!$)/g, "$1 ")
+    // Bytes as Node prints a Buffer (`<Buffer 70 26 ...>`), which shows at most its first 50 bytes.
+    spacedHex(hex),
+    ...(bytes.length > INSPECTED_BYTES ? [spacedHex(hex.slice(0, 2 * INSPECTED_BYTES))] : [])
   ]
   for (const encoding of ["base64", "base64url"] as const) {
     for (let shift = 0; shift < 3; shift++) {
