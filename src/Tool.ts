@@ -119,12 +119,28 @@ const definitionOf = (name: string, description: string, parameters: Schema.Sche
  * kept for the references inside it: model APIs require the top level to be
  * the object itself (`type: "object"`).
  */
+const lookup = (defs: unknown, key: string | undefined): object | undefined => {
+  if (key === undefined || defs === null || typeof defs !== "object" || !Object.hasOwn(defs, key)) return undefined
+  const target = (defs as Record<string, unknown>)[key]
+  return target !== null && typeof target === "object" ? target : undefined
+}
+
+const safelyDecoded = (text: string): string | undefined => {
+  try {
+    return decodeURIComponent(text)
+  } catch {
+    return undefined
+  }
+}
+
 const inlineTopRef = (schema: Record<string, unknown>): Record<string, unknown> => {
   const { $defs: defs, $ref: ref, ...rest } = schema
   const prefix = "#/$defs/"
   if (typeof ref !== "string" || !ref.startsWith(prefix) || Object.keys(rest).length > 0) return schema
-  const target = (defs as Record<string, unknown> | undefined)?.[decodeURIComponent(ref.slice(prefix.length)).replace(/~1/g, "/").replace(/~0/g, "~")]
-  if (target === null || typeof target !== "object") return schema
+  const pointer = ref.slice(prefix.length).replace(/~1/g, "/").replace(/~0/g, "~")
+  // effect writes the identifier as it is (a `%` in it is no escape); a percent-encoded one is tried after.
+  const target = lookup(defs, pointer) ?? lookup(defs, safelyDecoded(pointer))
+  if (target === undefined) return schema
   return { ...(target as Record<string, unknown>), $defs: defs }
 }
 
