@@ -942,10 +942,16 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       if (!budgetOn) {
         const called = Effect.map(callModel(state, request, turn), (response) => ({ _tag: "Answered", response }) as const)
         if (!telemetryOn) return called
-        // Usage the provider reported before the call failed is counted, as with a budget it is charged.
-        return Effect.tapErrorCause(called, (cause) => {
-          const reported = failedUsage(cause)
-          return reported === undefined ? Effect.void : recordUsage(state, reported)
+        // Usage the provider reported before the call failed (or was cancelled) is counted, as with a
+        // budget it is charged.
+        return Effect.suspend(() => {
+          state.answerDelivered = false
+          state.finishedUsage = undefined
+          state.startedUsage = undefined
+          return Effect.onError(called, (cause) => {
+            const reported = state.finishedUsage ?? failedUsage(cause) ?? cancelledUsage(state)
+            return reported === undefined ? Effect.void : recordUsage(state, reported)
+          })
         })
       }
       const inputTokens = estimateInputTokens(state, request.messages, toolDefinitionBytes)

@@ -1,0 +1,76 @@
+/**
+ * A streamed call that reported its usage in a `Usage` part (what AnthropicModel now emits on
+ * `message_start`) and then failed is counted in the token metrics when a budget is configured
+ * (`reserved`: `state.finishedUsage ?? failedUsage(cause) ?? cancelledUsage(state)`), but not
+ * without one: the new no-budget branch of `meteredCall` only looks at `ModelError.usage`
+ * (`failedUsage`), and `state.startedUsage` / `finishedUsage` are only reset and read in the
+ * budget path. Its own comment says "as with a budget it is charged" — the metrics of the same
+ * call then depend on whether a budget is configured.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { MetricReader } from "@opentelemetry/sdk-metrics"
+import { Effect, Layer, Stream } from "effect"
+import { Agent, Budget, Model, Telemetry } from "jeevesagent"
+
+class CollectingReader extends MetricReader {
+  protected override onForceFlush(): Promise<void> {
+    return Promise.resolve()
+  }
+  protected override onShutdown(): Promise<void> {
+    return Promise.resolve()
+  }
+}
+
+const total = (reader: MetricReader, name: string) =>
+  Effect.map(Effect.promise(() => reader.collect()), (result) => {
+    let sum = 0
+    for (const scope of result.resourceMetrics.scopeMetrics) {
+      for (const metric of scope.metrics) {
+        if (metric.descriptor.name !== name) continue
+        for (const point of metric.dataPoints) sum += point.value as number
+      }
+    }
+    return sum
+  })
+
+/** Reports 500 input tokens as its stream begins, then fails (no usage on the error itself). */
+const reportsThenFails: Model.Service = {
+  name: "reports-then-fails",
+  price: undefined,
+  complete: () => Effect.fail(new Model.ModelError({ reason: "overloaded", retryable: false, description: "down" })),
+  stream: () =>
+    Stream.concat(
+      Stream.succeed<Model.StreamPart>({ _tag: "Usage", usage: { inputTokens: 500, outputTokens: 0, costUsd: 0 } }),
+      Stream.fail(new Model.ModelError({ reason: "overloaded", retryable: false, description: "connection reset" }))
+    )
+}
+
+const streamedInputTokens = (withBudget: boolean) => {
+  const reader = new CollectingReader()
+  const telemetry = Telemetry.layerOtel({ serviceName: `usage-part-${withBudget}`, metricReader: reader })
+  const agent = Agent.layer().pipe(
+    Layer.provide(Layer.mergeAll(
+      Agent.layerDefaults,
+      Layer.succeed(Model.Model, reportsThenFails),
+      telemetry,
+      ...(withBudget ? [Budget.layer({ perUserMaxTokens: 1_000_000 })] : [])
+    ))
+  )
+  return Effect.gen(function*() {
+    const before = yield* total(reader, "jeeves.tokens.input")
+    const exit = yield* Effect.exit(
+      Effect.flatMap(Agent.Agent, (agent) => Stream.runDrain(agent.stream("hi", { userId: "carol" })))
+    )
+    assert.isTrue(exit._tag === "Failure")
+    return (yield* total(reader, "jeeves.tokens.input")) - before
+  }).pipe(Effect.provide(agent))
+}
+
+// (With a budget, streamedInputTokens(true) is 500 today.)
+describe("token metrics of a streamed call that reported usage in a Usage part, then failed", () => {
+  it.effect("without a budget: counted as well", () =>
+    Effect.gen(function*() {
+      // Today: 0
+      assert.strictEqual(yield* streamedInputTokens(false), 500)
+    }))
+})
