@@ -51,4 +51,14 @@ describe("AuditLog.layerFile lock", () => {
       assert.include(refused.message, "already open for writing by process 1")
       nodeFs.rmSync(`${path}.lock`)
     }))
+
+  it.effect("a lock naming this pid with another process start time (this version's format) is an earlier process's", () =>
+    Effect.gen(function*() {
+      const path = join(scratch.make(), "audit.jsonl")
+      yield* append("before crash").pipe(Effect.provide(fileLayer(path)))
+      const boot = nodeFs.readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim()
+      nodeFs.writeFileSync(`${path}.lock`, `${process.pid}\n${boot}\n1\n`)
+      const entry = yield* append("after restart").pipe(Effect.provide(fileLayer(path)))
+      assert.strictEqual(entry.seq, 2)
+    }))
 })

@@ -224,9 +224,28 @@ const bootId: string | undefined = (() => {
 })()
 
 /**
+ * When process `pid` started (Linux: clock ticks after boot, field 22 of
+ * `/proc/<pid>/stat`), written into lock files: a lock naming a pid whose
+ * process started at another time was left by an earlier process that had
+ * the pid (PID 1 in a restarted container), while every thread of one
+ * process (worker threads have globals of their own) agrees on it.
+ */
+const processStart = (pid: number): string | undefined => {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+    // The command name (field 2) is in parentheses and may hold spaces: fields 3 on follow the last ")".
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19] || undefined
+  } catch {
+    return undefined
+  }
+}
+
+const ownStart = processStart(process.pid)
+
+/**
  * Takes the `<path>.lock` file for this process. A lock left by a process
- * that no longer exists (it crashed), by an earlier process with this
- * process's pid, or before the machine last booted, is taken over.
+ * that no longer exists (it crashed), by an earlier process with the same
+ * pid, or before the machine last booted, is taken over.
  */
 const acquireLock = (fs: FileSystem.FileSystem, path: string): Effect.Effect<void, AuditLog.AuditUnavailable, Scope.Scope> => {
   const lockPath = `${path}.lock`
@@ -234,16 +253,27 @@ const acquireLock = (fs: FileSystem.FileSystem, path: string): Effect.Effect<voi
   const cannotLock = (cause: unknown) =>
     new AuditLog.AuditUnavailable({ description: `cannot lock ${path}: ${describe(cause)}`, cause })
   const create = Effect.zipRight(
-    fs.writeFileString(lockPath, `${process.pid}\n${bootId ?? ""}\n`, { flag: "wx" }),
+    fs.writeFileString(lockPath, `${process.pid}\n${bootId ?? ""}\n${ownStart ?? ""}\n`, { flag: "wx" }),
     Effect.sync(() => void heldLocks.add(key))
   )
   const holder = Effect.map(Effect.orElseSucceed(fs.readFileString(lockPath), () => ""), (text) => {
-    const [pid, boot] = text.split("\n")
-    return { pid: Number.parseInt(pid!.trim(), 10), boot: boot?.trim() || undefined }
+    const [pid, boot, start] = text.split("\n")
+    return { pid: Number.parseInt(pid!.trim(), 10), boot: boot?.trim() || undefined, start: start?.trim() || undefined }
   })
-  const takeOver = ({ boot, pid }: { readonly pid: number; readonly boot: string | undefined }): Effect.Effect<void, AuditLog.AuditUnavailable> => {
-    const live = Number.isSafeInteger(pid) && pid > 0 &&
-      (pid === process.pid ? heldLocks.has(key) : isAlive(pid) && (boot === undefined || bootId === undefined || boot === bootId))
+  /** Whether the lock's process is the one running as `pid` now (unknown start times: assumed so). */
+  const sameStart = (pid: number, start: string | undefined) => {
+    if (start === undefined) return undefined
+    const now = pid === process.pid ? ownStart : processStart(pid)
+    return now === undefined ? undefined : now === start
+  }
+  const takeOver = (
+    { boot, pid, start }: { readonly pid: number; readonly boot: string | undefined; readonly start: string | undefined }
+  ): Effect.Effect<void, AuditLog.AuditUnavailable> => {
+    const sameBoot = boot === undefined || bootId === undefined || boot === bootId
+    const live = Number.isSafeInteger(pid) && pid > 0 && sameBoot &&
+      // This pid: this process (any of its threads) if it started when the lock's did; without start
+      // times, if this thread holds it. Another pid: alive, and not a later process reusing it.
+      (pid === process.pid ? sameStart(pid, start) ?? heldLocks.has(key) : isAlive(pid) && sameStart(pid, start) !== false)
     if (live) {
       const who = pid === process.pid ? "this process" : `process ${pid}`
       return Effect.fail(
