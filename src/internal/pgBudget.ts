@@ -5,7 +5,7 @@ import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Fiber from "effect/Fiber"
+import type * as Exit from "effect/Exit"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Budget from "../Budget.js"
@@ -366,16 +366,29 @@ export const make = (
             })
           )
           const fiber = yield* Effect.forkDaemon(statement)
-          // The wait is interruptible by its own timer even where the caller is not (a settle inside the
-          // agent's mask): joining can be cut short, the statement goes on on its daemon fiber.
-          return yield* restore(Effect.interruptible(Fiber.join(fiber))).pipe(
-            Effect.timeoutFail({
-              duration: Duration.millis(millis),
-              onTimeout: () =>
+          // Bounded by its own timer even where the caller cannot be interrupted (a settle inside the
+          // agent's mask): the wait ends when the statement does or the time is up, whichever is first;
+          // an interruptible caller's interruption ends it too. The statement goes on on its daemon fiber.
+          const waited = Effect.async<A, Budget.BudgetUnavailable>((resume) => {
+            const observer = (exit: Exit.Exit<A, Budget.BudgetUnavailable>) => {
+              clearTimeout(timer)
+              resume(exit)
+            }
+            const timer = setTimeout(() => {
+              fiber.removeObserver(observer)
+              resume(Effect.fail(
                 new Budget.BudgetUnavailable({
                   description: `PostgreSQL: ${what} timed out after ${Duration.format(Duration.millis(millis))}`
                 })
-            }),
+              ))
+            }, millis)
+            fiber.addObserver(observer)
+            return Effect.sync(() => {
+              clearTimeout(timer)
+              fiber.removeObserver(observer)
+            })
+          })
+          return yield* restore(waited).pipe(
             Effect.onExit((exit) => {
               if (exit._tag === "Success") return Effect.void
               if (state !== "done") {
