@@ -39,6 +39,7 @@ import { canSetRefs, endSpan, makeSpan, refsOf, resetRefs, setRefs, spanNow, wit
 import * as Metrics from "./metrics.js"
 import { type RunHold, runHoldOf } from "./memory.js"
 import * as MemoryInternal from "./memoryStore.js"
+import { modelErrorWith } from "./model.js"
 import * as PermissionsInternal from "./permissions.js"
 import { preRedacted, type PreRedactedOptions, setRedactedAttribute } from "./secretsSinks.js"
 import { serviceSpans } from "./spans.js"
@@ -109,7 +110,7 @@ const chargingAttempts = (
       onSuccess: (response) =>
         Effect.succeed(spent === undefined ? response : { ...response, usage: Model.addUsage(response.usage, knownOf(spent)) }),
       // The final attempt's own usage is in `spent` already.
-      onFailure: (error) => Effect.fail(spent === undefined || spent === error.usage ? error : withUsage(error, spent))
+      onFailure: (error) => Effect.fail(spent === undefined || spent === error.usage ? error : modelErrorWith(error, { usage: spent }))
     })
   })
 
@@ -132,18 +133,6 @@ const cancelledUsage = (state: RunState): Model.Usage | undefined => {
   if (started === undefined || state.answerDelivered !== true) return started
   return { inputTokens: started.inputTokens, outputTokens: Number.NaN, costUsd: Number.NaN }
 }
-
-/** `error` reporting `usage` instead of its own. */
-const withUsage = (error: Model.ModelError, usage: Model.Usage): Model.ModelError =>
-  new Model.ModelError({
-    reason: error.reason,
-    retryable: error.retryable,
-    ...(error.status === undefined ? {} : { status: error.status }),
-    ...(error.retryAfterMillis === undefined ? {} : { retryAfterMillis: error.retryAfterMillis }),
-    usage,
-    description: error.description,
-    ...(error.cause === undefined ? {} : { cause: error.cause })
-  })
 
 const failedUsage = (cause: Cause.Cause<unknown>): Model.Usage | undefined => {
   const failure = Cause.failureOption(cause)

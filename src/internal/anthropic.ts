@@ -8,6 +8,7 @@ import * as Stream from "effect/Stream"
 import type * as AnthropicModel from "../AnthropicModel.js"
 import * as Model from "../Model.js"
 import * as Secrets from "../Secrets.js"
+import { modelErrorWith } from "./model.js"
 import { withServiceSpan, withServiceStreamSpan } from "./spans.js"
 
 const API_KEY_VARIABLE = "ANTHROPIC_API_KEY"
@@ -173,17 +174,7 @@ export const fromMessage = (message: Anthropic.Message, price: Model.Price | und
 
 /** `error` with the usage the response had reported when it failed, if any. */
 const withUsage = (error: Model.ModelError, usage: Model.Usage | undefined): Model.ModelError =>
-  usage === undefined || error.usage !== undefined ?
-    error :
-    new Model.ModelError({
-      reason: error.reason,
-      retryable: error.retryable,
-      ...(error.status === undefined ? {} : { status: error.status }),
-      ...(error.retryAfterMillis === undefined ? {} : { retryAfterMillis: error.retryAfterMillis }),
-      usage,
-      description: error.description,
-      ...(error.cause === undefined ? {} : { cause: error.cause })
-    })
+  usage === undefined || error.usage !== undefined ? error : modelErrorWith(error, { usage })
 
 const invalidResponse = (description: string, cause?: unknown) =>
   new Model.ModelError({ reason: "invalid_response", retryable: false, description, cause })
@@ -470,14 +461,7 @@ const withoutKey = (error: Model.ModelError, key: string): Model.ModelError => {
   const cause = error.cause
   const causeText = cause instanceof Error ? `${cause.message} ${cause.stack ?? ""}` : String(cause ?? "")
   if (!error.description.includes(key) && !causeText.includes(key)) return error
-  return new Model.ModelError({
-    reason: error.reason,
-    retryable: error.retryable,
-    ...(error.status === undefined ? {} : { status: error.status }),
-    ...(error.retryAfterMillis === undefined ? {} : { retryAfterMillis: error.retryAfterMillis }),
-    ...(error.usage === undefined ? {} : { usage: error.usage }),
-    description: error.description.split(key).join(Secrets.REDACTED)
-  })
+  return modelErrorWith(error, { description: error.description.split(key).join(Secrets.REDACTED), dropCause: true })
 }
 
 const findApiKey = (

@@ -1,8 +1,31 @@
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
-import type * as Model from "../Model.js"
+import * as Model from "../Model.js"
 import * as RunContext from "../RunContext.js"
+
+/**
+ * `error` with some fields changed: its `usage`, its `description`, or its
+ * `cause` dropped.
+ *
+ * @internal
+ */
+export const modelErrorWith = (
+  error: Model.ModelError,
+  changes: { readonly usage?: Model.Usage; readonly description?: string; readonly dropCause?: boolean }
+): Model.ModelError => {
+  const usage = changes.usage ?? error.usage
+  const cause = changes.dropCause === true ? undefined : error.cause
+  return new Model.ModelError({
+    reason: error.reason,
+    retryable: error.retryable,
+    ...(error.status === undefined ? {} : { status: error.status }),
+    ...(error.retryAfterMillis === undefined ? {} : { retryAfterMillis: error.retryAfterMillis }),
+    ...(usage === undefined ? {} : { usage }),
+    description: changes.description ?? error.description,
+    ...(cause === undefined ? {} : { cause })
+  })
+}
 
 const toResponse = (turn: Model.ScriptedTurn, callIds: () => string): Model.ModelResponse => {
   const toolCalls = (turn.toolCalls ?? []).map((call) => ({ id: call.id ?? callIds(), name: call.name, args: call.args }))
