@@ -7,31 +7,11 @@
  * spent, and disagree with the budget ledger they sit next to.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { MetricReader } from "@opentelemetry/sdk-metrics"
 import { Effect, Layer } from "effect"
 import { Agent, Budget, Model, Telemetry } from "jeevesagent"
+import { CollectingReader, counterTotal, dataPoints } from "./support/metricReader.js"
 
-class CollectingReader extends MetricReader {
-  protected override onForceFlush(): Promise<void> {
-    return Promise.resolve()
-  }
-  protected override onShutdown(): Promise<void> {
-    return Promise.resolve()
-  }
-}
 
-/** The summed value of the counter `name` over every series. */
-const total = (reader: MetricReader, name: string) =>
-  Effect.map(Effect.promise(() => reader.collect()), (result) => {
-    let sum = 0
-    for (const scope of result.resourceMetrics.scopeMetrics) {
-      for (const metric of scope.metrics) {
-        if (metric.descriptor.name !== name) continue
-        for (const point of metric.dataPoints) sum += point.value as number
-      }
-    }
-    return sum
-  })
 
 const cutOff = new Model.ModelError({
   reason: "overloaded",
@@ -54,9 +34,9 @@ describe("token and cost metrics of a failed model call", () => {
       ))
     )
     return Effect.gen(function*() {
-      const inputBefore = yield* total(reader, "jeeves.tokens.input")
-      const outputBefore = yield* total(reader, "jeeves.tokens.output")
-      const costBefore = yield* total(reader, "jeeves.cost.usd")
+      const inputBefore = yield* counterTotal(reader, "jeeves.tokens.input")
+      const outputBefore = yield* counterTotal(reader, "jeeves.tokens.output")
+      const costBefore = yield* counterTotal(reader, "jeeves.cost.usd")
       const exit = yield* Effect.exit(Effect.flatMap(Agent.Agent, (agent) => agent.run("hi", { userId: "carol" })))
       assert.isTrue(exit._tag === "Failure")
       // The budget charged what the provider reported.
@@ -64,9 +44,9 @@ describe("token and cost metrics of a failed model call", () => {
       assert.strictEqual(charged.tokensIn, 700)
       assert.strictEqual(charged.tokensOut, 300)
       // The metrics count it too.
-      assert.strictEqual((yield* total(reader, "jeeves.tokens.input")) - inputBefore, 700)
-      assert.strictEqual((yield* total(reader, "jeeves.tokens.output")) - outputBefore, 300)
-      assert.closeTo((yield* total(reader, "jeeves.cost.usd")) - costBefore, 0.25, 1e-9)
+      assert.strictEqual((yield* counterTotal(reader, "jeeves.tokens.input")) - inputBefore, 700)
+      assert.strictEqual((yield* counterTotal(reader, "jeeves.tokens.output")) - outputBefore, 300)
+      assert.closeTo((yield* counterTotal(reader, "jeeves.cost.usd")) - costBefore, 0.25, 1e-9)
     }).pipe(Effect.provide(agent))
   })
 
@@ -77,10 +57,10 @@ describe("token and cost metrics of a failed model call", () => {
       Layer.provide(Layer.mergeAll(Agent.layerDefaults, Model.layerScripted(() => ({ error: cutOff })), telemetry))
     )
     return Effect.gen(function*() {
-      const inputBefore = yield* total(reader, "jeeves.tokens.input")
+      const inputBefore = yield* counterTotal(reader, "jeeves.tokens.input")
       const exit = yield* Effect.exit(Effect.flatMap(Agent.Agent, (agent) => agent.run("hi", { userId: "carol" })))
       assert.isTrue(exit._tag === "Failure")
-      assert.strictEqual((yield* total(reader, "jeeves.tokens.input")) - inputBefore, 700)
+      assert.strictEqual((yield* counterTotal(reader, "jeeves.tokens.input")) - inputBefore, 700)
     }).pipe(Effect.provide(agent))
   })
 
@@ -90,18 +70,10 @@ describe("token and cost metrics of a failed model call", () => {
     const agent = Agent.layer().pipe(
       Layer.provide(Layer.mergeAll(Agent.layerDefaults, Model.layerScripted(() => ({ error: cutOff })), telemetry))
     )
-    const failedRuns = Effect.map(Effect.promise(() => reader.collect()), (result) => {
-      let count = 0
-      for (const scope of result.resourceMetrics.scopeMetrics) {
-        for (const metric of scope.metrics) {
-          if (metric.descriptor.name !== "jeeves.session.duration_ms") continue
-          for (const point of metric.dataPoints) {
-            if (String(point.attributes.interrupted) === "true") count += (point.value as { count: number }).count
-          }
-        }
-      }
-      return count
-    })
+    const failedRuns = Effect.map(dataPoints(reader, "jeeves.session.duration_ms"), (points) =>
+      points
+        .filter((point) => String(point.attributes.interrupted) === "true")
+        .reduce((count, point) => count + (point.value as { count: number }).count, 0))
     return Effect.gen(function*() {
       const before = yield* failedRuns
       const exit = yield* Effect.exit(Effect.flatMap(Agent.Agent, (agent) => agent.run("hi", { userId: "carol" })))

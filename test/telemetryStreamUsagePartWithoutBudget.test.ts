@@ -1,37 +1,14 @@
 /**
- * A streamed call that reported its usage in a `Usage` part (what AnthropicModel now emits on
- * `message_start`) and then failed is counted in the token metrics when a budget is configured
- * (`reserved`: `state.finishedUsage ?? failedUsage(cause) ?? cancelledUsage(state)`), but not
- * without one: the new no-budget branch of `meteredCall` only looks at `ModelError.usage`
- * (`failedUsage`), and `state.startedUsage` / `finishedUsage` are only reset and read in the
- * budget path. Its own comment says "as with a budget it is charged" — the metrics of the same
- * call then depend on whether a budget is configured.
+ * A streamed call that reported its usage in a `Usage` part (what AnthropicModel emits on
+ * `message_start`) and then failed is counted in the token metrics with or without a budget:
+ * the metrics of a call do not depend on whether a budget is configured.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { MetricReader } from "@opentelemetry/sdk-metrics"
 import { Effect, Layer, Stream } from "effect"
 import { Agent, Budget, Model, Telemetry } from "jeevesagent"
+import { CollectingReader, counterTotal } from "./support/metricReader.js"
 
-class CollectingReader extends MetricReader {
-  protected override onForceFlush(): Promise<void> {
-    return Promise.resolve()
-  }
-  protected override onShutdown(): Promise<void> {
-    return Promise.resolve()
-  }
-}
 
-const total = (reader: MetricReader, name: string) =>
-  Effect.map(Effect.promise(() => reader.collect()), (result) => {
-    let sum = 0
-    for (const scope of result.resourceMetrics.scopeMetrics) {
-      for (const metric of scope.metrics) {
-        if (metric.descriptor.name !== name) continue
-        for (const point of metric.dataPoints) sum += point.value as number
-      }
-    }
-    return sum
-  })
 
 /** Reports 500 input tokens as its stream begins, then fails (no usage on the error itself). */
 const reportsThenFails: Model.Service = {
@@ -57,12 +34,12 @@ const streamedInputTokens = (withBudget: boolean) => {
     ))
   )
   return Effect.gen(function*() {
-    const before = yield* total(reader, "jeeves.tokens.input")
+    const before = yield* counterTotal(reader, "jeeves.tokens.input")
     const exit = yield* Effect.exit(
       Effect.flatMap(Agent.Agent, (agent) => Stream.runDrain(agent.stream("hi", { userId: "carol" })))
     )
     assert.isTrue(exit._tag === "Failure")
-    return (yield* total(reader, "jeeves.tokens.input")) - before
+    return (yield* counterTotal(reader, "jeeves.tokens.input")) - before
   }).pipe(Effect.provide(agent))
 }
 

@@ -7,18 +7,10 @@
  * series, kept forever, per invented name.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { MetricReader } from "@opentelemetry/sdk-metrics"
 import { Effect, Layer, Schema } from "effect"
 import { Agent, Model, Telemetry, Tool } from "jeevesagent"
+import { CollectingReader, dataPoints } from "./support/metricReader.js"
 
-class CollectingReader extends MetricReader {
-  protected override onForceFlush(): Promise<void> {
-    return Promise.resolve()
-  }
-  protected override onShutdown(): Promise<void> {
-    return Promise.resolve()
-  }
-}
 
 const lookup = Tool.make("lookup", {
   description: "Looks something up",
@@ -27,17 +19,8 @@ const lookup = Tool.make("lookup", {
 })
 
 /** The `tool` tag values of `jeeves.tool.duration_ms` the reader sees. */
-const toolTags = (reader: MetricReader) =>
-  Effect.map(Effect.promise(() => reader.collect()), (result) => {
-    const tags = new Set<string>()
-    for (const scope of result.resourceMetrics.scopeMetrics) {
-      for (const metric of scope.metrics) {
-        if (metric.descriptor.name !== "jeeves.tool.duration_ms") continue
-        for (const point of metric.dataPoints) tags.add(String(point.attributes.tool))
-      }
-    }
-    return tags
-  })
+const toolTags = (reader: CollectingReader) =>
+  Effect.map(dataPoints(reader, "jeeves.tool.duration_ms"), (points) => new Set(points.map((point) => String(point.attributes.tool))))
 
 describe("jeeves.tool.duration_ms cardinality", () => {
   it.effect("tool names the model invents do not each become a metric series", () => {
