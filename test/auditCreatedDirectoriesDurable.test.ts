@@ -60,7 +60,7 @@ describe("layerFile: creating the log's directories", () => {
         Effect.provide(AuditLog.layerFile({ path, secret: SECRET }).pipe(Layer.provide(recordingFileSystem(synced))))
       )
       assert.strictEqual(entry.seq, 1)
-      // var/audit holds the log's entry (synced today); var holds audit's, root holds var's.
+      // var/audit holds the log's entry (synced before the fix too); var holds audit's, root holds var's.
       for (const dir of [join(root, "var", "audit"), join(root, "var"), root]) {
         assert.include(synced, dir, `${dir} was never fsynced; synced: ${synced.join(", ")}`)
       }

@@ -4,7 +4,7 @@
  * realm, not per process. A worker thread (`node:worker_threads`) has the same `process.pid` and its
  * own globals: it finds the main thread's live lock, sees its own pid, does not find the lock in ITS
  * `heldLocks`, and "takes over the lock of a process that is gone" — two writers on one chain.
- * Before today `isAlive(process.pid)` was true and the second writer was refused.
+ * (Before the lock recorded start times, `isAlive(process.pid)` refused the second writer.)
  */
 import { assert, describe, it } from "@effect/vitest"
 import { createRequire } from "node:module"
@@ -46,7 +46,7 @@ describe("AuditLog.layerFile lock across worker threads", () => {
         // The log is open here (its lock held) while the worker tries.
         return yield* inWorker(path)
       }).pipe(Effect.provide(layer))
-      // Today: { ok: true, seq: 2 } — the worker took the live lock over and wrote to the same chain.
+      // Before the fix: { ok: true, seq: 2 } — the worker took the live lock over and wrote to the same chain.
       assert.isFalse(outcome.ok, `the worker opened the log: ${JSON.stringify(outcome)}`)
       assert.include(outcome.message ?? "", "already open for writing by this process")
     }))

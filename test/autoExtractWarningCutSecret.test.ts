@@ -23,7 +23,7 @@ describe("Memory.autoExtract: the warning for a non-JSON answer", () => {
       )
       const warnings = lines.filter((line) => line.includes("auto-extract failed"))
       assert.strictEqual(warnings.length, 1)
-      // Today the excerpt is cut before it is redacted: the first 25 characters of the
+      // Before the fix the excerpt is cut before it is redacted: the first 25 characters of the
       // credential are no longer the whole value, so they go to the log unmasked.
       assert.notInclude(warnings[0]!, SECRET.slice(0, 20))
     }).pipe(

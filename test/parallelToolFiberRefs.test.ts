@@ -45,7 +45,7 @@ describe("parallel tool calls and FiberRefs", () => {
   it("a call never sees a FiberRef its parallel sibling set, whether or not the sibling suspended first", async () => {
     const afterSuspendingSibling = await siblingSees("switch_later")
     const afterSynchronousSibling = await siblingSees("switch_now")
-    // Today: ["default", "switched"]: the same two parallel calls see different values depending on timing.
+    // Before the fix: ["default", "switched"]: the same two parallel calls see different values depending on timing.
     expect([afterSuspendingSibling, afterSynchronousSibling]).toEqual(["default", "default"])
   })
 })

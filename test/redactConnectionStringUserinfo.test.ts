@@ -21,7 +21,7 @@ describe("connection-string-password: userinfo as URL parsers read it", () => {
     const dsn = `postgres://app:${password}@db.internal:5432/app`
     assert.strictEqual(decodeURIComponent(new URL(dsn).password), password)
     const out = redactPatterns(`DATABASE_URL=${dsn}`)
-    // Today: "postgres://app:[REDACTED]@ssw0rd-2024-prod@db.internal:5432/app"
+    // Before the fix: "postgres://app:[REDACTED]@ssw0rd-2024-prod@db.internal:5432/app"
     assert.notInclude(out, "ssw0rd-2024-prod")
   })
 
@@ -45,7 +45,7 @@ describe("connection-string-password: userinfo as URL parsers read it", () => {
     const parsed = new URL(url)
     assert.strictEqual(parsed.password, "")
     assert.strictEqual(parsed.username, "")
-    // Today: "https://api.example.com:[REDACTED]@example.com" — the host is kept as a "user",
+    // Before the fix: "https://api.example.com:[REDACTED]@example.com" — the host is kept as a "user",
     // the port and the query become a "password".
     assert.strictEqual(redactPatterns(`calling ${url}`), `calling ${url}`)
   })

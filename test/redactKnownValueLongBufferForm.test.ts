@@ -18,7 +18,7 @@ describe("known values: a Buffer as Node prints it", () => {
       const shown = util.inspect(Buffer.from(ANTHROPIC_KEY))
       assert.match(shown, /^<Buffer 73 6b 2d 61 6e 74 .* 59 more bytes>$/)
       const printedHex = shown.slice("<Buffer ".length, shown.indexOf(" ... "))
-      // 50 bytes of the key, in clear (as hex), stay in the redacted text today.
+      // 50 bytes of the key, in clear (as hex), stay in the redacted text before the fix.
       assert.notInclude(secrets.redact(`request body: ${shown}`), printedHex)
     }))
 })

@@ -43,11 +43,11 @@ const streamedInputTokens = (withBudget: boolean) => {
   }).pipe(Effect.provide(agent))
 }
 
-// (With a budget, streamedInputTokens(true) is 500 today.)
+// (With a budget, streamedInputTokens(true) is 500.)
 describe("token metrics of a streamed call that reported usage in a Usage part, then failed", () => {
   it.effect("without a budget: counted as well", () =>
     Effect.gen(function*() {
-      // Today: 0
+      // Before the fix: 0
       assert.strictEqual(yield* streamedInputTokens(false), 500)
     }))
 })

@@ -2,18 +2,17 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Schema } from "effect"
 import { Tool } from "jeevesagent"
 
-// The new top-level `$ref` inlining (src/Tool.ts inlineTopRef) runs `decodeURIComponent` on the
-// reference. Effect's JSONSchema does not percent-encode identifiers in `$ref` (it only escapes
-// `~` and `/` as JSON pointer does): `identifier: "Discount 10%"` gives `"$ref": "#/$defs/Discount 10%"`.
-// decodeURIComponent then throws a URIError — from Tool.make, at module load — where before
-// today the tool was made.
+// Tool.make inlines a top-level `$ref` into `$defs`. Effect's JSONSchema does not percent-encode
+// identifiers in `$ref` (it only escapes `~` and `/` as JSON pointer does): `identifier: "Discount 10%"`
+// gives `"$ref": "#/$defs/Discount 10%"`, which must neither make Tool.make throw (a URIError from
+// decoding it) nor be left un-inlined.
 const parameters = (identifier: string) =>
   Schema.Struct({ code: Schema.String }).annotations({ identifier })
 
 describe("Tool.make: inlining a top-level $ref", () => {
   it("makes a tool whose parameters' identifier holds a '%'", () => {
     let tool: Tool.Any | undefined
-    // Today: URIError: URI malformed
+    // Before the fix: URIError: URI malformed
     assert.doesNotThrow(() => {
       tool = Tool.make("discount", {
         description: "applies a discount",

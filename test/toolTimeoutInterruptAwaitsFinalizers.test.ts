@@ -36,11 +36,11 @@ const interruptWhileToolRuns = (timeout: Duration.DurationInput | undefined) =>
     return released.done
   })
 
-// (Without `timeout`, interruptWhileToolRuns(undefined) is true today.)
+// (Without `timeout`, interruptWhileToolRuns(undefined) is true.)
 describe("tool timeout: interrupting the run", () => {
   it.live("with a timeout, the run's interruption still waits for the handler's finalizers", () =>
     Effect.gen(function*() {
-      // Today: false — Effect.disconnect interrupts the handler in the background.
+      // Before the fix: false — Effect.disconnect interrupts the handler in the background.
       assert.isTrue(yield* interruptWhileToolRuns("1 hour"))
     }))
 })
