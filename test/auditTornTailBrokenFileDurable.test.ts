@@ -12,45 +12,15 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as nodeFs from "node:fs"
 import { dirname, join } from "node:path"
-import * as FileSystem from "@effect/platform/FileSystem"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import { Effect, Layer } from "effect"
 import { AuditLog } from "jeevesagent"
 import { afterAll } from "vitest"
-import { scratchDirectories } from "./support/auditFileSystem.js"
+import { faultyFileSystem, scratchDirectories } from "./support/auditFileSystem.js"
 
 const SECRET = "broken-test-secret-0123456789"
 const scratch = scratchDirectories("jeeves-audit-broken-")
 afterAll(scratch.removeAll)
-
-/** The Node FileSystem, recording every open (path), sync and truncate (of the path opened) in order. */
-const recordingFileSystem = (ops: Array<string>): Layer.Layer<FileSystem.FileSystem> =>
-  Layer.effect(
-    FileSystem.FileSystem,
-    Effect.map(FileSystem.FileSystem, (fs) => ({
-      ...fs,
-      open: (path: string, options?: FileSystem.OpenFileOptions) =>
-        Effect.map(fs.open(path, options), (file): FileSystem.File => {
-          ops.push(`open ${path}`)
-          return {
-            [FileSystem.FileTypeId]: FileSystem.FileTypeId,
-            fd: file.fd,
-            get stat() {
-              return file.stat
-            },
-            seek: (offset, from) => file.seek(offset, from),
-            read: (buffer) => file.read(buffer),
-            readAlloc: (size) => file.readAlloc(size),
-            truncate: (length) => Effect.zipLeft(file.truncate(length), Effect.sync(() => ops.push(`truncate ${path}`))),
-            write: (buffer) => file.write(buffer),
-            writeAll: (buffer) => file.writeAll(buffer),
-            get sync() {
-              return Effect.zipLeft(file.sync, Effect.sync(() => ops.push(`sync ${path}`)))
-            }
-          }
-        })
-    }))
-  ).pipe(Layer.provide(NodeFileSystem.layer))
 
 const append = (action: string) => Effect.flatMap(AuditLog.AuditLog, (audit) => audit.append({ actor: "system", action, payload: {} }))
 
@@ -66,13 +36,14 @@ describe("torn-tail recovery durability", () => {
       nodeFs.appendFileSync(path, `{"action":"c","actor":"sys`)
       assert.isFalse(nodeFs.existsSync(`${path}.broken`))
 
-      const ops: Array<string> = []
+      const recording = faultyFileSystem({})
       const entry = yield* append("after recovery").pipe(
-        Effect.provide(AuditLog.layerFile({ path, secret: SECRET }).pipe(Layer.provide(recordingFileSystem(ops))))
+        Effect.provide(AuditLog.layerFile({ path, secret: SECRET }).pipe(Layer.provide(recording.layer)))
       )
       assert.strictEqual(entry.seq, 4) // 2 kept, log_recovered, this one
       assert.isTrue(nodeFs.existsSync(`${path}.broken`))
 
+      const ops = recording.counters.ops
       const created = ops.indexOf(`open ${path}.broken`)
       const truncated = ops.indexOf(`truncate ${path}`)
       assert.isAtLeast(created, 0, ops.join("\n"))

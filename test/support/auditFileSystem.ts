@@ -1,7 +1,8 @@
 /**
  * The Node FileSystem with faults injected into open files' `writeAll` and
- * `sync`, and counters of both: for fsync-failure, disk-full and group-commit
- * tests of the audit file writer. Also scratch directories for those tests.
+ * `sync`, counters of both and a log of opens, syncs and truncates: for
+ * fsync-failure, disk-full, group-commit and durability-order tests of the
+ * audit file writer. Also scratch directories for those tests.
  */
 import * as nodeFs from "node:fs"
 import { tmpdir } from "node:os"
@@ -21,14 +22,16 @@ export interface Faults {
 export interface Counters {
   syncs: number
   writes: number
+  /** Every open, sync and truncate, in order, with the path opened: `open <path>`, `sync <path>`, `truncate <path>`. */
+  readonly ops: Array<string>
 }
 
 const ioError = (method: string, description: string, fd: FileSystem.File.Descriptor) =>
   new SystemError({ module: "FileSystem", method, reason: "Unknown", pathOrDescriptor: fd, description })
 
 export const faultyFileSystem = (faults: Faults): { readonly layer: Layer.Layer<FileSystem.FileSystem>; readonly counters: Counters } => {
-  const counters: Counters = { syncs: 0, writes: 0 }
-  const wrap = (file: FileSystem.File): FileSystem.File => ({
+  const counters: Counters = { syncs: 0, writes: 0, ops: [] }
+  const wrap = (file: FileSystem.File, path: string): FileSystem.File => ({
     [FileSystem.FileTypeId]: FileSystem.FileTypeId,
     fd: file.fd,
     get stat() {
@@ -37,12 +40,13 @@ export const faultyFileSystem = (faults: Faults): { readonly layer: Layer.Layer<
     seek: (offset, from) => file.seek(offset, from),
     read: (buffer) => file.read(buffer),
     readAlloc: (size) => file.readAlloc(size),
-    truncate: (length) => file.truncate(length),
+    truncate: (length) => Effect.zipLeft(file.truncate(length), Effect.sync(() => void counters.ops.push(`truncate ${path}`))),
     write: (buffer) => file.write(buffer),
     get sync() {
       return Effect.suspend(() => {
         const n = ++counters.syncs
-        return faults.failSync?.(n) ? Effect.fail(ioError("sync", "EIO: injected fsync failure", file.fd)) : file.sync
+        if (faults.failSync?.(n)) return Effect.fail(ioError("sync", "EIO: injected fsync failure", file.fd))
+        return Effect.zipLeft(file.sync, Effect.sync(() => void counters.ops.push(`sync ${path}`)))
       })
     },
     writeAll: (buffer) =>
@@ -57,7 +61,11 @@ export const faultyFileSystem = (faults: Faults): { readonly layer: Layer.Layer<
     FileSystem.FileSystem,
     Effect.map(FileSystem.FileSystem, (fs) => ({
       ...fs,
-      open: (path: string, options?: FileSystem.OpenFileOptions) => Effect.map(fs.open(path, options), wrap)
+      open: (path: string, options?: FileSystem.OpenFileOptions) =>
+        Effect.map(fs.open(path, options), (file) => {
+          counters.ops.push(`open ${path}`)
+          return wrap(file, path)
+        })
     }))
   ).pipe(Layer.provide(NodeFileSystem.layer))
   return { layer, counters }
