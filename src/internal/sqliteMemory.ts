@@ -180,19 +180,28 @@ const SEARCH_V2_CREATE = [...searchIndexV2("memory_episodes"), ...searchIndexV2(
 
 const FILL_BATCH = 500
 
-/** Sets `search` of every row of `table` from its `text` expression, a batch of rows at a time. */
-const fillSearch = (sql: SqlClient.SqlClient, table: string, text: string) =>
+/**
+ * Sets `search` of every row of `table` from its `text` expression, a batch
+ * of rows at a time (`changedOnly`: only where it changes, so the index's
+ * update trigger re-indexes just those rows).
+ */
+const fillSearch = (sql: SqlClient.SqlClient, table: string, text: string, changedOnly = false) =>
   Effect.gen(function*() {
     let after = 0
     while (true) {
-      const rows = yield* sql.unsafe<{ seq: number; text: string }>(
-        `SELECT seq, ${text} AS text FROM ${table} WHERE seq > ? ORDER BY seq LIMIT ${FILL_BATCH}`,
+      const rows = yield* sql.unsafe<{ seq: number; text: string; search: string }>(
+        `SELECT seq, ${text} AS text, search FROM ${table} WHERE seq > ? ORDER BY seq LIMIT ${FILL_BATCH}`,
         [after]
       )
       if (rows.length === 0) return
       yield* Effect.forEach(
         rows,
-        (row) => sql.unsafe(`UPDATE ${table} SET search = ? WHERE seq = ?`, [searchText(row.text), row.seq]),
+        (row) => {
+          const search = searchText(row.text)
+          return changedOnly && search === row.search ?
+            Effect.void :
+            sql.unsafe(`UPDATE ${table} SET search = ? WHERE seq = ?`, [search, row.seq])
+        },
         { discard: true }
       )
       after = rows[rows.length - 1]!.seq
@@ -214,7 +223,14 @@ const migrations = Migrator.fromRecord({
   // FTS5 otherwise keeps a deleted row's words in its index segments until they merge.
   "0003_secure_delete": Effect.flatMap(SqlClient.SqlClient, (sql) =>
     statements(sql, ["memory_episodes_fts", "memory_facts_fts"].map((fts) => `INSERT INTO ${fts} (${fts}, rank) VALUES ('secure-delete', 1)`))),
-  "0004_superseded_at": Effect.flatMap(SqlClient.SqlClient, (sql) => statements(sql, SUPERSEDED_AT))
+  "0004_superseded_at": Effect.flatMap(SqlClient.SqlClient, (sql) => statements(sql, SUPERSEDED_AT)),
+  // Words are lower-cased after their decomposition too (styled letters such as `𝚨` decompose to capitals,
+  // which the `ascii` tokenizer folds only for Latin letters): rows whose words changed are indexed afresh.
+  "0005_fold_case_after_decomposition": Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    Effect.all([
+      fillSearch(sql, "memory_episodes", "input || ' ' || output", true),
+      fillSearch(sql, "memory_facts", "subject || ' ' || predicate || ' ' || object", true)
+    ], { discard: true }))
 })
 
 /** The index token of `user`'s rows (see {@link OWNER}). */
