@@ -33,6 +33,7 @@ import {
 } from "jeevesagent"
 import * as Metrics from "../src/internal/metrics.js"
 import { registeredContextManager } from "./support/otelContextManager.js"
+import { exported } from "./support/exportedSpan.js"
 
 // ---- OpenTelemetry doubles ----------------------------------------------------
 
@@ -150,16 +151,6 @@ const toolSpan = (spans: ReadonlyArray<ReadableSpan>, name: string, tool: string
 const isChildOf = (child: ReadableSpan, parent: ReadableSpan) =>
   child.parentSpanContext?.spanId === parent.spanContext().spanId &&
   child.spanContext().traceId === parent.spanContext().traceId
-
-/** Everything an exporter sends of a span that could carry text. */
-const exported = (span: ReadableSpan) =>
-  JSON.stringify({
-    name: span.name,
-    attributes: span.attributes,
-    events: span.events.map((event) => ({ name: event.name, attributes: event.attributes })),
-    status: span.status,
-    links: span.links.map((link) => link.attributes)
-  })
 
 // ---- the agent ----------------------------------------------------------------
 

@@ -6,21 +6,12 @@
  * tracer logger turns it into an event of the exported `jeeves.run` span.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { InMemorySpanExporter, type ReadableSpan, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
+import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
 import { Effect, Layer } from "effect"
 import { Agent, Budget, Memory, Model, Telemetry } from "jeevesagent"
+import { exported } from "./support/exportedSpan.js"
 
 const USER = "alice.smith@example.com"
-
-/** Everything an exporter sends of a span that could carry text. */
-const exported = (span: ReadableSpan) =>
-  JSON.stringify({
-    name: span.name,
-    attributes: span.attributes,
-    events: span.events.map((event) => ({ name: event.name, attributes: event.attributes })),
-    status: span.status,
-    links: span.links.map((link) => link.attributes)
-  })
 
 const isExtraction = (request: Model.ModelRequest) =>
   request.messages[0]?.role === "system" && request.messages[0].content === Memory.extractionPrompt
