@@ -374,7 +374,11 @@ export interface AutoExtractOptions {
   readonly maxTokens?: number | undefined
   /** Replaces {@link extractionPrompt}. */
   readonly systemPrompt?: string | undefined
-  /** Called with every failure; whatever it throws is ignored. */
+  /**
+   * Called with every failure, redacted as the warning log is (its message,
+   * fields and cause pass through the `Secrets` service's `redact`, or the
+   * pattern rules without one); whatever it throws is ignored.
+   */
   readonly onError?: ((error: AutoExtractError) => void) | undefined
   /**
    * Logs {@link autoExtractNotice} at INFO, once per process, when the layer
@@ -411,7 +415,8 @@ export const autoExtractNotice: string = "AutoExtractMemory enabled by default f
  * Wraps the Memory in context so that every remembered episode is followed
  * by one extraction call to the Model, whose (subject, predicate, object)
  * facts — at most `maxFacts`, valid from the episode's time, sourced to it —
- * are appended for the same user.
+ * are appended for the same user. The model's answer is a JSON array of
+ * facts (code fences allowed) or an object whose `facts` is that array.
  *
  * The call is reserved against and settled to the same user's Budget; when
  * the budget blocks it, it is skipped (status `skipped_budget`). A failure

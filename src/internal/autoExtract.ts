@@ -39,6 +39,15 @@ const Triple = Schema.Struct({
 })
 
 const decodeJson = Schema.decodeUnknownEither(Schema.parseJson())
+
+/** The answer's list of facts: the array itself, or the `facts` array of a wrapping object; none otherwise. */
+const itemsOf = (answer: unknown): ReadonlyArray<unknown> => {
+  if (Array.isArray(answer)) return answer
+  if (typeof answer === "object" && answer !== null && Array.isArray((answer as { facts?: unknown }).facts)) {
+    return (answer as { facts: ReadonlyArray<unknown> }).facts
+  }
+  return []
+}
 const decodeTriple = Schema.decodeUnknownOption(Triple)
 
 /** A confidence as a number in [0, 1]; 1 when it is not a number. */
@@ -60,7 +69,8 @@ const stripFences = (text: string): string => {
 /**
  * The facts in the model's answer: a JSON array (code fences allowed) of
  * objects with `subject`, `predicate`, `object` and an optional
- * `confidence`. Anything but an array gives no facts; of the first
+ * `confidence`, or an object whose `facts` is that array (as models asked
+ * for JSON often wrap a list). Anything else gives no facts; of the first
  * `maxFacts` items, those without the three fields are skipped.
  *
  * @internal
@@ -73,9 +83,9 @@ export const parseFacts = (
   const json = decodeJson(stripFences(text))
   // Redacted before it is cut: a secret cut in two would no longer be recognized.
   if (Either.isLeft(json)) return Either.left(`the model's answer is not JSON: ${JSON.stringify(redact(text).slice(0, 200))}`)
-  if (!Array.isArray(json.right)) return Either.right([])
+  const items = itemsOf(json.right)
   const facts = []
-  for (const item of json.right.slice(0, maxFacts)) {
+  for (const item of items.slice(0, maxFacts)) {
     const triple = decodeTriple(item)
     if (Option.isSome(triple)) facts.push({ ...triple.value, confidence: confidenceOf(triple.value.confidence) })
   }
@@ -198,7 +208,8 @@ export const make = (
         ),
         Effect.sync(() => {
           try {
-            onError?.(error)
+            // Redacted as the warning is: the callback typically logs or reports the error elsewhere.
+            onError?.(Secrets.redactError(error, redact))
           } catch {
             // The callback's own failures must not fail `remember`.
           }

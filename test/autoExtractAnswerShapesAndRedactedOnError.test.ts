@@ -1,0 +1,55 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Layer } from "effect"
+import { Budget, Memory, Model, RunContext, Secrets } from "jeevesagent"
+
+const isExtraction = (request: Model.ModelRequest) =>
+  request.messages[0]?.role === "system" && request.messages[0].content === Memory.extractionPrompt
+
+const layerWith = (answer: Model.ScriptedTurn, options?: Memory.AutoExtractOptions) =>
+  Memory.autoExtract(options).pipe(
+    Layer.provide(Memory.layerInMemory()),
+    Layer.provide(Layer.merge(Model.layerScripted((request) => (isExtraction(request) ? answer : { text: "ok" })), Budget.layerNone))
+  )
+
+const storedFacts = Effect.flatMap(Memory.Memory, (memory) => memory.export).pipe(
+  Effect.map((exported) => exported.facts.map((fact) => [fact.subject, fact.predicate, fact.object])),
+  RunContext.withUser("alice")
+)
+
+describe("Memory.autoExtract answers and errors", () => {
+  it.effect("an answer wrapping the list in {\"facts\": [...]} is read as that list", () =>
+    Effect.gen(function*() {
+      const memory = yield* Memory.Memory
+      yield* memory.remember({ input: "I live in Lisbon", output: "Noted" }).pipe(RunContext.withUser("alice"))
+      assert.deepStrictEqual(yield* storedFacts, [["user", "lives in", "Lisbon"]])
+    }).pipe(Effect.provide(layerWith({
+      text: "```json\n" + JSON.stringify({ facts: [{ subject: "user", predicate: "lives in", object: "Lisbon" }] }) + "\n```"
+    }))))
+
+  it.effect("an object without a facts list still gives no facts", () =>
+    Effect.gen(function*() {
+      const memory = yield* Memory.Memory
+      yield* memory.remember({ input: "hi", output: "hello" }).pipe(RunContext.withUser("alice"))
+      assert.deepStrictEqual(yield* storedFacts, [])
+    }).pipe(Effect.provide(layerWith({ text: JSON.stringify({ facts: "none", items: [{ subject: "a", predicate: "b", object: "c" }] }) }))))
+
+  it.effect("onError gets the error redacted, as the warning log has it", () => {
+    const key = "sk-ant-api03-" + "Q".repeat(40)
+    const seen: Array<Memory.AutoExtractError> = []
+    return Effect.gen(function*() {
+      const memory = yield* Memory.Memory
+      yield* memory.remember({ input: "hi", output: "hello" }).pipe(RunContext.withUser("alice"))
+      assert.strictEqual(seen.length, 1)
+      const error = seen[0]!
+      assert.instanceOf(error, Memory.AutoExtractError)
+      assert.strictEqual(error.reason, "model")
+      assert.include(error.description, "upstream rejected")
+      assert.notInclude(error.description, key)
+      assert.notInclude(error.message, key)
+      assert.notInclude(String((error.cause as Error | undefined)?.message ?? ""), key)
+    }).pipe(Effect.provide(layerWith(
+      { error: new Model.ModelError({ reason: "authentication", retryable: false, description: `upstream rejected key ${key}` }) },
+      { onError: (error) => void seen.push(error) }
+    )), Effect.provide(Secrets.layerDict({})))
+  })
+})
