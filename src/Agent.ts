@@ -101,6 +101,11 @@ export interface ToolCallRecord extends Tool.Result {
  *
  * `interrupted` is true when the run stopped before the model finished:
  * `interruptionReason` is `max_turns_exceeded` or `budget:<field>`.
+ * `stopReason` is why the model's last answer ended, as the provider
+ * reported it: `end_turn` for a finished answer; `max_tokens` (the
+ * `output` is cut off), `refusal` (the provider declined to continue) and
+ * any other reason mean the output is not a finished answer, which a caller
+ * showing it to a user should check. `undefined` when no answer came.
  * `auditFailures` counts audit entries that could not be written (while it
  * is non-zero, destructive tools were denied with `audit unavailable`).
  *
@@ -120,6 +125,8 @@ export interface RunResult {
   readonly finishedAt: Date
   readonly interrupted: boolean
   readonly interruptionReason: string | undefined
+  /** Why the model's last answer ended (`end_turn`, `max_tokens`, `refusal`, ...); `undefined` when none came. */
+  readonly stopReason: string | undefined
   readonly toolCalls: ReadonlyArray<ToolCallRecord>
   readonly auditFailures: number
 }

@@ -53,6 +53,8 @@ interface RunState {
   turns: number
   usage: Model.Usage
   output: string
+  /** The last answer's stop reason; undefined before one came. */
+  stopReason?: string | undefined
   auditFailures: number
   /** Audit entries submitted without waiting and not yet durable. */
   auditPending: number
@@ -1885,6 +1887,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         state.usage = Model.addUsage(state.usage, response.usage)
         if (telemetryOn && answer.usageRecorded !== true) yield* recordUsage(state, response.usage)
         state.output = response.text
+        state.stopReason = response.stopReason
         messages.push({ role: "assistant", content: response.text, toolCalls: response.toolCalls })
         if (response.toolCalls.length === 0) break
         // An answer cut off at max_tokens may end inside a tool call: none of its calls is run (each gets an
@@ -1927,6 +1930,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         finishedAt: new Date(finishedMillis),
         interrupted,
         interruptionReason,
+        stopReason: state.stopReason,
         toolCalls: state.toolCalls,
         auditFailures: state.auditFailures
       }
