@@ -65,7 +65,12 @@ export interface Options {
    * (the agent's) is capped by it; without one it is used as is. Default 4096.
    */
   readonly maxTokens?: number | undefined
-  /** Prices by model prefix, merged over {@link prices} (an entry here wins). */
+  /**
+   * Prices by model prefix, looked up before {@link prices}: the longest
+   * prefix here that matches the model wins, even over a longer built-in one
+   * (`{ "claude-sonnet-4": ... }` prices `claude-sonnet-4-5` too); the
+   * built-in table is used only when none here matches.
+   */
   readonly prices?: Readonly<Record<string, Model.Price>> | undefined
   /**
    * Fail with a {@link Model.ModelConfigError} when no price is known for the

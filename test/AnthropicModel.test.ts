@@ -659,6 +659,12 @@ describe("AnthropicModel", () => {
           prices: { "claude-sonnet-4-5": { inputPerMillion: 9, outputPerMillion: 9 } }
         })
         assert.deepStrictEqual(specific.price, SONNET)
+        // An entry of the caller's for a family wins over a longer built-in prefix of that family.
+        const opusFamily = yield* modelFor(fake, {
+          model: "claude-opus-4-5-20251101",
+          prices: { "claude-opus-4": { inputPerMillion: 1, outputPerMillion: 2 } }
+        })
+        assert.deepStrictEqual(opusFamily.price, { inputPerMillion: 1, outputPerMillion: 2 })
       }))
 
     it.scoped("an unknown model costs 0 unless requireCost is set", () =>

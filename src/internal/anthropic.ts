@@ -515,7 +515,8 @@ export const make = (
   Effect.gen(function*() {
     yield* validate(options)
     const model = options.model
-    const price = priceFor(model, { ...defaultPrices, ...options.prices })
+    // The caller's table first: an entry of theirs for a family wins over a longer built-in prefix of that family.
+    const price = priceFor(model, options.prices ?? {}) ?? priceFor(model, defaultPrices)
     if (price === undefined && options.requireCost === true) {
       return yield* configError(
         "prices",
