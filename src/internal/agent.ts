@@ -76,6 +76,8 @@ interface RunState {
   finishedUsage?: Model.Usage | undefined
   /** Streaming only: the usage the current model call reported before its answer ended (a `Usage` part). */
   startedUsage?: Model.Usage | undefined
+  /** The usage the failed attempts of the model call being retried reported (see `chargingAttempts`). */
+  retriedUsage?: Model.Usage | undefined
   /** Telemetry only: the open `jeeves.turn` span. */
   turnSpan?: Tracer.Span | undefined
   /** Telemetry only: the user id attribute, computed once per run (`null` = omitted). */
@@ -95,26 +97,50 @@ const UNKNOWN_USAGE: Model.Usage = Object.freeze({ inputTokens: Number.NaN, outp
  * `retry(counted)`, where `counted` is `attempt` adding up the usage each
  * failed attempt reported: the answer (or the final error) carries the usage
  * of every attempt, so a retried call is charged what the provider billed.
+ * While the retries run the sum is in `state.retriedUsage`, for a call
+ * interrupted during a later attempt ({@link withRetried}).
  */
 const chargingAttempts = (
+  state: RunState,
   attempt: Effect.Effect<Model.ModelResponse, Model.ModelError>,
   retry: (counted: Effect.Effect<Model.ModelResponse, Model.ModelError>) => Effect.Effect<Model.ModelResponse, Model.ModelError>
 ): Effect.Effect<Model.ModelResponse, Model.ModelError> =>
   Effect.suspend(() => {
-    let spent: Model.Usage | undefined
+    state.retriedUsage = undefined
     const counted = Effect.tapError(attempt, (error) => {
-      if (error.usage !== undefined) spent = spent === undefined ? error.usage : Model.addUsage(spent, error.usage)
+      if (error.usage !== undefined) {
+        state.retriedUsage = state.retriedUsage === undefined ? error.usage : Model.addUsage(state.retriedUsage, error.usage)
+      }
       return Effect.void
     })
     return Effect.matchEffect(retry(counted), {
       // A figure a failed attempt could not report (NaN: cut off after it gave out part of its answer) is
       // left out of the answer's usage, which the run's result and the metrics show.
-      onSuccess: (response) =>
-        Effect.succeed(spent === undefined ? response : { ...response, usage: Model.addUsage(response.usage, knownOf(spent)) }),
+      onSuccess: (response) => {
+        const spent = state.retriedUsage
+        state.retriedUsage = undefined
+        return Effect.succeed(spent === undefined ? response : { ...response, usage: Model.addUsage(response.usage, knownOf(spent)) })
+      },
       // The final attempt's own usage is in `spent` already.
-      onFailure: (error) => Effect.fail(spent === undefined || spent === error.usage ? error : modelErrorWith(error, { usage: spent }))
+      onFailure: (error) => {
+        const spent = state.retriedUsage
+        state.retriedUsage = undefined
+        return Effect.fail(spent === undefined || spent === error.usage ? error : modelErrorWith(error, { usage: spent }))
+      }
     })
   })
+
+/**
+ * `reported` (what the call's last attempt used) plus what the earlier
+ * attempts of a call interrupted while it was being retried reported: the
+ * provider billed those too. A call that ended otherwise has none left.
+ */
+const withRetried = (state: RunState, reported: Model.Usage | undefined): Model.Usage | undefined => {
+  const earlier = state.retriedUsage
+  if (earlier === undefined) return reported
+  state.retriedUsage = undefined
+  return reported === undefined ? earlier : Model.addUsage(earlier, reported)
+}
 
 /** The figures of `usage` that are known (NaN ones as 0). */
 const knownOf = (usage: Model.Usage): Model.Usage =>
@@ -852,7 +878,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
      * is added to the answer's, or to the final error's. Nothing is set up
      * before a first retryable failure.
      */
-    const completeRetried = (request: Model.ModelRequest): Effect.Effect<Model.ModelResponse, Model.ModelError> =>
+    const completeRetried = (state: RunState, request: Model.ModelRequest): Effect.Effect<Model.ModelResponse, Model.ModelError> =>
       Effect.catchIf(completeCall(request), (error) => error.retryable, (first) => {
         let replayFirst = true
         const attempt = Effect.suspend(() => {
@@ -860,12 +886,12 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           replayFirst = false
           return Effect.fail(first)
         })
-        return chargingAttempts(attempt, (counted) => Model.retryModelErrors(counted, retrySchedule, () => true))
+        return chargingAttempts(state, attempt, (counted) => Model.retryModelErrors(counted, retrySchedule, () => true))
       })
 
     const callModel = (state: RunState, request: Model.ModelRequest, turn: number) => {
       if (state.emit === undefined) {
-        const completed = completeRetried(request)
+        const completed = completeRetried(state, request)
         return telemetryOn ?
           traced("jeeves.model.complete", modelAttributes(state, turn), completed, undefined, state.turnSpan) :
           completed
@@ -873,7 +899,11 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       const streamed = Effect.suspend(() => {
         let emitted = false
         let finished: Model.ModelResponse | undefined
-        const attempt = model.stream(request).pipe(
+        // What an attempt reported at its start is its own: a retry's is not added to the failed one's.
+        const attempt = Stream.suspend(() => {
+          state.startedUsage = undefined
+          return model.stream(request)
+        }).pipe(
           Stream.runForEach((part) => {
             if (part._tag === "Finish") {
               finished = part.response
@@ -902,7 +932,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           )
         )
         // A stream is retried only while nothing of it has reached the consumer.
-        return chargingAttempts(attempt, (counted) => Model.retryModelErrors(counted, retrySchedule, () => !emitted))
+        return chargingAttempts(state, attempt, (counted) => Model.retryModelErrors(counted, retrySchedule, () => !emitted))
       })
       return telemetryOn ?
         traced("jeeves.model.stream", modelAttributes(state, turn), streamed, undefined, state.turnSpan) :
@@ -940,7 +970,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           state.finishedUsage = undefined
           state.startedUsage = undefined
           return Effect.onError(called, (cause) => {
-            const reported = state.finishedUsage ?? failedUsage(cause) ?? cancelledUsage(state)
+            const reported = withRetried(state, state.finishedUsage ?? failedUsage(cause) ?? cancelledUsage(state))
             return reported === undefined ? Effect.void : recordUsage(state, reported)
           })
         })
@@ -1021,7 +1051,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       }
       const span = spanNow(fiber, "jeeves.model.complete", spanOptions(modelAttributes(state, turn), state.turnSpan))
       if (span === undefined) return reserved(state, request, turn, restore, reservation)
-      const completed = completeRetried(request)
+      const completed = completeRetried(state, request)
       const previous = fiber.getFiberRef(FiberRef.currentContext)
       const before = refsOf(fiber)
       const installed = span === "unsampled" ?
@@ -1033,7 +1063,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
             resetRefs(fiber, before, installed, FiberRef.currentContext, previous)
             endSpan(span, Exit.failCause(cause), fiber)
           }
-          const partial = failedUsage(cause)
+          const partial = withRetried(state, failedUsage(cause))
           if (partial !== undefined) {
             reservation.unsafeSettle(partial)
             // Counted as charged: the token and cost metrics agree with the budget.
@@ -1077,7 +1107,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           // A call that failed or was interrupted is released (charged nothing), unless the provider had
           // reported usage before it failed (charged that), or part of its answer reached the caller: the
           // provider did the work, its usage is unknown, so the whole estimate is charged (fail closed).
-          const reported = state.finishedUsage ?? failedUsage(cause) ?? cancelledUsage(state)
+          const reported = withRetried(state, state.finishedUsage ?? failedUsage(cause) ?? cancelledUsage(state))
           const partial = reported ?? (state.answerDelivered === true ? UNKNOWN_USAGE : undefined)
           const recorded = telemetryOn && reported !== undefined ? recordUsage(state, reported) : Effect.void
           const finish = partial !== undefined ?
