@@ -413,6 +413,11 @@ class ToolTimeout {
   constructor(readonly duration: Duration.Duration) {}
 }
 
+/** The call's arguments did not decode: unlike a `ParseError` of the handler's own, "invalid arguments". */
+class ArgumentsInvalid {
+  constructor(readonly error: ParseResult.ParseError) {}
+}
+
 const formatBlocks = (blocks: ReadonlyArray<Memory.MemoryBlock>): string =>
   blocks.map((block) => `<${block.name}>\n${block.content}\n</${block.name}>`).join("\n\n")
 
@@ -1570,7 +1575,10 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         const decoded = decode.sync(call.args)
         if (decoded._tag === "Right") return ran(executed, tool.handler(decoded.right))
         // Invalid arguments (or a schema that needs effects): the effectful decoder says which.
-        return Effect.flatMap(decode.effect(call.args), (value) => ran(executed, tool.handler(value)))
+        return Effect.flatMap(
+          Effect.mapError(decode.effect(call.args), (error) => new ArgumentsInvalid(error)),
+          (value) => ran(executed, tool.handler(value))
+        )
       })
       const run = tool.timeout === undefined ? handled : withTimeout(handled, tool.timeout)
       return Effect.matchCauseEffect(run, {
@@ -1587,9 +1595,10 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
             )
           }
           const failure = Cause.squash(cause)
-          if (ParseResult.isParseError(failure)) {
+          // A ParseError of the handler's own (it decoded a response, a row) is its failure like any other.
+          if (failure instanceof ArgumentsInvalid) {
             return Effect.succeed(
-              errorResult(`invalid arguments: ${ParseResult.TreeFormatter.formatErrorSync(failure)}`)
+              errorResult(`invalid arguments: ${ParseResult.TreeFormatter.formatErrorSync(failure.error)}`)
             )
           }
           if (failure instanceof ToolTimeout) {
