@@ -203,7 +203,9 @@ const noLabels: ReadonlyArray<MetricLabel.MetricLabel> = []
 const messageBytes = (message: Model.Message): number => {
   let bytes = Buffer.byteLength(message.content, "utf8")
   if (message.role === "assistant") {
-    for (const call of message.toolCalls) bytes += Buffer.byteLength(JSON.stringify(call.args) ?? "", "utf8") + 32
+    // The arguments as the model gave them: those of a call refused as not JSON (a cycle, a bigint) are
+    // estimated as they print, never thrown on.
+    for (const call of message.toolCalls) bytes += Buffer.byteLength(stringifyOutput(call.args), "utf8") + 32
   }
   return bytes
 }
@@ -246,7 +248,8 @@ const MAX_ARGS_DEPTH = 64
  * hook or approver can change what was approved before the tool runs).
  * Returns why they cannot be used, if they cannot: nested deeper than
  * {@link MAX_ARGS_DEPTH} (which would overflow the stack of whatever walks
- * them), a cycle, or an own `__proto__` key (`JSON.parse` keeps it as a key;
+ * them), a cycle, a bigint (not JSON: the episode and audit entry could not
+ * hold it), or an own `__proto__` key (`JSON.parse` keeps it as a key;
  * decoding would make it the prototype of the object the tool gets). The
  * recursion is bounded by the depth limit; shared objects are walked once.
  */
@@ -261,6 +264,7 @@ const checkArgs = (value: unknown): string | undefined => {
       flat = false
       break
     }
+    if (typeof field === "bigint") return BIGINT
   }
   if (!flat) return checkNested(value, 0, new Set(), new Set())
   if (Object.prototype.hasOwnProperty.call(value, "__proto__")) return `the key "__proto__" is not allowed`
@@ -268,8 +272,12 @@ const checkArgs = (value: unknown): string | undefined => {
   return undefined
 }
 
+/** A custom model's bigint argument: JSON has none, so no tool could get it back as the model meant it. */
+const BIGINT = "a bigint is not a JSON value"
+
 /** {@link checkArgs} over nested arguments: `onPath` finds cycles, `done` walks shared objects once. */
 const checkNested = (value: unknown, depth: number, onPath: Set<object>, done: Set<object>): string | undefined => {
+  if (typeof value === "bigint") return BIGINT
   if (typeof value !== "object" || value === null || done.has(value)) return undefined
   if (onPath.has(value)) return "they refer to themselves (a cycle)"
   if (depth >= MAX_ARGS_DEPTH) return `nested deeper than ${MAX_ARGS_DEPTH} levels`
