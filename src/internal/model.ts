@@ -28,7 +28,15 @@ export const modelErrorWith = (
 }
 
 const toResponse = (turn: Model.ScriptedTurn, callIds: () => string): Model.ModelResponse => {
-  const toolCalls = (turn.toolCalls ?? []).map((call) => ({ id: call.id ?? callIds(), name: call.name, args: call.args }))
+  const calls = turn.toolCalls ?? []
+  // A generated id never repeats an id the script gave another call of the same answer.
+  const explicit = calls.some((call) => call.id !== undefined) ? new Set(calls.map((call) => call.id)) : undefined
+  const freshId = () => {
+    let id = callIds()
+    while (explicit?.has(id)) id = callIds()
+    return id
+  }
+  const toolCalls = calls.map((call) => ({ id: call.id ?? freshId(), name: call.name, args: call.args }))
   return {
     text: turn.text ?? "",
     toolCalls,
