@@ -62,9 +62,9 @@ export interface Config {
   /** The system prompt. */
   readonly instructions?: string | undefined
   readonly tools?: ReadonlyArray<Tool.Any> | undefined
-  /** Model calls per run before it stops with `max_turns_exceeded`. Default 50. */
+  /** Model calls per run before it stops with `max_turns_exceeded`. Default 50; a positive integer (else the layer dies). */
   readonly maxTurns?: number | undefined
-  /** `max_tokens` of each model call. Default 4096. */
+  /** `max_tokens` of each model call, and what the budget reserves for its output. Default 4096; a positive integer. */
   readonly maxTokens?: number | undefined
   /** Retries of retryable model errors. Default {@link Model.defaultRetrySchedule}. */
   readonly retrySchedule?: Schedule.Schedule<unknown, unknown> | undefined

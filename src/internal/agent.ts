@@ -464,6 +464,10 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
     if (!Number.isInteger(maxTurns) || maxTurns < 1) {
       return yield* Effect.dieMessage(`Agent config: maxTurns must be a positive integer, got ${maxTurns}`)
     }
+    // It bounds what the budget reserves for each call: a zero or negative one would reserve too little.
+    if (!Number.isSafeInteger(maxTokens) || maxTokens < 1) {
+      return yield* Effect.dieMessage(`Agent config: maxTokens must be a positive integer, got ${maxTokens}`)
+    }
 
     const toolsByName = new Map<string, Tool.Any>()
     for (const tool of tools) {
