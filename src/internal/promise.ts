@@ -1,5 +1,4 @@
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
-import * as PgClient from "@effect/sql-pg/PgClient"
 import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
 import * as Redacted from "effect/Redacted"
@@ -18,8 +17,6 @@ import * as Approval from "../Approval.js"
 import * as AuditLog from "../AuditLog.js"
 import * as Hooks from "../Hooks.js"
 import * as Memory from "../Memory.js"
-import * as PgMemory from "../PgMemory.js"
-import * as SqliteMemory from "../SqliteMemory.js"
 import * as Budget from "../Budget.js"
 import * as Model from "../Model.js"
 import * as Permissions from "../Permissions.js"
@@ -159,13 +156,49 @@ const auditLogLayer = (options: AgentOptions): Layer.Layer<AuditLog.AuditLog, un
   return AuditLog.layerFile(auditLog).pipe(Layer.provide(NodeFileSystem.layer))
 }
 
+/**
+ * A SQL-backed store, its modules loaded only when it is asked for: their
+ * packages are optional peer dependencies, so an agent on the in-memory
+ * store runs without them. Missing, a `MemoryError` saying what to install.
+ */
+const optionalStore = <Modules>(
+  memory: string,
+  packages: string,
+  load: () => Promise<Modules>,
+  layer: (modules: Modules) => Layer.Layer<Memory.Memory, unknown>
+): Layer.Layer<Memory.Memory, unknown> =>
+  Layer.unwrapEffect(
+    Effect.tryPromise({
+      try: load,
+      catch: (cause) =>
+        new Memory.MemoryError({
+          method: "layer",
+          description: `memory "${memory}" needs the optional peer dependencies ${packages} (npm install ${packages})`,
+          cause
+        })
+    }).pipe(Effect.map(layer))
+  )
+
 const storeLayer = (options: AgentOptions): Layer.Layer<Memory.Memory, unknown> => {
   const memory = options.memory
   if (memory === undefined || memory === "memory") return Memory.layerInMemory(options.memoryBounds)
   if (isLayer(memory)) return memory as Layer.Layer<Memory.Memory, unknown>
-  if (memory.startsWith("sqlite:")) return SqliteMemory.layer({ filename: memory.slice("sqlite:".length) })
+  if (memory.startsWith("sqlite:")) {
+    const filename = memory.slice("sqlite:".length)
+    return optionalStore(
+      "sqlite:PATH",
+      "@effect/sql @effect/sql-sqlite-node @effect/experimental",
+      () => import("../SqliteMemory.js"),
+      (SqliteMemory) => SqliteMemory.layer({ filename })
+    )
+  }
   if (memory.startsWith("postgres://") || memory.startsWith("postgresql://")) {
-    return PgMemory.layer().pipe(Layer.provide(PgClient.layer({ url: Redacted.make(memory) })))
+    return optionalStore(
+      "postgres://...",
+      "@effect/sql @effect/sql-pg @effect/experimental",
+      () => Promise.all([import("../PgMemory.js"), import("@effect/sql-pg/PgClient")]),
+      ([PgMemory, PgClient]) => PgMemory.layer().pipe(Layer.provide(PgClient.layer({ url: Redacted.make(memory) })))
+    )
   }
   return Layer.fail(
     new Memory.MemoryError({
