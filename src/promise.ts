@@ -213,8 +213,12 @@ export interface JeevesAgent {
   }
   /** One user's memory (`null` for anonymous). An invalid id rejects with `InvalidUserId`. */
   readonly memory: (userId: string | null) => UserMemory
-  /** Builds every service now, surfacing configuration errors (otherwise the first call does). */
-  readonly ready: () => Promise<void>
+  /**
+   * Builds every service now, surfacing configuration errors (otherwise the first call does).
+   * Aborting its signal (`AbortSignal.timeout(...)` to bound a start-up whose database or vault
+   * hangs) rejects with the signal's reason; the build goes on for the next call.
+   */
+  readonly ready: (options?: CallOptions) => Promise<void>
   /**
    * The runtime, for Effect programs that want to share it. Effects run on it directly are not
    * calls of this agent: `dispose()` does not interrupt them.
@@ -281,7 +285,7 @@ export const createAgent = (options: AgentOptions): JeevesAgent => {
         execute(memoryEffect(userId, (m) => m.forget({ sessionId: o?.sessionId, before: o?.before })), o?.signal),
       export: (o) => execute(memoryEffect(userId, (m) => m.export), o?.signal)
     }),
-    ready: () => execute(Effect.void),
+    ready: (callOptions) => execute(Effect.void, callOptions?.signal),
     runtime,
     dispose: () => internal.dispose(lifecycle)
   }
