@@ -241,8 +241,10 @@ export interface JeevesAgent {
  * @category constructors
  */
 export const createAgent = (options: AgentOptions): JeevesAgent => {
-  const runtime = ManagedRuntime.make(internal.layerFromOptions(options))
-  const lifecycle = internal.makeLifecycle(runtime, () => new AgentDisposed(), internal.secretsLayer(options))
+  // One secrets layer: the runtime's, and the one that masks rejections when the runtime cannot be built.
+  const secrets = internal.secretsLayer(options)
+  const runtime = ManagedRuntime.make(internal.layerFromOptions(options, secrets))
+  const lifecycle = internal.makeLifecycle(runtime, () => new AgentDisposed(), secrets)
   const execute = <A>(effect: Effect.Effect<A, unknown, internal.Services>, signal?: AbortSignal) =>
     internal.runPromise(lifecycle, effect, signal)
 

@@ -45,24 +45,36 @@ const isLayer = (u: unknown): u is Layer.Layer<never, unknown, unknown> => Layer
 
 /** @internal */
 export const secretsLayer = (options: AgentOptions): Layer.Layer<Secrets.Secrets, unknown> => {
-  const known = secretsLayers.get(options)
-  if (known !== undefined) return known
-  const holder: { service?: Secrets.Service } = {}
+  // Read now, like every other option: an options object changed after this call changes nothing here.
+  const holder: BuiltSecrets = { service: undefined, failed: false, alone: undefined }
   // The service the runtime built, kept: a rejection of a runtime that failed to build is masked with
   // it (it knows the values it handed out meanwhile); a second build would be another instance.
-  const layer = Layer.tap(baseSecretsLayer(options), (context) =>
-    Effect.sync(() => {
-      holder.service = Context.get(context, Secrets.Secrets)
-    }))
-  secretsLayers.set(options, layer)
+  const layer = Layer.tapErrorCause(
+    Layer.tap(baseSecretsLayer(options), (context) =>
+      Effect.sync(() => {
+        holder.service = Context.get(context, Secrets.Secrets)
+      })),
+    () =>
+      Effect.sync(() => {
+        holder.failed = true
+      })
+  )
   builtSecrets.set(layer, holder)
   return layer
 }
 
-/** One secrets layer per options object (the runtime's and the rejections' are the same). */
-const secretsLayers = new WeakMap<AgentOptions, Layer.Layer<Secrets.Secrets, unknown>>()
-/** The service each of those layers built last. */
-const builtSecrets = new WeakMap<Layer.Layer<Secrets.Secrets, unknown>, { service?: Secrets.Service }>()
+/** What became of the secrets layer of one agent. */
+interface BuiltSecrets {
+  /** The service the runtime built. */
+  service: Secrets.Service | undefined
+  /** The runtime's build of it failed: it is not built again (a vault that is down is not asked per call). */
+  failed: boolean
+  /** The redaction of the layer built alone, once, when the runtime failed before building it. */
+  alone: Promise<((text: string) => string) | undefined> | undefined
+}
+
+/** The state of each secrets layer {@link secretsLayer} made. */
+const builtSecrets = new WeakMap<Layer.Layer<Secrets.Secrets, unknown>, BuiltSecrets>()
 
 const baseSecretsLayer = (options: AgentOptions): Layer.Layer<Secrets.Secrets, unknown> => {
   const secrets = options.secrets
@@ -216,10 +228,12 @@ const autoExtractMode = (options: AgentOptions): "off" | "on" | "announced" => {
 }
 
 /** @internal */
-export const layerFromOptions = (options: AgentOptions): Layer.Layer<Services, unknown> => {
+export const layerFromOptions = (
+  options: AgentOptions,
+  secrets: Layer.Layer<Secrets.Secrets, unknown> = secretsLayer(options)
+): Layer.Layer<Services, unknown> => {
   // Each layer value is built once per runtime (layers are memoized by reference), so the agent,
   // the auto-extractor and the facade's admin calls share one model, one budget, one store.
-  const secrets = secretsLayer(options)
   const model = modelLayer(options).pipe(Layer.provide(secrets))
   const budget = budgetLayer(options)
   const telemetry = telemetryLayer(options)
@@ -297,13 +311,16 @@ export const makeLifecycle = (
 const rejectionRedact = async (lifecycle: Lifecycle): Promise<(text: string) => string> => {
   const fromRuntime = await lifecycle.runtime.runPromiseExit(Secrets.Secrets).catch(() => undefined)
   if (fromRuntime !== undefined && Exit.isSuccess(fromRuntime)) return fromRuntime.value.redact
-  const built = lifecycle.secrets === undefined ? undefined : builtSecrets.get(lifecycle.secrets)?.service
-  if (built !== undefined) return built.redact
-  if (lifecycle.secrets !== undefined) {
-    const alone = await Effect.runPromiseExit(
-      Effect.scoped(Effect.map(Layer.build(lifecycle.secrets), (context) => Context.get(context, Secrets.Secrets).redact))
-    )
-    if (Exit.isSuccess(alone)) return alone.value
+  const secrets = lifecycle.secrets
+  const built = secrets === undefined ? undefined : builtSecrets.get(secrets)
+  if (built?.service !== undefined) return built.service.redact
+  if (secrets !== undefined && built !== undefined && !built.failed) {
+    // Built alone at most once per agent, whatever the number of rejections.
+    built.alone ??= Effect.runPromiseExit(
+      Effect.scoped(Effect.map(Layer.build(secrets), (context) => Context.get(context, Secrets.Secrets).redact))
+    ).then((exit) => (Exit.isSuccess(exit) ? exit.value : undefined))
+    const alone = await built.alone
+    if (alone !== undefined) return alone
   }
   return Secrets.redactPatterns
 }
