@@ -151,6 +151,13 @@ export interface Service {
   readonly usageFor: (userId: string | null) => Effect.Effect<UsageTotals, BudgetUnavailable>
   /** Everybody's committed totals. */
   readonly globalUsage: Effect.Effect<UsageTotals, BudgetUnavailable>
+  /**
+   * Whether a cost cap (`maxCostUsd`, `perUserMaxCostUsd`) is configured.
+   * `createAgent` then makes a Claude model without a known price a
+   * configuration error instead of counting its calls as $0, which no cost
+   * cap would ever block. Optional for services of your own.
+   */
+  readonly costCapped?: boolean | undefined
 }
 
 /**

@@ -129,6 +129,8 @@ describe.skipIf(!postgresAvailable)("PgBudget", () => {
       const budgets = yield* Effect.forEach([1, 2, 3], () =>
         Effect.flatMap(Layer.build(Pg), (pool) =>
           PgBudget.make({ perUserMaxCostUsd: 5, maxCostUsd: 12 }, { reclaimInterval: null }).pipe(Effect.provide(pool))))
+      // It says it caps cost (createAgent then refuses a Claude model without a price).
+      assert.isTrue(budgets[0]!.costCapped)
       const attempts = Array.from({ length: 300 }, (_, i) => ({ budget: budgets[i % 3]!, user: `user-${i % 4}` }))
       const results = yield* Effect.all(
         attempts.map(({ budget, user }) => Effect.map(reserveAs(budget, user, usage(1, 1, 0.125)), (r) => [user, r] as const)),

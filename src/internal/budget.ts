@@ -563,7 +563,7 @@ export const makeMemory = (
     Either.all([resolveConfig(config), resolveBounds(options)]),
     ([resolved, bounds]) =>
       Effect.clockWith((clock) =>
-        Effect.sync(() => memoryService(new MemoryLedgers(resolved, bounds, clock.unsafeCurrentTimeMillis())))
+        Effect.sync(() => memoryService(new MemoryLedgers(resolved, bounds, clock.unsafeCurrentTimeMillis()), costCapped(resolved)))
       )
   )
 
@@ -601,11 +601,16 @@ export const runHoldOf = (service: Budget.Service): ((user: string, now: number)
   return marker !== undefined && marker.reserve === service.reserve ? marker.holdRun : undefined
 }
 
-const memoryService = (ledgers: MemoryLedgers): Budget.Service => {
+/** Whether `resolved` caps cost, globally or per user. @internal */
+export const costCapped = (resolved: Resolved): boolean =>
+  resolved.global.costUsd !== undefined || resolved.perUser.costUsd !== undefined
+
+const memoryService = (ledgers: MemoryLedgers, capsCost: boolean): Budget.Service => {
   const reserve: Budget.Service["reserve"] = (estimate) => Effect.sync(() => ledgers.reserve(currentFiber(), estimate))
   const service = {
     ...memoryServiceRest(ledgers),
     reserve,
+    costCapped: capsCost,
     [syncReserveKey]: {
       reserve,
       unsafe: (fiber, estimate) => ledgers.reserve(fiber, estimate),

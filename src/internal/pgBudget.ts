@@ -18,6 +18,7 @@ import {
   blockedBy,
   type Caps,
   chargeOf,
+  costCapped,
   currentUserKey,
   durationMillis,
   globalNames,
@@ -502,6 +503,7 @@ export const make = (
       }).pipe(withServiceSpan("PgBudget.reserve", noStack))
 
     const service: PgBudget.Service = {
+      costCapped: costCapped(resolved),
       allowsStep: Effect.gen(function*() {
         const scope = userScope(yield* currentUserKey)
         const now = yield* Clock.currentTimeMillis

@@ -100,7 +100,7 @@ const isPromiseBackend = (u: unknown): u is Secrets.PromiseBackend =>
   typeof u === "object" && u !== null && typeof (u as Secrets.PromiseBackend).resolve === "function"
 
 /** @internal */
-export const modelLayer = (options: AgentOptions): Layer.Layer<Model.Model, unknown, Secrets.Secrets> => {
+export const modelLayer = (options: AgentOptions): Layer.Layer<Model.Model, unknown, Secrets.Secrets | Budget.Budget> => {
   const model = options.model
   if (isLayer(model)) return model as Layer.Layer<Model.Model, unknown, Secrets.Secrets>
   if (model === "echo") return Model.layerEcho()
@@ -111,14 +111,16 @@ export const modelLayer = (options: AgentOptions): Layer.Layer<Model.Model, unkn
     return Model.layerScripted(options.script)
   }
   if (model.startsWith("claude-")) {
-    return AnthropicModel.layer({
-      model,
-      apiKey: options.apiKey,
-      baseURL: options.baseURL,
-      prices: options.prices,
-      maxTokens: options.maxTokens,
-      requireCost: hasCostCap(options)
-    })
+    // A cost cap given as a ready budget layer (PgBudget.layer({ perUserMaxCostUsd }), say) counts too.
+    return Layer.unwrapEffect(Effect.map(Budget.Budget, (budget) =>
+      AnthropicModel.layer({
+        model,
+        apiKey: options.apiKey,
+        baseURL: options.baseURL,
+        prices: options.prices,
+        maxTokens: options.maxTokens,
+        requireCost: hasCostCap(options) || budget.costCapped === true
+      })))
   }
   return Layer.fail(
     new Model.ModelConfigError({
@@ -234,8 +236,8 @@ export const layerFromOptions = (
 ): Layer.Layer<Services, unknown> => {
   // Each layer value is built once per runtime (layers are memoized by reference), so the agent,
   // the auto-extractor and the facade's admin calls share one model, one budget, one store.
-  const model = modelLayer(options).pipe(Layer.provide(secrets))
   const budget = budgetLayer(options)
+  const model = modelLayer(options).pipe(Layer.provide(Layer.merge(secrets, budget)))
   const telemetry = telemetryLayer(options)
   const store = storeLayer(options)
   const extract = autoExtractMode(options)
