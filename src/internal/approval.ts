@@ -10,9 +10,19 @@ import { denial } from "./denied.js"
 /** Arguments longer than this are cut in warnings, after redaction. */
 const LOGGED_ARGS_CHARS = 1000
 
+/** The gate's timeout; a `TypeError` naming the option and the value when it is not a positive duration. */
+const decodeTimeout = (input: Duration.DurationInput): Duration.Duration => {
+  const decoded = Duration.decodeUnknown(input)
+  if (decoded._tag === "Some" && Duration.greaterThan(decoded.value, Duration.zero)) return decoded.value
+  const shown = typeof input === "string" ? JSON.stringify(input) : String(input)
+  throw new TypeError(
+    `Approval: the timeout (approvalTimeout) must be a positive duration such as "30 seconds", got ${shown}`
+  )
+}
+
 /** @internal */
 export const make = (handler: Approval.Handler, options?: Approval.Options): Approval.Service => {
-  const timeout = Duration.decode(options?.timeout ?? Approval.defaultTimeout)
+  const timeout = decodeTimeout(options?.timeout ?? Approval.defaultTimeout)
   const redact = options?.redact ?? Secrets.redactPatterns
 
   const denied = (call: Tool.Call, reason: string, policyReason: string) =>
