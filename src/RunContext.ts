@@ -231,13 +231,14 @@ export const withUser =
   <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | InvalidUserId, R> =>
     Effect.flatMap(validateUserId(userId), (validated) =>
       Effect.flatMap(current, (outer) => {
-        const context: RunContext = {
+        // Frozen: whatever the context is handed to (a hook, a tool written in JavaScript) cannot switch its user.
+        const context: RunContext = Object.freeze({
           userId: validated,
           // An empty session id is no session (as in `empty`).
           sessionId: options?.sessionId ||
             (outer.sessionId !== "" && outer.userId === validated ? outer.sessionId : newId("sess")),
           runId: options?.runId ?? outer.runId,
           metadata: options?.metadata ?? outer.metadata
-        }
+        })
         return installLocally(self, ref, context)
       }))

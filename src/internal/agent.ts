@@ -1997,13 +1997,14 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       const requested = options?.userId ?? null
       const rule = requested === null ? undefined : RunContext.checkUserId(requested)
       if (rule !== undefined) return Effect.fail(RunContext.invalidUserId(rule, requested))
-      const context: RunContext.RunContext = {
+      // Frozen: the hooks, tools and approval handlers it is handed to cannot switch whose policy decides.
+      const context: RunContext.RunContext = Object.freeze({
         userId: requested,
         // An empty session id (an empty form field) is no session: a new one, as when none is given.
         sessionId: options?.sessionId || newId("sess"),
         runId: newId("run"),
         metadata: options?.metadata ?? {}
-      }
+      })
       const state: RunState = {
         context,
         emit: emitEvent,
