@@ -398,6 +398,43 @@ const isToolDenied = (value: unknown): value is Approval.ToolDenied =>
   typeof (value as { readonly reason?: unknown }).reason === "string"
 
 /**
+ * A denial a service of the user's failed with, as our class: a plain
+ * `{ _tag: "ToolDenied", reason }` (from JavaScript, or another copy of the
+ * library) has no `message`, which the denied call's result is made of.
+ */
+const asDenial = (call: Tool.Call, value: Approval.ToolDenied): Approval.ToolDenied => {
+  if (value instanceof Approval.ToolDenied) return value
+  const { policyReason, reason } = value as { readonly policyReason?: unknown; readonly reason: string }
+  return denial({
+    tool: call.name,
+    reason: reason === "" ? Hooks.reasons.denied : reason,
+    ...(typeof policyReason === "string" ? { policyReason } : {})
+  })
+}
+
+/** The reasons of a custom policy's `Deny` and `Ask` that came without one. */
+const POLICY_DENIED = "denied by policy"
+const POLICY_ASKED = "approval required by policy"
+
+/** A custom policy's reason as text: one that is not a non-empty string (from JavaScript, say) is `fallback`. */
+const policyReasonOf = (reason: unknown, fallback: string): string =>
+  typeof reason === "string" && reason !== "" ? reason : fallback
+
+/**
+ * What a custom Hooks service's `beforeTool` succeeded with (its type says
+ * nothing, but `Effect<{ deny }>` compiles as `Effect<void>`): nothing
+ * passes; `{ deny }` denies with its reason; anything else denies (fail closed).
+ */
+const hookAnswer = (call: Tool.Call, answer: unknown): Effect.Effect<void, Approval.ToolDenied> => {
+  if (answer === undefined || answer === null) return Effect.void
+  const reason = typeof answer === "object" ? (answer as { readonly deny?: unknown }).deny : undefined
+  return Effect.fail(denial({
+    tool: call.name,
+    reason: typeof reason === "string" ? (reason === "" ? Hooks.reasons.denied : reason) : Hooks.reasons.failed
+  }))
+}
+
+/**
  * A step of a governance service the user may have written (a permissions
  * check, a hook, an approval gate): called lazily, so a throw is a defect,
  * and any cause but the run's own interruption — a defect, a failure, the
@@ -1246,11 +1283,22 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
             const failure = Cause.failureOption(cause)
             return decided(
               failure._tag === "Some" && !Cause.isDie(cause) && isToolDenied(failure.value) ?
-                failure.value :
+                asDenial(call, failure.value) :
                 denial({ tool: call.name, reason: Approval.reasons.handlerFailed, policyReason })
             )
           },
-          onSuccess: () => decided(undefined)
+          // Only an explicit approval lets the call run: a custom gate's `Effect<boolean>` compiles as the
+          // service's `Effect<void>`, so `false` is the human declining, and any other value fails closed.
+          onSuccess: (answer: unknown) =>
+            decided(
+              answer === undefined || answer === true ?
+                undefined :
+                denial({
+                  tool: call.name,
+                  reason: answer === false ? Approval.reasons.declined : Approval.reasons.handlerFailed,
+                  policyReason
+                })
+            )
         })
       })
       // A denial is an outcome (a Left), not a tracing error: the span ends OK and says which.
@@ -1292,16 +1340,20 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
           switch (decision._tag) {
             case "Allow":
               return Effect.asVoid(decisionRecorded(state, call, turn, "allow", "policy", null))
-            case "Deny":
+            case "Deny": {
+              const reason = policyReasonOf(decision.reason, POLICY_DENIED)
               return Effect.zipRight(
-                decisionRecorded(state, call, turn, "deny", "policy", decision.reason),
-                Effect.fail(deny(call, decision.reason))
+                decisionRecorded(state, call, turn, "deny", "policy", reason),
+                Effect.fail(deny(call, reason))
               )
-            case "Ask":
+            }
+            case "Ask": {
+              const reason = policyReasonOf(decision.reason, POLICY_ASKED)
               return Effect.zipRight(
-                decisionRecorded(state, call, turn, "ask", "policy", decision.reason),
-                askApprovalOrFail(state, call, turn, decision.reason, attributes)
+                decisionRecorded(state, call, turn, "ask", "policy", reason),
+                askApprovalOrFail(state, call, turn, reason, attributes)
               )
+            }
             default:
               // A permissions service of the user's that answered something else: deny (fail closed).
               return Effect.zipRight(
@@ -1312,9 +1364,9 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         })
       )
       if (!hooksOn) return decided
-      return userService(() => hooks.beforeTool(call), (cause) => {
+      return userService(() => Effect.flatMap(hooks.beforeTool(call), (answer: unknown) => hookAnswer(call, answer)), (cause) => {
         const failure = Cause.failureOption(cause)
-        return Effect.fail(failure._tag === "Some" && isToolDenied(failure.value) ? failure.value : deny(call, "hook failed"))
+        return Effect.fail(failure._tag === "Some" && isToolDenied(failure.value) ? asDenial(call, failure.value) : deny(call, "hook failed"))
       }).pipe(
         Effect.tapError((denied) => decisionRecorded(state, call, turn, "deny", "hook", denied.reason)),
         Effect.zipRight(decided)
