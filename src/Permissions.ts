@@ -135,7 +135,9 @@ export interface StandardOptions {
  *    `Ask("<tool>: destructive call requires approval")`;
  * 5. otherwise `Allow`.
  *
- * An unknown `mode` throws a `TypeError` (a programming error).
+ * An unknown `mode`, or an option key it does not know (the Python
+ * original's `denied_tools`, say, which would otherwise be ignored and let
+ * the tool run), throws a `TypeError` (a programming error).
  *
  * @since 0.1.0
  * @category constructors

@@ -44,8 +44,29 @@ const toolList = (option: string, list: unknown): ReadonlyArray<string> => {
   return list
 }
 
+/**
+ * Refuses options with a key the policy does not know: from JavaScript or a
+ * config file (the Python original's `denied_tools`, the facade's
+ * `{ policies }` for `{ perUser }`), an ignored key would silently leave out
+ * the rule it meant — a tool meant to be denied would run.
+ */
+const knownKeys = (where: string, options: unknown, keys: ReadonlyArray<string>): void => {
+  if (typeof options !== "object" || options === null || Array.isArray(options) || options instanceof Map) {
+    throw new TypeError(`${where}: the options must be a plain object, got ${options instanceof Map ? "a Map" : typeof options}`)
+  }
+  for (const key of Object.keys(options)) {
+    if (!keys.includes(key)) {
+      throw new TypeError(`${where}: unknown option ${JSON.stringify(key)} (the options are ${keys.join(", ")})`)
+    }
+  }
+}
+
+const STANDARD_KEYS = ["mode", "allowedTools", "deniedTools"]
+const PER_USER_KEYS = ["policies", "anonymous", "default"]
+
 /** @internal */
 export const makeStandard = (options: Permissions.StandardOptions = {}): Permissions.Service => {
+  knownKeys("Permissions", options, STANDARD_KEYS)
   const mode = options.mode ?? "default"
   if (!MODES.has(mode)) {
     throw new TypeError(`Permissions: unknown mode ${JSON.stringify(mode)} (use ${[...MODES].join(", ")})`)
@@ -75,6 +96,11 @@ const toService = (policy: Permissions.Policy): Permissions.Service =>
 
 /** @internal */
 export const makePerUser = (options: Permissions.PerUserOptions): Permissions.Service => {
+  knownKeys("Permissions.perUser", options, PER_USER_KEYS)
+  // A Map would have no entries to read: every user would get the default policy.
+  if (typeof options.policies !== "object" || options.policies === null || options.policies instanceof Map) {
+    throw new TypeError(`Permissions.perUser: policies must be a plain object of user id to policy`)
+  }
   // A Map, not the record itself: a user named "constructor" must not reach Object.prototype.
   const routes = new Map<string, Permissions.Service>()
   for (const [userId, policy] of Object.entries(options.policies)) {
