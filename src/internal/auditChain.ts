@@ -92,7 +92,8 @@ export interface SigningKey {
 export const signingKey = (options: AuditLog.KeyOptions): SigningKey | string => {
   if (options.keyring !== undefined) {
     const { current, keys } = options.keyring
-    const key = keys[current]
+    // Own keys only: "constructor" or "toString" must not find Object.prototype's members.
+    const key = typeof current === "string" && Object.hasOwn(keys, current) ? keys[current] : undefined
     if (key === undefined) {
       const known = Object.keys(keys)
       return `the keyring's current key ${JSON.stringify(current)} is not one of its keys (${known.length === 0 ? "none" : known.join(", ")})`
