@@ -246,61 +246,94 @@ const ownStart = processStart(process.pid)
  * Takes the `<path>.lock` file for this process. A lock left by a process
  * that no longer exists (it crashed), by an earlier process with the same
  * pid, or before the machine last booted, is taken over.
+ *
+ * The lock is written aside and hard-linked into place, so it never exists
+ * without its content (a second writer reading it half-written would take
+ * it for a dead process's). A stale lock is taken over by renaming it aside
+ * (atomic: of two writers taking it over at once, one moves it, the other
+ * moves the first one's new lock), checking that what was moved is the
+ * stale lock that was judged dead, and linking a new one in; a writer that
+ * moved a live lock puts it back and fails. Each lock carries a nonce, so
+ * closing removes the lock only if it is still this writer's.
  */
 const acquireLock = (fs: FileSystem.FileSystem, path: string): Effect.Effect<void, AuditLog.AuditUnavailable, Scope.Scope> => {
   const lockPath = `${path}.lock`
   const key = resolve(lockPath)
+  const nonce = newId("lock")
+  const content = `${process.pid}\n${bootId ?? ""}\n${ownStart ?? ""}\n${nonce}\n`
   const cannotLock = (cause: unknown) =>
     new AuditLog.AuditUnavailable({ description: `cannot lock ${path}: ${describe(cause)}`, cause })
-  const create = Effect.zipRight(
-    fs.writeFileString(lockPath, `${process.pid}\n${bootId ?? ""}\n${ownStart ?? ""}\n`, { flag: "wx" }),
-    Effect.sync(() => void heldLocks.add(key))
+  const alreadyOpen = (who: string) =>
+    new AuditLog.AuditUnavailable({
+      description: `${path} is already open for writing by ${who} (lock file ${basename(lockPath)}); ` +
+        "one writer per file: give each process its own file or use PgAuditLog"
+    })
+  const exists = (error: PlatformError) => error._tag === "SystemError" && error.reason === "AlreadyExists"
+  const aside = (what: string) => `${lockPath}.${nonce}.${what}`
+  /** Links a complete lock into place: fails with AlreadyExists when there is one. */
+  const create = Effect.acquireUseRelease(
+    Effect.as(fs.writeFileString(aside("new"), content), aside("new")),
+    (written) => Effect.zipRight(fs.link(written, lockPath), Effect.sync(() => void heldLocks.add(key))),
+    (written) => Effect.ignore(fs.remove(written))
   )
-  const holder = Effect.map(Effect.orElseSucceed(fs.readFileString(lockPath), () => ""), (text) => {
+  const readHolder = (file: string) => Effect.orElseSucceed(fs.readFileString(file), () => "")
+  const parse = (text: string) => {
     const [pid, boot, start] = text.split("\n")
     return { pid: Number.parseInt(pid!.trim(), 10), boot: boot?.trim() || undefined, start: start?.trim() || undefined }
-  })
+  }
   /** Whether the lock's process is the one running as `pid` now (unknown start times: assumed so). */
   const sameStart = (pid: number, start: string | undefined) => {
     if (start === undefined) return undefined
     const now = pid === process.pid ? ownStart : processStart(pid)
     return now === undefined ? undefined : now === start
   }
-  const takeOver = (
-    { boot, pid, start }: { readonly pid: number; readonly boot: string | undefined; readonly start: string | undefined }
-  ): Effect.Effect<void, AuditLog.AuditUnavailable> => {
+  const isLive = ({ boot, pid, start }: ReturnType<typeof parse>) => {
     const sameBoot = boot === undefined || bootId === undefined || boot === bootId
-    const live = Number.isSafeInteger(pid) && pid > 0 && sameBoot &&
+    return Number.isSafeInteger(pid) && pid > 0 && sameBoot &&
       // This pid: this process (any of its threads) if it started when the lock's did; without start
       // times, if this thread holds it. Another pid: alive, and not a later process reusing it.
       (pid === process.pid ? sameStart(pid, start) ?? heldLocks.has(key) : isAlive(pid) && sameStart(pid, start) !== false)
-    if (live) {
-      const who = pid === process.pid ? "this process" : `process ${pid}`
-      return Effect.fail(
-        new AuditLog.AuditUnavailable({
-          description: `${path} is already open for writing by ${who} (lock file ${basename(lockPath)}); ` +
-            "one writer per file: give each process its own file or use PgAuditLog"
-        })
+  }
+  const whoHolds = (pid: number) => (pid === process.pid ? "this process" : `process ${pid}`)
+  const takeOver = (stale: string): Effect.Effect<void, AuditLog.AuditUnavailable> => {
+    const holder = parse(stale)
+    if (isLive(holder)) return Effect.fail(alreadyOpen(whoHolds(holder.pid)))
+    const moved = aside("stale")
+    return Effect.logWarning(`audit log ${path}: taking over the lock of a process that is gone (pid ${holder.pid})`).pipe(
+      Effect.zipRight(fs.rename(lockPath, moved)),
+      Effect.zipRight(readHolder(moved)),
+      // The lock went away meanwhile (its holder closed): there is nothing to take over, only to create.
+      Effect.catchIf(
+        (error) => error._tag === "SystemError" && error.reason === "NotFound",
+        () => Effect.succeed<string | undefined>(undefined)
+      ),
+      Effect.flatMap((found): Effect.Effect<void, PlatformError | AuditLog.AuditUnavailable> =>
+        found === undefined ?
+          create :
+          found === stale ?
+          Effect.zipRight(fs.remove(moved), create) :
+          // Another writer took the stale lock over first: this moved its live lock. Put it back.
+          Effect.zipRight(
+            Effect.ignore(Effect.zipRight(fs.link(moved, lockPath), fs.remove(moved))),
+            Effect.fail(alreadyOpen(whoHolds(parse(found).pid)))
+          )
+      ),
+      Effect.catchAll((error) =>
+        error._tag === "AuditUnavailable" ?
+          Effect.fail(error) :
+          Effect.fail(exists(error) ? alreadyOpen("another writer that took the stale lock over first") : cannotLock(error))
       )
-    }
-    return Effect.logWarning(`audit log ${path}: taking over the lock of a process that is gone (pid ${pid})`).pipe(
-      Effect.zipRight(fs.remove(lockPath)),
-      Effect.zipRight(create),
-      Effect.mapError(cannotLock)
     )
   }
   const take = create.pipe(
-    Effect.catchAll((error) =>
-      error._tag === "SystemError" && error.reason === "AlreadyExists"
-        ? Effect.flatMap(holder, takeOver)
-        : Effect.fail(cannotLock(error))
-    )
+    Effect.catchAll((error) => exists(error) ? Effect.flatMap(readHolder(lockPath), takeOver) : Effect.fail(cannotLock(error)))
   )
-  return Effect.acquireRelease(take, () =>
-    Effect.zipRight(
-      Effect.sync(() => void heldLocks.delete(key)),
-      Effect.ignore(fs.remove(lockPath))
-    ))
+  // Only this writer's own lock is removed (after a wrong takeover, the lock there may be another's).
+  const release = Effect.zipRight(
+    Effect.sync(() => void heldLocks.delete(key)),
+    Effect.ignore(Effect.flatMap(readHolder(lockPath), (text) => (text === content ? fs.remove(lockPath) : Effect.void)))
+  )
+  return Effect.acquireRelease(take, () => release)
 }
 
 const isAlive = (pid: number): boolean => {
