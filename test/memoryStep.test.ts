@@ -139,11 +139,13 @@ describe("the agent over the in-memory Memory", () => {
 
   it.effect("an episode the store refuses fails the run with the same MemoryError either way", () =>
     Effect.gen(function*() {
-      // A model answering with tool arguments that are not JSON: the episode's tool calls cannot be stored.
+      // A model answering with tool arguments that JSON cannot encode (a `toJSON` that throws): the
+      // episode's tool calls cannot be stored.
+      const unencodable = { toJSON: () => { throw new Error("cannot encode") } }
       const script: Model.Script = (request) =>
         request.messages.at(-1)!.role === "tool" ?
           { text: "done" } :
-          { toolCalls: [{ name: "echo", args: { text: "x", big: BigInt(1) } }] }
+          { toolCalls: [{ name: "echo", args: { text: "x", extra: unencodable } }] }
       const failure = (direct: boolean) =>
         Effect.gen(function*() {
           const agent = yield* Agent.Agent
