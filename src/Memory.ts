@@ -171,6 +171,12 @@ export class MemoryError extends Schema.TaggedError<MemoryError>("jeevesagent/Me
  * every method with `InvalidUserId`; bad arguments fail with a
  * {@link MemoryError} naming the method.
  *
+ * Every backend stores and refuses the same things: session ids, block
+ * names and fact subjects and predicates are at most 256 characters (the
+ * databases index them); a session id or block name with a lone surrogate
+ * (not well-formed Unicode) is refused, as such user ids are; in any other
+ * text a lone surrogate (text cut inside an emoji) is stored as U+FFFD.
+ *
  * Search (`recall`, `recallFacts`) matches whole words: lower-cased runs of
  * letters and digits of at least two characters, stop words left out, with
  * accents and other marks folded away (`Café` finds `cafe`, `İstanbul`
@@ -223,8 +229,10 @@ export interface Service {
   ) => Effect.Effect<ReadonlyArray<Fact>, MemoryError | InvalidUserId>
   /**
    * Appends a fact. The user's open facts with the same subject and
-   * predicate and another object are closed at the new fact's `validFrom`
-   * (never deleted); other users' facts are never touched.
+   * predicate and another object that start no later than it are closed at
+   * the new fact's `validFrom` (never deleted); one that starts after it (the
+   * new fact was learnt late) stays open, and the new fact comes back
+   * closed where that one starts. Other users' facts are never touched.
    */
   readonly appendFact: (fact: NewFact) => Effect.Effect<Fact, MemoryError | InvalidUserId>
   /**

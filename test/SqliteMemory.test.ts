@@ -59,7 +59,7 @@ describe("SqliteMemory", () => {
       yield* Effect.gen(function*() {
         const sql = yield* SqlClient.SqlClient
         const migrations = yield* sql<{ migration_id: number }>`SELECT migration_id FROM jeeves_memory_migrations`
-        assert.deepStrictEqual(migrations.map((row) => row.migration_id), [1, 2, 3, 4, 5])
+        assert.deepStrictEqual(migrations.map((row) => row.migration_id), [1, 2, 3, 4, 5, 6])
         const owners = yield* sql<{ user_id: string }>`SELECT user_id FROM memory_blocks ORDER BY user_id`
         assert.deepStrictEqual(owners.map((row) => row.user_id), [RunContext.ANONYMOUS_USER, "alice", "bob"])
         const journal = yield* sql<{ journal_mode: string }>`PRAGMA journal_mode`
@@ -75,11 +75,11 @@ describe("SqliteMemory", () => {
         yield* m.remember({ input: "visited \u{1D6A8}\u{1D6A9}\u{1D6AA} today", output: "ok" }).pipe(as("alice"))
       }).pipe(Effect.provide(SqliteMemory.layer({ filename })))
       // The file as schema 4 left it: the styled letters indexed as capital Greek (lower-cased before the
-      // decomposition only), and migration 5 not yet run.
+      // decomposition only), and migrations 5 on not yet run.
       yield* Effect.gen(function*() {
         const sql = yield* SqlClient.SqlClient
         yield* sql`UPDATE memory_episodes SET search = ${"visited \u0391\u0392\u0393 today"}`
-        yield* sql`DELETE FROM jeeves_memory_migrations WHERE migration_id = 5`
+        yield* sql`DELETE FROM jeeves_memory_migrations WHERE migration_id >= 5`
       }).pipe(Effect.provide(rawClient(filename)))
       yield* Effect.gen(function*() {
         const m = yield* Memory.Memory
@@ -136,7 +136,7 @@ describe("SqliteMemory", () => {
       yield* Effect.gen(function*() {
         const sql = yield* SqlClient.SqlClient
         const migrations = yield* sql<{ migration_id: number }>`SELECT migration_id FROM jeeves_memory_migrations`
-        assert.deepStrictEqual(migrations.map((row) => row.migration_id), [1, 2, 3, 4, 5])
+        assert.deepStrictEqual(migrations.map((row) => row.migration_id), [1, 2, 3, 4, 5, 6])
         for (const fts of ["memory_episodes_fts", "memory_facts_fts"]) {
           const check = yield* Effect.either(sql.unsafe(`INSERT INTO ${fts} (${fts}) VALUES ('integrity-check')`))
           assert.strictEqual(check._tag, "Right", `${fts} matches its table`)

@@ -33,6 +33,19 @@ describe("Memory.autoExtract answers and errors", () => {
       assert.deepStrictEqual(yield* storedFacts, [])
     }).pipe(Effect.provide(layerWith({ text: JSON.stringify({ facts: "none", items: [{ subject: "a", predicate: "b", object: "c" }] }) }))))
 
+  it.effect("an item whose subject or predicate is longer than a store keeps is skipped, the others kept", () =>
+    Effect.gen(function*() {
+      const memory = yield* Memory.Memory
+      yield* memory.remember({ input: "long", output: "ok" }).pipe(RunContext.withUser("alice"))
+      assert.deepStrictEqual(yield* storedFacts, [["user", "likes", "tea"]])
+    }).pipe(Effect.provide(layerWith({
+      text: JSON.stringify([
+        { subject: "x".repeat(257), predicate: "is", object: "long" },
+        { subject: "user", predicate: "p".repeat(257), object: "long" },
+        { subject: "user", predicate: "likes", object: "tea" }
+      ])
+    }))))
+
   it.effect("onError gets the error redacted, as the warning log has it", () => {
     const key = "sk-ant-api03-" + "Q".repeat(40)
     const seen: Array<Memory.AutoExtractError> = []

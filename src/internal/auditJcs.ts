@@ -8,6 +8,7 @@
  *
  * @internal
  */
+import * as unicode from "./unicode.js"
 
 /** A JSON value as stored in an audit entry. @internal */
 export type Json = null | boolean | number | string | ReadonlyArray<Json> | { readonly [key: string]: Json }
@@ -93,12 +94,6 @@ export const canonicalize = (value: unknown): string => {
   }
 }
 
-/** ES2024 string methods (Node 20 has them; the TypeScript lib here is ES2022). */
-interface WellFormed {
-  isWellFormed(): boolean
-  toWellFormed(): string
-}
-
 /**
  * Lone surrogates become U+FFFD: they are not I-JSON (RFC 7493), and other
  * languages' verifiers would decode them as U+FFFD and compute a different
@@ -106,8 +101,7 @@ interface WellFormed {
  *
  * @internal
  */
-export const wellFormed = (text: string): string =>
-  (text as unknown as WellFormed).isWellFormed() ? text : (text as unknown as WellFormed).toWellFormed()
+export const wellFormed: (text: string) => string = unicode.wellFormed
 
 const MAX_DEPTH = 64
 

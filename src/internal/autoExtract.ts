@@ -14,6 +14,7 @@ import * as Secrets from "../Secrets.js"
 import * as Telemetry from "../Telemetry.js"
 import * as Metrics from "./metrics.js"
 import { withRunHoldOf } from "./memory.js"
+import { MAX_KEY_CHARS } from "./memoryStore.js"
 import { withServiceSpan } from "./spans.js"
 
 const LOGGER = "jeevesagent.memory.auto_extract"
@@ -71,7 +72,8 @@ const stripFences = (text: string): string => {
  * objects with `subject`, `predicate`, `object` and an optional
  * `confidence`, or an object whose `facts` is that array (as models asked
  * for JSON often wrap a list). Anything else gives no facts; of the first
- * `maxFacts` items, those without the three fields are skipped.
+ * `maxFacts` items, those without the three fields (or with a subject or
+ * predicate over 256 characters, which no store keeps) are skipped.
  *
  * @internal
  */
@@ -87,7 +89,10 @@ export const parseFacts = (
   const facts = []
   for (const item of items.slice(0, maxFacts)) {
     const triple = decodeTriple(item)
-    if (Option.isSome(triple)) facts.push({ ...triple.value, confidence: confidenceOf(triple.value.confidence) })
+    // A subject or predicate longer than a store keeps (a sentence, not a name) is skipped like an incomplete item.
+    if (Option.isSome(triple) && triple.value.subject.length <= MAX_KEY_CHARS && triple.value.predicate.length <= MAX_KEY_CHARS) {
+      facts.push({ ...triple.value, confidence: confidenceOf(triple.value.confidence) })
+    }
   }
   return Either.right(facts)
 }

@@ -250,20 +250,28 @@ export const makeInMemoryStore = (options?: Memory.InMemoryOptions) =>
       recall: (user, query) => using(user, (state) => recallNow(state, query)),
       insertFact: (user, fact) =>
         using(user, (state) => {
+          // The open facts it contradicts: those that start no later are closed where it starts; the
+          // earliest that starts after it (a fact learnt late) closes it instead.
+          let closedBy: Date | null = null
           for (const stored of state.facts) {
             const open = stored.fact
             if (
               open.validUntil === null && open.subject === fact.subject && open.predicate === fact.predicate &&
               open.object !== fact.object
             ) {
-              stored.fact = { ...open, validUntil: fact.validFrom, supersededAt: fact.recordedAt }
+              if (open.validFrom.getTime() <= fact.validFrom.getTime()) {
+                stored.fact = { ...open, validUntil: fact.validFrom, supersededAt: fact.recordedAt }
+              } else if (closedBy === null || open.validFrom.getTime() < closedBy.getTime()) {
+                closedBy = open.validFrom
+              }
             }
           }
           state.facts.push({
             seq: state.nextSeq++,
-            fact,
+            fact: closedBy === null ? fact : { ...fact, validUntil: closedBy, supersededAt: fact.recordedAt },
             words: wordString(`${fact.subject} ${fact.predicate} ${fact.object}`)
           })
+          return closedBy
         }),
       recallFacts: (user, query) => using(user, (state) => recallFactsNow(state, query)),
       sessionEpisodes: (user, sessionId, count) => using(user, (state) => sessionEpisodesNow(state, sessionId, count)),

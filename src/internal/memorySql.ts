@@ -84,8 +84,16 @@ export interface SqlDialect {
   readonly time: (date: Date) => number | string | Date
   readonly writeBlock: (user: string, block: BlockWrite) => Effect.Effect<unknown, SqlError>
   readonly insertEpisode: (user: string, episode: Memory.Episode) => Effect.Effect<unknown, SqlError>
-  /** Closes the user's open facts with the same subject and predicate and another object, and inserts, atomically. */
-  readonly insertFact: (user: string, fact: Memory.Fact) => Effect.Effect<unknown, SqlError>
+  /**
+   * `Store.insertFact`, atomically: closes the user's open facts with the
+   * same subject and predicate and another object that start no later than
+   * `fact`, and inserts it, closed at the start of the earliest such open
+   * fact that starts after it; returns the inserted row's `valid_until`.
+   */
+  readonly insertFact: (
+    user: string,
+    fact: Memory.Fact
+  ) => Effect.Effect<ReadonlyArray<{ readonly valid_until: number | string | Date | null }>, SqlError>
   /** A search of `user`'s episodes (`e`) holding any of `terms`. */
   readonly searchEpisodes: (user: string, terms: ReadonlyArray<string>) => Search
   /** A search of `user`'s facts (`f`) holding any of `terms`. */
@@ -207,7 +215,11 @@ export const makeSqlStore = (sql: SqlClient.SqlClient, dialect: SqlDialect): Sto
         (rows) => rows.map(toEpisode)
       )
     },
-    insertFact: (user, fact) => runQuery("appendFact", dialect.insertFact(user, fact), done),
+    insertFact: (user, fact) =>
+      runQuery("appendFact", dialect.insertFact(user, fact), (rows) => {
+        const until = rows[0]?.valid_until ?? null
+        return until === null ? null : new Date(until)
+      }),
     recallFacts: (user, query) => {
       const at = time(query.validAt)
       const known = query.knownAt === undefined ? undefined : time(query.knownAt)

@@ -9,6 +9,7 @@ import { MemoryError } from "../Memory.js"
 import type * as Model from "../Model.js"
 import * as RunContext from "../RunContext.js"
 import { newId } from "./ids.js"
+import { isWellFormed, wellFormed } from "./unicode.js"
 import { withServiceSpan } from "./spans.js"
 
 /** What a recall asks a store for. `terms` empty means "most recent". @internal */
@@ -74,8 +75,14 @@ export interface Store {
   readonly writeBlock: (user: string, block: BlockWrite) => Effect.Effect<void, MemoryError>
   readonly insertEpisode: (user: string, episode: Memory.Episode) => Effect.Effect<void, MemoryError>
   readonly recall: (user: string, query: RecallQuery) => Effect.Effect<ReadonlyArray<Memory.Episode>, MemoryError>
-  /** Closes the user's open facts with the same subject and predicate and another object, then inserts. */
-  readonly insertFact: (user: string, fact: Memory.Fact) => Effect.Effect<void, MemoryError>
+  /**
+   * Closes the user's open facts with the same subject and predicate and
+   * another object that start no later than `fact` (at its `validFrom`), and
+   * inserts it — closed at the start of the earliest such open fact that
+   * starts after it, if any (a fact learnt late never closes a newer one).
+   * Returns the inserted fact's `validUntil`.
+   */
+  readonly insertFact: (user: string, fact: Memory.Fact) => Effect.Effect<Date | null, MemoryError>
   readonly recallFacts: (user: string, query: FactQuery) => Effect.Effect<ReadonlyArray<Memory.Fact>, MemoryError>
   /** The newest `count` episodes of the session, oldest first. */
   readonly sessionEpisodes: (
@@ -217,11 +224,49 @@ const validDate = (method: string, name: string, value: Date | undefined): Date 
 
 const nonEmpty = (method: string, name: string, value: unknown): string =>
   typeof value === "string" && value.trim() !== "" ?
-    value :
+    wellFormed(value) :
     reject(method, `${name} must be a non-empty string, got ${JSON.stringify(value)}`)
 
+/**
+ * Text as every backend stores it: a lone surrogate (text cut inside an
+ * emoji) becomes U+FFFD, as a UTF-8 database would decode it, so the three
+ * backends give back the same text (and Postgres's JSON accepts it).
+ */
 const text = (method: string, name: string, value: unknown): string =>
-  typeof value === "string" ? value : reject(method, `${name} must be a string, got ${typeof value}`)
+  typeof value === "string" ? wellFormed(value) : reject(method, `${name} must be a string, got ${typeof value}`)
+
+/**
+ * The most characters of a session id, block name, fact subject or
+ * predicate: the databases index them (with the user id, at most 256
+ * characters too), and Postgres cannot index an entry over 2 704 bytes.
+ *
+ * @internal
+ */
+export const MAX_KEY_CHARS = 256
+
+/** A key of up to {@link MAX_KEY_CHARS} characters (non-empty unless `empty` is allowed). */
+const keyText = (method: string, name: string, value: unknown, empty = false): string => {
+  if (typeof value !== "string") return reject(method, `${name} must be a string, got ${typeof value}`)
+  if (!empty && value.trim() === "") return reject(method, `${name} must be a non-empty string, got ${JSON.stringify(value)}`)
+  if (value.length > MAX_KEY_CHARS) {
+    return reject(method, `${name} must be at most ${MAX_KEY_CHARS} characters, got ${value.length}`)
+  }
+  return value
+}
+
+/**
+ * A session id or block name: a key (see {@link keyText}) that also names
+ * something, so one with a lone surrogate is refused rather than changed
+ * (two ids differing only there would become one), as user ids are.
+ */
+const identifier = (method: string, name: string, value: unknown, empty = false): string => {
+  const key = keyText(method, name, value, empty)
+  return isWellFormed(key) ? key : reject(method, `${name} has a lone surrogate (not well-formed Unicode)`)
+}
+
+/** An optional session id of a query: absent, or an {@link identifier}. */
+const optionalSessionId = (method: string, name: string, value: unknown): string | undefined =>
+  value === undefined ? undefined : identifier(method, name, value, true)
 
 const NOT_PLAIN: unique symbol = Symbol("not plain JSON")
 const MAX_PLAIN_DEPTH = 64
@@ -240,6 +285,7 @@ const MAX_PLAIN_DEPTH = 64
 export const plainJsonCopy = (value: unknown, depth = 0): unknown => {
   switch (typeof value) {
     case "string":
+      return wellFormed(value)
     case "boolean":
       return value
     case "number":
@@ -265,7 +311,7 @@ export const plainJsonCopy = (value: unknown, depth = 0): unknown => {
         if (key === "__proto__") return NOT_PLAIN
         const member = plainJsonCopy((value as Record<string, unknown>)[key], depth + 1)
         if (member === NOT_PLAIN) return NOT_PLAIN
-        out[key] = member
+        out[wellFormed(key)] = member
       }
       return out
     }
@@ -292,7 +338,7 @@ const jsonToolCalls = (toolCalls: NonNullable<Memory.NewEpisode["toolCalls"]>): 
   if (copied.length === toolCalls.length) return copied as Memory.Episode["toolCalls"]
   try {
     const encoded = JSON.stringify(toolCalls.map((call) => ({ name: call.name, args: call.args ?? null })))
-    return JSON.parse(encoded) as Memory.Episode["toolCalls"]
+    return JSON.parse(encoded, (_key, value) => (typeof value === "string" ? wellFormed(value) : value)) as Memory.Episode["toolCalls"]
   } catch (cause) {
     throw new Rejected(new MemoryError({ method: "remember", description: "toolCalls are not JSON-serializable", cause }))
   }
@@ -341,7 +387,7 @@ export const makeService = (store: Store): Memory.Service => {
   const writeBlock = (method: string, name: string, content: string, append: boolean) =>
     withUser(`Memory.${method}`, (user, _context, now) =>
       store.writeBlock(user, {
-        name: nonEmpty(method, "block name", name),
+        name: identifier(method, "block name", name),
         content: text(method, "content", content),
         append,
         now
@@ -352,7 +398,7 @@ export const makeService = (store: Store): Memory.Service => {
     limit: positiveInt("recall", "limit", options?.limit, DEFAULT_RECALL_LIMIT),
     since: validDate("recall", "since", options?.since),
     until: validDate("recall", "until", options?.until),
-    excludeSessionId: options?.excludeSessionId
+    excludeSessionId: optionalSessionId("recall", "excludeSessionId", options?.excludeSessionId)
   })
   const factQuery = (query: string, options: Parameters<Memory.Service["recallFacts"]>[1], now: Date): FactQuery => ({
     terms: searchTerms(text("recallFacts", "query", query)),
@@ -363,8 +409,9 @@ export const makeService = (store: Store): Memory.Service => {
   const sessionCount = (options: Parameters<Memory.Service["sessionMessages"]>[1]): number =>
     Math.max(1, Math.floor(positiveInt("sessionMessages", "limit", options?.limit, DEFAULT_SESSION_LIMIT) / 2))
   const episodeOf = (user: string, context: RunContext.RunContext, now: Date, episode: Memory.NewEpisode): Memory.Episode => {
-    const sessionId = episode.sessionId ?? context.sessionId
-    if (sessionId === "") reject("remember", "no session id: pass sessionId or run inside RunContext.withUser")
+    const given = episode.sessionId ?? context.sessionId
+    if (given === "") reject("remember", "no session id: pass sessionId or run inside RunContext.withUser")
+    const sessionId = identifier("remember", "sessionId", given)
     return {
       id: newId("ep"),
       sessionId,
@@ -395,31 +442,41 @@ export const makeService = (store: Store): Memory.Service => {
           reject("appendFact", `confidence must be a number in [0, 1], got ${confidence}`)
         }
         const sources = fact.sources ?? []
-        if (!Array.isArray(sources) || sources.some((source) => typeof source !== "string")) {
+        if (!Array.isArray(sources) || Array.from(sources).some((source) => typeof source !== "string")) {
           reject("appendFact", "sources must be an array of strings")
         }
         const stored: Memory.Fact = {
           id: newId("fact"),
           userId: decodeUser(user),
-          subject: nonEmpty("appendFact", "subject", fact.subject),
-          predicate: nonEmpty("appendFact", "predicate", fact.predicate),
+          subject: wellFormed(keyText("appendFact", "subject", fact.subject)),
+          predicate: wellFormed(keyText("appendFact", "predicate", fact.predicate)),
           object: nonEmpty("appendFact", "object", fact.object),
           confidence,
           validFrom: validDate("appendFact", "validFrom", fact.validFrom) ?? recordedAt,
           validUntil: null,
           recordedAt,
           supersededAt: null,
-          sources: [...sources]
+          sources: sources.map(wellFormed)
         }
-        return Effect.as(store.insertFact(user, stored), stored)
+        return Effect.map(
+          store.insertFact(user, stored),
+          (validUntil): Memory.Fact => validUntil === null ? stored : { ...stored, validUntil, supersededAt: recordedAt }
+        )
       }),
     sessionMessages: (sessionId, options) =>
-      withUser("Memory.sessionMessages", (user) => Effect.map(store.sessionEpisodes(user, sessionId, sessionCount(options)), toMessages)),
+      withUser("Memory.sessionMessages", (user) =>
+        Effect.map(
+          store.sessionEpisodes(user, identifier("sessionMessages", "sessionId", sessionId, true), sessionCount(options)),
+          toMessages
+        )),
     profile: withUser("Memory.profile", (user) =>
       Effect.map(store.profile(user), (profile) => ({ userId: decodeUser(user), ...profile }))),
     forget: (options) =>
       withUser("Memory.forget", (user) =>
-        store.forget(user, { sessionId: options?.sessionId, before: validDate("forget", "before", options?.before) })),
+        store.forget(user, {
+          sessionId: optionalSessionId("forget", "sessionId", options?.sessionId),
+          before: validDate("forget", "before", options?.before)
+        })),
     export: withUser("Memory.export", (user) =>
       Effect.map(store.export(user), (data) => ({ userId: decodeUser(user), ...data })))
   }
@@ -431,7 +488,12 @@ export const makeService = (store: Store): Memory.Service => {
     recallFacts: (context, now, query, options) =>
       sync.recallFacts(userKeyOf(context.userId), factQuery(query, options, new Date(now)), now),
     sessionMessages: (context, now, sessionId, options) =>
-      toMessages(sync.sessionEpisodes(userKeyOf(context.userId), sessionId, sessionCount(options), now)),
+      toMessages(sync.sessionEpisodes(
+        userKeyOf(context.userId),
+        identifier("sessionMessages", "sessionId", sessionId, true),
+        sessionCount(options),
+        now
+      )),
     remember: (context, now, episode) => {
       const user = userKeyOf(context.userId)
       const stored = episodeOf(user, context, new Date(now), episode)

@@ -250,15 +250,23 @@ const dialect = (sql: SqlClient.SqlClient, namespace: string): SqlDialect => {
         sql`SELECT pg_advisory_xact_lock(hashtextextended(${
           pgText(JSON.stringify([namespace, user, fact.subject, fact.predicate]))
         }, 0))`,
+        // Only the open facts that start no later are closed; one starting after it closes the new one.
         sql`UPDATE memory_facts f SET valid_until = ${pgTime(fact.validFrom)}, superseded_at = ${pgTime(fact.recordedAt)}
           WHERE ${owner("f", user)} AND f.subject = ${pgText(fact.subject)} AND f.predicate = ${pgText(fact.predicate)}
-            AND f.valid_until IS NULL AND f.object <> ${pgText(fact.object)}`,
-        sql`INSERT INTO memory_facts (id, namespace, user_id, subject, predicate, object, confidence,
-            valid_from, valid_until, recorded_at, sources, search)
-          VALUES (${fact.id}, ${namespace}, ${user}, ${pgText(fact.subject)}, ${pgText(fact.predicate)}, ${pgText(fact.object)},
-            ${fact.confidence}, ${pgTime(fact.validFrom)}, NULL, ${pgTime(fact.recordedAt)}, ${pgJson(fact.sources)}::jsonb,
-            ${tsvectorOf(sql, `${fact.subject} ${fact.predicate} ${fact.object}`)})`
-      ], { discard: true })),
+            AND f.valid_until IS NULL AND f.object <> ${pgText(fact.object)} AND f.valid_from <= ${pgTime(fact.validFrom)}`,
+        sql<{ readonly valid_until: Date | string | null }>`INSERT INTO memory_facts (id, namespace, user_id, subject, predicate,
+            object, confidence, valid_from, valid_until, recorded_at, superseded_at, sources, search)
+          SELECT ${fact.id}::text, ${namespace}::text, ${user}::text, ${pgText(fact.subject)}::text,
+            ${pgText(fact.predicate)}::text, ${pgText(fact.object)}::text,
+            ${fact.confidence}::double precision, ${pgTime(fact.validFrom)}::timestamptz, later.first,
+            ${pgTime(fact.recordedAt)}::timestamptz,
+            CASE WHEN later.first IS NULL THEN NULL ELSE ${pgTime(fact.recordedAt)}::timestamptz END,
+            ${pgJson(fact.sources)}::jsonb, ${tsvectorOf(sql, `${fact.subject} ${fact.predicate} ${fact.object}`)}
+          FROM (SELECT MIN(o.valid_from) AS first FROM memory_facts o
+            WHERE ${owner("o", user)} AND o.subject = ${pgText(fact.subject)} AND o.predicate = ${pgText(fact.predicate)}
+              AND o.valid_until IS NULL AND o.object <> ${pgText(fact.object)} AND o.valid_from > ${pgTime(fact.validFrom)}) AS later
+          RETURNING valid_until`
+      ]).pipe(Effect.map(([, , inserted]) => inserted))),
     searchEpisodes: (_user, terms) => search("e", "memory_episodes", terms),
     searchFacts: (_user, terms) => search("f", "memory_facts", terms)
   }

@@ -106,6 +106,20 @@ export const SCHEMA_V1 = [
 ]
 
 /**
+ * Schema 6: a fact closes only the open facts that start no later than it
+ * does; one learnt late (older in valid time than an open fact) is itself
+ * closed where the newer one starts, by the insert.
+ */
+const SUPERSEDE_IN_ORDER = [
+  `DROP TRIGGER memory_facts_supersede`,
+  `CREATE TRIGGER memory_facts_supersede BEFORE INSERT ON memory_facts BEGIN
+    UPDATE memory_facts SET valid_until = new.valid_from, superseded_at = new.recorded_at
+    WHERE user_id = new.user_id AND subject = new.subject AND predicate = new.predicate
+      AND valid_until IS NULL AND object <> new.object AND valid_from <= new.valid_from;
+  END`
+]
+
+/**
  * Schema 4 records when a fact was closed (transaction time), for recalls
  * as the store knew the facts at a time. Facts closed before it get the
  * time the earliest later fact of theirs with another object was recorded
@@ -230,7 +244,8 @@ const migrations = Migrator.fromRecord({
     Effect.all([
       fillSearch(sql, "memory_episodes", "input || ' ' || output", true),
       fillSearch(sql, "memory_facts", "subject || ' ' || predicate || ' ' || object", true)
-    ], { discard: true }))
+    ], { discard: true })),
+  "0006_supersede_in_order": Effect.flatMap(SqlClient.SqlClient, (sql) => statements(sql, SUPERSEDE_IN_ORDER))
 })
 
 /** The index token of `user`'s rows (see {@link OWNER}). */
@@ -279,12 +294,18 @@ const dialect = (sql: SqlClient.SqlClient): SqlDialect => ({
       VALUES (${episode.id}, ${user}, ${episode.sessionId}, ${episode.occurredAt.getTime()},
         ${episode.input}, ${episode.output}, ${JSON.stringify(episode.toolCalls)},
         ${searchText(`${episode.input} ${episode.output}`)})`,
+  // The trigger closes the open facts that start no later; an open one starting after it closes this one.
   insertFact: (user, fact) =>
-    sql`INSERT INTO memory_facts
-      (id, user_id, subject, predicate, object, confidence, valid_from, valid_until, recorded_at, sources, search)
-      VALUES (${fact.id}, ${user}, ${fact.subject}, ${fact.predicate}, ${fact.object}, ${fact.confidence},
-        ${fact.validFrom.getTime()}, NULL, ${fact.recordedAt.getTime()}, ${JSON.stringify(fact.sources)},
-        ${searchText(`${fact.subject} ${fact.predicate} ${fact.object}`)})`,
+    sql<{ readonly valid_until: number | null }>`INSERT INTO memory_facts
+      (id, user_id, subject, predicate, object, confidence, valid_from, valid_until, recorded_at, superseded_at, sources, search)
+      SELECT ${fact.id}, ${user}, ${fact.subject}, ${fact.predicate}, ${fact.object}, ${fact.confidence},
+        ${fact.validFrom.getTime()}, later.first, ${fact.recordedAt.getTime()},
+        CASE WHEN later.first IS NULL THEN NULL ELSE ${fact.recordedAt.getTime()} END, ${JSON.stringify(fact.sources)},
+        ${searchText(`${fact.subject} ${fact.predicate} ${fact.object}`)}
+      FROM (SELECT MIN(valid_from) AS first FROM memory_facts
+        WHERE user_id = ${user} AND subject = ${fact.subject} AND predicate = ${fact.predicate}
+          AND valid_until IS NULL AND object <> ${fact.object} AND valid_from > ${fact.validFrom.getTime()}) AS later
+      RETURNING valid_until`,
   searchEpisodes: (user, terms) => ({
     from: sql`memory_episodes_fts JOIN memory_episodes e ON e.seq = memory_episodes_fts.rowid`,
     match: sql`memory_episodes_fts MATCH ${matchAny(user, terms)}`,

@@ -1,0 +1,22 @@
+/** ES2024 string methods (Node 20 has them; the TypeScript lib here is ES2022). */
+interface WellFormed {
+  isWellFormed(): boolean
+  toWellFormed(): string
+}
+
+/**
+ * Whether `text` is well-formed UTF-16 (no lone surrogate).
+ *
+ * @internal
+ */
+export const isWellFormed = (text: string): boolean => (text as unknown as WellFormed).isWellFormed()
+
+/**
+ * `text` with each lone surrogate replaced by U+FFFD, as a UTF-8 store (or a
+ * verifier in another language) would decode it; `text` itself when it has
+ * none.
+ *
+ * @internal
+ */
+export const wellFormed = (text: string): string =>
+  (text as unknown as WellFormed).isWellFormed() ? text : (text as unknown as WellFormed).toWellFormed()
