@@ -33,6 +33,7 @@ import * as AuditInternal from "./audit.js"
 import * as BudgetInternal from "./budget.js"
 import { denial } from "./denied.js"
 import { describeFailure, stringifyOutput } from "./describe.js"
+import { prefix } from "./unicode.js"
 import { forEachConcurrent } from "./forkAll.js"
 import { newId } from "./ids.js"
 import { canSetRefs, endSpan, makeSpan, refsOf, resetRefs, setRefs, spanNow, withParent, withParentSpan, withSpan } from "./locally.js"
@@ -1628,7 +1629,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         // Redacted (it goes to the model, a third party: an error often quotes a connection string),
         // and before it is cut: a secret cut in two would no longer be recognized downstream.
         const redacted = secrets.redact(full)
-        const message = redacted.length > MAX_ERROR_CHARS ? `${redacted.slice(0, MAX_ERROR_CHARS)}…` : redacted
+        const message = redacted.length > MAX_ERROR_CHARS ? `${prefix(redacted, MAX_ERROR_CHARS)}…` : redacted
         return { callId: call.id, name: call.name, status: "error", output: `ERROR: ${message}`, reason: message }
       }
       const refused = refusedArgs.get(call)
