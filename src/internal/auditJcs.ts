@@ -142,6 +142,10 @@ const convert = (
     try {
       const toJSON = (current as { toJSON?: unknown }).toJSON
       if (typeof toJSON === "function") current = toJSON.call(current)
+      // Boxed primitives are their values, as JSON.stringify has them (`new Number(5)` is 5, not {}).
+      if (current instanceof Number) current = Number(current)
+      else if (current instanceof String) current = String(current)
+      else if (current instanceof Boolean || current instanceof BigInt) current = current.valueOf()
     } catch {
       return "[Unserializable]"
     }
