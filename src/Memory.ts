@@ -424,7 +424,8 @@ export const autoExtractNotice: string = "AutoExtractMemory enabled by default f
  * by one extraction call to the Model, whose (subject, predicate, object)
  * facts — at most `maxFacts`, valid from the episode's time, sourced to it —
  * are appended for the same user. The model's answer is a JSON array of
- * facts (code fences allowed) or an object whose `facts` is that array.
+ * facts (code fences and a sentence before it allowed) or an object whose
+ * `facts` is that array.
  *
  * The call is reserved against and settled to the same user's Budget; when
  * the budget blocks it, it is skipped (status `skipped_budget`). A failure

@@ -26,6 +26,25 @@ describe("Memory.autoExtract answers and errors", () => {
       text: "```json\n" + JSON.stringify({ facts: [{ subject: "user", predicate: "lives in", object: "Lisbon" }] }) + "\n```"
     }))))
 
+  it.effect("an answer with a sentence before its fenced list, or before a bare list, is read as that list", () =>
+    Effect.gen(function*() {
+      const memory = yield* Memory.Memory
+      yield* memory.remember({ input: "I live in Lisbon", output: "Noted" }).pipe(RunContext.withUser("alice"))
+      yield* memory.remember({ input: "I like tea", output: "Noted" }).pipe(RunContext.withUser("alice"))
+      assert.deepStrictEqual(yield* storedFacts, [["user", "lives in", "Lisbon"], ["user", "likes", "tea"]])
+    }).pipe(Effect.provide(Memory.autoExtract().pipe(
+      Layer.provide(Memory.layerInMemory()),
+      Layer.provide(Layer.merge(
+        Model.layerScripted((request) => {
+          if (!isExtraction(request)) return { text: "ok" }
+          return request.messages[1]!.content.includes("Lisbon") ?
+            { text: "Here are the facts I found:\n```json\n[{\"subject\": \"user\", \"predicate\": \"lives in\", \"object\": \"Lisbon\"}]\n```" } :
+            { text: "Sure. [{\"subject\": \"user\", \"predicate\": \"likes\", \"object\": \"tea\"}] That is all." }
+        }),
+        Budget.layerNone
+      ))
+    ))))
+
   it.effect("an object without a facts list still gives no facts", () =>
     Effect.gen(function*() {
       const memory = yield* Memory.Memory

@@ -57,6 +57,28 @@ const confidenceOf = (value: unknown): number => {
   return Number.isFinite(n) ? Math.min(1, Math.max(0, n)) : 1
 }
 
+/**
+ * The JSON of the model's answer: the whole answer (a leading code fence
+ * stripped), else — for an answer with a sentence before it — its first
+ * fenced block, else the text from its first `[` to its last `]`.
+ */
+const decodeAnswer = (text: string): Either.Either<unknown, unknown> => {
+  const whole = decodeJson(stripFences(text))
+  if (Either.isRight(whole)) return whole
+  const fenced = /```(?:json)?\s*([\s\S]*?)```/i.exec(text)
+  if (fenced !== null) {
+    const block = decodeJson(fenced[1]!)
+    if (Either.isRight(block)) return block
+  }
+  const open = text.indexOf("[")
+  const close = text.lastIndexOf("]")
+  if (open >= 0 && close > open) {
+    const list = decodeJson(text.slice(open, close + 1))
+    if (Either.isRight(list)) return list
+  }
+  return whole
+}
+
 /** Strips a leading code fence (with an optional `json` tag) and its closing fence. */
 const stripFences = (text: string): string => {
   let body = text.trim()
@@ -68,7 +90,8 @@ const stripFences = (text: string): string => {
 }
 
 /**
- * The facts in the model's answer: a JSON array (code fences allowed) of
+ * The facts in the model's answer: a JSON array (code fences, and a
+ * sentence before it, allowed) of
  * objects with `subject`, `predicate`, `object` and an optional
  * `confidence`, or an object whose `facts` is that array (as models asked
  * for JSON often wrap a list). Anything else gives no facts; of the first
@@ -82,7 +105,7 @@ export const parseFacts = (
   maxFacts: number,
   redact: (text: string) => string = (text) => text
 ): Either.Either<Array<{ subject: string; predicate: string; object: string; confidence: number }>, string> => {
-  const json = decodeJson(stripFences(text))
+  const json = decodeAnswer(text)
   // Redacted before it is cut: a secret cut in two would no longer be recognized.
   if (Either.isLeft(json)) return Either.left(`the model's answer is not JSON: ${JSON.stringify(redact(text).slice(0, 200))}`)
   const items = itemsOf(json.right)
