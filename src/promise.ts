@@ -119,7 +119,8 @@ export interface AgentOptions {
     | undefined
   /** Fact extraction after each run. Default: on for Claude models (with a one-time notice), off otherwise. */
   readonly autoExtract?: boolean | undefined
-  readonly telemetry?: boolean | { readonly userIdAttribute?: Telemetry.UserIdAttribute } | Layer.Layer<Telemetry.Telemetry, unknown> | undefined
+  /** Spans and metrics through effect's tracer: `true`, the options of `Telemetry.layer` (`userIdAttribute`, `metricUserIdAttribute`, `serviceSpans`), or a layer such as `Telemetry.layerOtel(...)`. */
+  readonly telemetry?: boolean | Parameters<typeof Telemetry.layer>[0] | Layer.Layer<Telemetry.Telemetry, unknown> | undefined
 }
 
 /**
