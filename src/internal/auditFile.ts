@@ -427,10 +427,9 @@ const makeCheckpointPublisher = (
     let inFlight: Fiber.RuntimeFiber<void> | undefined
     /** Checkpoints not published in a row: the loop backs off before the next (a down sink is not called per batch). */
     let failures = 0
-    const warn = (seq: number, why: string) =>
-      Effect.sync(() => void failures++).pipe(
-        Effect.zipRight(Effect.logWarning(`audit log ${path}: the checkpoint of seq ${seq} was not published: ${why}`))
-      )
+    const logNotPublished = (seq: number, why: string) =>
+      Effect.logWarning(`audit log ${path}: the checkpoint of seq ${seq} was not published: ${why}`)
+    const warn = (seq: number, why: string) => Effect.zipRight(Effect.sync(() => void failures++), logNotPublished(seq, why))
     const tooLong = `it took longer than ${Duration.format(PUBLISH_TIMEOUT)}`
     /** Waits (bounded) for the sink call under way; false if it is still running. */
     const idle = Effect.suspend(() =>
@@ -443,12 +442,14 @@ const makeCheckpointPublisher = (
         if (!free) return warn(head.seq, "the sink has not finished storing the previous one")
         return Effect.flatMap(Clock.currentTimeMillis, (now) => {
           const checkpoint = signCheckpoint(signing, logId, head, now)
+          // A call that timed out was counted as a failure then: failing later, it is the same failure.
+          let timedOut = false
           const call = Effect.suspend(() => {
             const sent = options.sink(checkpoint)
             return Effect.isEffect(sent) ? sent : Effect.tryPromise({ try: () => Promise.resolve(sent), catch: (cause) => cause })
           }).pipe(
             Effect.matchCauseEffect({
-              onFailure: (cause) => warn(head.seq, describeCause(cause)),
+              onFailure: (cause) => (timedOut ? logNotPublished : warn)(head.seq, describeCause(cause)),
               onSuccess: () =>
                 Effect.sync(() => {
                   publishedSeq = Math.max(publishedSeq, head.seq)
@@ -462,7 +463,8 @@ const makeCheckpointPublisher = (
             inFlight = fiber
             return Effect.timeout(Fiber.await(fiber), PUBLISH_TIMEOUT).pipe(
               Effect.asVoid,
-              Effect.catchTag("TimeoutException", () => warn(head.seq, tooLong))
+              Effect.catchTag("TimeoutException", () =>
+                Effect.zipRight(Effect.sync(() => void (timedOut = true)), warn(head.seq, tooLong)))
             )
           })
         })
