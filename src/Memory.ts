@@ -228,11 +228,12 @@ export interface Service {
     }
   ) => Effect.Effect<ReadonlyArray<Fact>, MemoryError | InvalidUserId>
   /**
-   * Appends a fact. The user's open facts with the same subject and
-   * predicate and another object that start no later than it are closed at
-   * the new fact's `validFrom` (never deleted); one that starts after it (the
-   * new fact was learnt late) stays open, and the new fact comes back
-   * closed where that one starts. Other users' facts are never touched.
+   * Appends a fact. The user's facts with the same subject and predicate
+   * and another object that are valid at the new fact's `validFrom` end
+   * there (an open one is closed, a closed one cut short; never deleted); an
+   * open one that starts after it (the new fact was learnt late) stays open,
+   * and the new fact comes back closed where that one starts. Other users'
+   * facts are never touched.
    */
   readonly appendFact: (fact: NewFact) => Effect.Effect<Fact, MemoryError | InvalidUserId>
   /**

@@ -250,20 +250,23 @@ export const makeInMemoryStore = (options?: Memory.InMemoryOptions) =>
       recall: (user, query) => using(user, (state) => recallNow(state, query)),
       insertFact: (user, fact) =>
         using(user, (state) => {
-          // The open facts it contradicts: those that start no later are closed where it starts; the
-          // earliest that starts after it (a fact learnt late) closes it instead.
+          // The facts it contradicts: one valid when it starts ends there (an open one is closed; a closed
+          // one, when a fact learnt late falls inside it, is cut short and keeps when it was closed); the
+          // earliest open one that starts after it closes it instead.
           let closedBy: Date | null = null
+          const from = fact.validFrom.getTime()
           for (const stored of state.facts) {
-            const open = stored.fact
-            if (
-              open.validUntil === null && open.subject === fact.subject && open.predicate === fact.predicate &&
-              open.object !== fact.object
-            ) {
-              if (open.validFrom.getTime() <= fact.validFrom.getTime()) {
-                stored.fact = { ...open, validUntil: fact.validFrom, supersededAt: fact.recordedAt }
-              } else if (closedBy === null || open.validFrom.getTime() < closedBy.getTime()) {
-                closedBy = open.validFrom
+            const other = stored.fact
+            if (other.subject !== fact.subject || other.predicate !== fact.predicate || other.object === fact.object) continue
+            const start = other.validFrom.getTime()
+            if (start <= from) {
+              if (other.validUntil === null) {
+                stored.fact = { ...other, validUntil: fact.validFrom, supersededAt: fact.recordedAt }
+              } else if (other.validUntil.getTime() > from) {
+                stored.fact = { ...other, validUntil: fact.validFrom }
               }
+            } else if (other.validUntil === null && (closedBy === null || start < closedBy.getTime())) {
+              closedBy = other.validFrom
             }
           }
           state.facts.push({

@@ -250,10 +250,13 @@ const dialect = (sql: SqlClient.SqlClient, namespace: string): SqlDialect => {
         sql`SELECT pg_advisory_xact_lock(hashtextextended(${
           pgText(JSON.stringify([namespace, user, fact.subject, fact.predicate]))
         }, 0))`,
-        // Only the open facts that start no later are closed; one starting after it closes the new one.
-        sql`UPDATE memory_facts f SET valid_until = ${pgTime(fact.validFrom)}, superseded_at = ${pgTime(fact.recordedAt)}
+        // The facts valid when it starts end there (a closed one cut short keeps when it was closed); an
+        // open one starting after it closes the new one.
+        sql`UPDATE memory_facts f SET valid_until = ${pgTime(fact.validFrom)},
+            superseded_at = COALESCE(f.superseded_at, ${pgTime(fact.recordedAt)}::timestamptz)
           WHERE ${owner("f", user)} AND f.subject = ${pgText(fact.subject)} AND f.predicate = ${pgText(fact.predicate)}
-            AND f.valid_until IS NULL AND f.object <> ${pgText(fact.object)} AND f.valid_from <= ${pgTime(fact.validFrom)}`,
+            AND f.object <> ${pgText(fact.object)} AND f.valid_from <= ${pgTime(fact.validFrom)}
+            AND (f.valid_until IS NULL OR f.valid_until > ${pgTime(fact.validFrom)})`,
         sql<{ readonly valid_until: Date | string | null }>`INSERT INTO memory_facts (id, namespace, user_id, subject, predicate,
             object, confidence, valid_from, valid_until, recorded_at, superseded_at, sources, search)
           SELECT ${fact.id}::text, ${namespace}::text, ${user}::text, ${pgText(fact.subject)}::text,

@@ -106,16 +106,19 @@ export const SCHEMA_V1 = [
 ]
 
 /**
- * Schema 6: a fact closes only the open facts that start no later than it
- * does; one learnt late (older in valid time than an open fact) is itself
- * closed where the newer one starts, by the insert.
+ * Schema 6: a fact ends only the facts valid when it starts (those that
+ * start no later: an open one is closed there; a closed one that a fact
+ * learnt late falls inside is cut short, keeping when it was closed); one
+ * learnt late, older in valid time than an open fact, is itself closed
+ * where the newer one starts, by the insert.
  */
 const SUPERSEDE_IN_ORDER = [
   `DROP TRIGGER memory_facts_supersede`,
   `CREATE TRIGGER memory_facts_supersede BEFORE INSERT ON memory_facts BEGIN
-    UPDATE memory_facts SET valid_until = new.valid_from, superseded_at = new.recorded_at
+    UPDATE memory_facts SET valid_until = new.valid_from, superseded_at = COALESCE(superseded_at, new.recorded_at)
     WHERE user_id = new.user_id AND subject = new.subject AND predicate = new.predicate
-      AND valid_until IS NULL AND object <> new.object AND valid_from <= new.valid_from;
+      AND object <> new.object AND valid_from <= new.valid_from
+      AND (valid_until IS NULL OR valid_until > new.valid_from);
   END`
 ]
 
