@@ -79,7 +79,7 @@ export interface Config {
 export interface RunOptions {
   /** Omit for an anonymous run. */
   readonly userId?: string | null | undefined
-  /** Continue this session (its history is replayed); a new `sess_...` id when omitted or `""`. */
+  /** Continue this session (its history is replayed); a new `sess_...` id when omitted, `""` or blank. */
   readonly sessionId?: string | undefined
   readonly metadata?: Readonly<Record<string, unknown>> | undefined
 }

@@ -2053,8 +2053,10 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
       // Frozen: the hooks, tools and approval handlers it is handed to cannot switch whose policy decides.
       const context: RunContext.RunContext = Object.freeze({
         userId: requested,
-        // An empty session id (an empty form field) is no session: a new one, as when none is given.
-        sessionId: options?.sessionId || newId("sess"),
+        // An empty or blank session id (an empty form field) is no session: a new one, as when none is given.
+        sessionId: options?.sessionId === undefined || (typeof options.sessionId === "string" && options.sessionId.trim() === "") ?
+          newId("sess") :
+          options.sessionId,
         runId: newId("run"),
         metadata: options?.metadata ?? {}
       })

@@ -270,10 +270,18 @@ const acquireLock = (fs: FileSystem.FileSystem, path: string): Effect.Effect<voi
     })
   const exists = (error: PlatformError) => error._tag === "SystemError" && error.reason === "AlreadyExists"
   const aside = (what: string) => `${lockPath}.${nonce}.${what}`
-  /** Links a complete lock into place: fails with AlreadyExists when there is one. */
+  /**
+   * Links a complete lock into place: fails with AlreadyExists when there is
+   * one. On a file system without hard links (FAT, some network mounts) it
+   * is created in place instead (exclusively; briefly empty while written).
+   */
   const create = Effect.acquireUseRelease(
     Effect.as(fs.writeFileString(aside("new"), content), aside("new")),
-    (written) => Effect.zipRight(fs.link(written, lockPath), Effect.sync(() => void heldLocks.add(key))),
+    (written) =>
+      fs.link(written, lockPath).pipe(
+        Effect.catchIf((error) => !exists(error), () => fs.writeFileString(lockPath, content, { flag: "wx" })),
+        Effect.zipRight(Effect.sync(() => void heldLocks.add(key)))
+      ),
     (written) => Effect.ignore(fs.remove(written))
   )
   const readHolder = (file: string) => Effect.orElseSucceed(fs.readFileString(file), () => "")

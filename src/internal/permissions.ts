@@ -49,8 +49,10 @@ const toolList = (option: string, list: unknown): ReadonlyArray<string> => {
  * config file (the Python original's `denied_tools`, the facade's
  * `{ policies }` for `{ perUser }`), an ignored key would silently leave out
  * the rule it meant — a tool meant to be denied would run.
+ *
+ * @internal
  */
-const knownKeys = (where: string, options: unknown, keys: ReadonlyArray<string>): void => {
+export const knownKeys = (where: string, options: unknown, keys: ReadonlyArray<string>): void => {
   if (typeof options !== "object" || options === null || Array.isArray(options) || options instanceof Map) {
     throw new TypeError(`${where}: the options must be a plain object, got ${options instanceof Map ? "a Map" : typeof options}`)
   }

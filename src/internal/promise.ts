@@ -23,6 +23,7 @@ import * as Permissions from "../Permissions.js"
 import * as Secrets from "../Secrets.js"
 import * as Telemetry from "../Telemetry.js"
 import type { AgentOptions } from "../promise.js"
+import { knownKeys } from "./permissions.js"
 
 /** @internal */
 export type Services = Agent.Agent | Exclude<Agent.Requirements, Model.Model>
@@ -144,11 +145,12 @@ const permissionsLayer = (options: AgentOptions): Layer.Layer<Permissions.Permis
   if (permissions === undefined) return options.approvalHandler === undefined ? undefined : Permissions.standard({ mode: "default" })
   if (isLayer(permissions)) return permissions as Layer.Layer<Permissions.Permissions, unknown>
   // Suspended so a bad option (an unknown mode) rejects `ready()` / the first call instead of throwing here.
-  return Layer.suspend(() =>
-    "perUser" in permissions ?
-      Permissions.perUser({ policies: permissions.perUser, anonymous: permissions.anonymous, default: permissions.default }) :
-      Permissions.standard(permissions)
-  )
+  return Layer.suspend(() => {
+    if (!("perUser" in permissions)) return Permissions.standard(permissions)
+    // Checked here: only these keys are passed on, and one left out silently would be a rule left out.
+    knownKeys("createAgent permissions", permissions, ["perUser", "anonymous", "default"])
+    return Permissions.perUser({ policies: permissions.perUser, anonymous: permissions.anonymous, default: permissions.default })
+  })
 }
 
 const approvalLayer = (options: AgentOptions): Layer.Layer<Approval.ApprovalHandler, unknown, Secrets.Secrets> | undefined =>
