@@ -72,8 +72,11 @@ export class ToolDenied extends Schema.TaggedError<ToolDenied>("jeevesagent/Tool
 }
 
 /**
- * The approval service: succeeds when the call may run, fails with
- * {@link ToolDenied} otherwise. It acts for the user of the current
+ * The approval service: succeeds with nothing (or `true`) when the call
+ * may run, fails with {@link ToolDenied} otherwise. A success with any other
+ * value denies (fail closed): `false` as the human declining, anything else
+ * as a failed handler — an `Effect<boolean>` compiles where the service's
+ * `Effect<void>` is expected. It acts for the user of the current
  * `RunContext`; `policyReason` is the reason the policy asked.
  *
  * @since 0.1.0

@@ -51,6 +51,11 @@ import type * as Tool from "./Tool.js"
 export interface Service {
   /** True when no hook is registered; the agent then skips both steps. */
   readonly isEmpty: boolean
+  /**
+   * Succeeds with nothing to let the call go on, fails with `ToolDenied` to
+   * deny it. A success with a value denies too (fail closed): `{ deny }`
+   * with its reason, anything else as a failed hook.
+   */
   readonly beforeTool: (call: Tool.Call) => Effect.Effect<void, ToolDenied>
   readonly afterTool: (call: Tool.Call, result: Tool.Result) => Effect.Effect<void>
 }

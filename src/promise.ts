@@ -75,7 +75,7 @@ export interface AgentOptions {
   readonly apiKey?: string | undefined
   /** The Anthropic API's base URL (a proxy or gateway). */
   readonly baseURL?: string | undefined
-  /** Extra or overriding prices (USD per million tokens) by model-id prefix, merged over `AnthropicModel.prices`. */
+  /** Extra or overriding prices (USD per million tokens) by model-id prefix, looked up before `AnthropicModel.prices` (an entry here wins, even over a longer built-in prefix). */
   readonly prices?: Readonly<Record<string, Model.Price>> | undefined
   readonly instructions?: string | undefined
   readonly tools?: ReadonlyArray<Tool.Any> | undefined
