@@ -30,7 +30,7 @@ describe("unserializable tool arguments with a budget on", () => {
     }).pipe(Effect.provide(agentWith(callThenSummarize([{ name: "store", args: { a: cyclic } }]), [store], budget)))
   })
 
-  it.effect("a bigint argument, at the top or nested: an error result, the tool not run, the run and its episode complete", () => {
+  it.effect("a bigint argument, as the arguments, at the top or nested: an error result, the tool not run, the run and its episode complete", () => {
     let ran = 0
     const store = Tool.make("store", {
       description: "stores",
@@ -45,10 +45,11 @@ describe("unserializable tool arguments with a budget on", () => {
       assert.strictEqual(ran, 0)
       assert.deepStrictEqual(exit.value.toolCalls.map((call) => call.output), [
         "ERROR: invalid arguments: a bigint is not a JSON value",
+        "ERROR: invalid arguments: a bigint is not a JSON value",
         "ERROR: invalid arguments: a bigint is not a JSON value"
       ])
     }).pipe(Effect.provide(agentWith(
-      callThenSummarize([{ name: "store", args: { a: 12n } }, { name: "store", args: { a: { deep: [1n] } } }]),
+      callThenSummarize([{ name: "store", args: { a: 12n } }, { name: "store", args: { a: { deep: [1n] } } }, { name: "store", args: 5n }]),
       [store],
       budget
     )))

@@ -255,7 +255,7 @@ const MAX_ARGS_DEPTH = 64
  * recursion is bounded by the depth limit; shared objects are walked once.
  */
 const checkArgs = (value: unknown): string | undefined => {
-  if (typeof value !== "object" || value === null) return undefined
+  if (typeof value !== "object" || value === null) return typeof value === "bigint" ? BIGINT : undefined
   // The usual arguments: one object of plain values, checked and frozen without the walk's sets.
   const keys = Object.keys(value)
   let flat = true
@@ -2066,6 +2066,9 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         turns: 0,
         usage: Model.zeroUsage,
         output: "",
+        // Set here, if only to undefined, so every run's state has one shape.
+        stopReason: undefined,
+        retriedUsage: undefined,
         auditFailures: 0,
         auditPending: 0,
         toolCalls: [],
