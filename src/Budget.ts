@@ -234,8 +234,11 @@ export interface Config {
  *
  * - `maxUsers` (default 100 000): past it the least recently used user is
  *   forgotten — their totals and wall clock reset, as in the original.
- * - `userIdleTtl` (default 24 hours): a user untouched for this long is
- *   forgotten. Every check, reservation, settle and `usageFor` touches.
+ * - `userIdleTtl` (default 24 hours, or `perUserWindow` when that is
+ *   longer): a user untouched for this long is forgotten. Every check,
+ *   reservation, settle and `usageFor` touches. One shorter than
+ *   `perUserWindow` is a `BudgetConfigError`: an idle user would be
+ *   forgotten, with their spend, before their window ends.
  * - `null` disables either bound.
  *
  * A user with a call in flight (an outstanding reservation), or an agent

@@ -408,7 +408,8 @@ class UserLedger extends Ledger {
 
   /** Forgets the committed usage of a past window; outstanding reservations stay. */
   enterWindow(window: number): void {
-    if (window === this.window) return
+    // Only forward: a clock stepped back (an NTP step, a resumed VM) never erases a newer window's spend.
+    if (window <= this.window) return
     this.window = window
     this.committedIn = 0
     this.committedOut = 0
@@ -560,12 +561,32 @@ export const makeMemory = (
   options?: Budget.LayerOptions
 ): Effect.Effect<Budget.Service, Budget.BudgetConfigError> =>
   Effect.flatMap(
-    Either.all([resolveConfig(config), resolveBounds(options)]),
+    Either.flatMap(Either.all([resolveConfig(config), resolveBounds(options)]), ([resolved, bounds]) =>
+      Either.map(boundsForWindow(resolved, bounds, options?.userIdleTtl !== undefined), (fitted) => [resolved, fitted] as const)),
     ([resolved, bounds]) =>
       Effect.clockWith((clock) =>
         Effect.sync(() => memoryService(new MemoryLedgers(resolved, bounds, clock.unsafeCurrentTimeMillis()), costCapped(resolved)))
       )
   )
+
+/**
+ * The bounds fitted to the per-user window: a user idle for `userIdleTtl`
+ * is forgotten with their spend, so a window longer than it would start
+ * afresh after every pause (a weekly cap spent again each day). The
+ * default TTL grows to the window; one given shorter is a configuration
+ * error.
+ */
+const boundsForWindow = (resolved: Resolved, bounds: Bounds, ttlGiven: boolean): Validated<Bounds> => {
+  const window = resolved.windowMillis
+  if (window === undefined || bounds.idleTtlMillis === null || bounds.idleTtlMillis >= window) return Either.right(bounds)
+  if (!ttlGiven) return Either.right({ ...bounds, idleTtlMillis: window })
+  return invalid(
+    "userIdleTtl",
+    `must be at least perUserWindow (${Duration.format(Duration.millis(window))}), got ${
+      Duration.format(Duration.millis(bounds.idleTtlMillis))
+    }: an idle user would be forgotten, with their spend, before their window ends`
+  )
+}
 
 /**
  * The in-memory budget's reserve as a plain function of the running fiber,
