@@ -79,6 +79,8 @@ interface RunState {
   startedUsage?: Model.Usage | undefined
   /** The usage the failed attempts of the model call being retried reported (see `chargingAttempts`). */
   retriedUsage?: Model.Usage | undefined
+  /** Budget only: what the current model call reserved, which an unknown figure of a failed attempt is charged at. */
+  callEstimate?: Model.Usage | undefined
   /** Telemetry only: the open `jeeves.turn` span. */
   turnSpan?: Tracer.Span | undefined
   /** Telemetry only: the user id attribute, computed once per run (`null` = omitted). */
@@ -109,18 +111,22 @@ const chargingAttempts = (
   Effect.suspend(() => {
     state.retriedUsage = undefined
     const counted = Effect.tapError(attempt, (error) => {
-      if (error.usage !== undefined) {
-        state.retriedUsage = state.retriedUsage === undefined ? error.usage : Model.addUsage(state.retriedUsage, error.usage)
+      // What the failed attempt reported: in its error, or (a stream whose error carries none) at its start.
+      const reported = error.usage ?? state.startedUsage
+      if (reported !== undefined) {
+        state.retriedUsage = state.retriedUsage === undefined ? reported : Model.addUsage(state.retriedUsage, reported)
       }
       return Effect.void
     })
     return Effect.matchEffect(retry(counted), {
-      // A figure a failed attempt could not report (NaN: cut off after it gave out part of its answer) is
-      // left out of the answer's usage, which the run's result and the metrics show.
+      // A figure a failed attempt could not report (NaN: cut off after it generated part of its answer) counts
+      // at the call's estimate, as it is charged when the call is not retried; one below zero as nothing.
       onSuccess: (response) => {
         const spent = state.retriedUsage
         state.retriedUsage = undefined
-        return Effect.succeed(spent === undefined ? response : { ...response, usage: Model.addUsage(response.usage, knownOf(spent)) })
+        return Effect.succeed(
+          spent === undefined ? response : { ...response, usage: Model.addUsage(response.usage, chargeableOf(spent, state.callEstimate)) }
+        )
       },
       // The final attempt's own usage is in `spent` already.
       onFailure: (error) => {
@@ -143,15 +149,20 @@ const withRetried = (state: RunState, reported: Model.Usage | undefined): Model.
   return reported === undefined ? earlier : Model.addUsage(earlier, reported)
 }
 
-/** The figures of `usage` that are known (NaN ones as 0). */
-const knownOf = (usage: Model.Usage): Model.Usage =>
-  Number.isFinite(usage.inputTokens) && Number.isFinite(usage.outputTokens) && Number.isFinite(usage.costUsd) ?
-    usage :
-    {
-      inputTokens: Number.isFinite(usage.inputTokens) ? usage.inputTokens : 0,
-      outputTokens: Number.isFinite(usage.outputTokens) ? usage.outputTokens : 0,
-      costUsd: Number.isFinite(usage.costUsd) ? usage.costUsd : 0
-    }
+/**
+ * `usage` as charged: a figure that is not a finite number (unknown) at the
+ * call's `estimate` (0 without a budget, which has none), one below zero as
+ * 0 (a bad figure never lowers a charge).
+ */
+const chargeableOf = (usage: Model.Usage, estimate: Model.Usage | undefined): Model.Usage => {
+  const figure = (value: number, fallback: number | undefined) =>
+    Number.isFinite(value) ? Math.max(0, value) : Math.max(0, fallback ?? 0)
+  return {
+    inputTokens: figure(usage.inputTokens, estimate?.inputTokens),
+    outputTokens: figure(usage.outputTokens, estimate?.outputTokens),
+    costUsd: figure(usage.costUsd, estimate?.costUsd)
+  }
+}
 
 /**
  * What a streamed call cancelled after it began used: what it reported, its
@@ -1036,6 +1047,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         outputTokens: maxTokens,
         costUsd: model.price === undefined ? 0 : Model.costOf(model.price, inputTokens, maxTokens)
       }
+      state.callEstimate = estimate
       const reserveOptions = telemetryOn ?
         spanOptions({
           turn,
@@ -2069,6 +2081,7 @@ export const make = (config?: Agent.Config): Effect.Effect<Agent.Service, never,
         // Set here, if only to undefined, so every run's state has one shape.
         stopReason: undefined,
         retriedUsage: undefined,
+        callEstimate: undefined,
         auditFailures: 0,
         auditPending: 0,
         toolCalls: [],
