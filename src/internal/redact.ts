@@ -253,6 +253,13 @@ const INSPECTED_BYTES = 50
 
 const spacedHex = (hex: string): string => hex.replace(/(..)(?!$)/g, "$1 ")
 
+/** `text` cut into lines of `width` characters joined by `newline`. */
+const wrapped = (text: string, width: number, newline: string): string => {
+  const lines: Array<string> = []
+  for (let at = 0; at < text.length; at += width) lines.push(text.slice(at, at + width))
+  return lines.join(newline)
+}
+
 const encodedForms = (value: string): Array<string> => {
   const bytes = Buffer.from(value, "utf8")
   const hex = bytes.toString("hex")
@@ -276,6 +283,17 @@ const encodedForms = (value: string): Array<string> => {
     spacedHex(hex),
     ...(bytes.length > INSPECTED_BYTES ? [spacedHex(hex.slice(0, 2 * INSPECTED_BYTES))] : [])
   ]
+  // Strict RFC 3986 percent-encoding (OAuth, AWS SigV4, curl, Python's `quote(v, safe="")`): `!'()*` escaped too.
+  const strict = percent.replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)
+  if (strict !== percent) forms.push(strict, strict.replace(/%[0-9A-F]{2}/g, (escape) => escape.toLowerCase()))
+  // JSON with every non-ASCII character escaped (Python's `json.dumps`, Ruby's `ascii_only`), in either case.
+  const ascii = json.replace(/[\u007f-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`)
+  if (ascii !== json) forms.push(ascii, ascii.replace(/\\u[0-9a-f]{4}/g, (escape) => `\\u${escape.slice(2).toUpperCase()}`))
+  // Base64 wrapped in lines, as `base64` (76 columns), MIME (76, CRLF) and PEM (64) write it.
+  const base64 = bytes.toString("base64")
+  for (const [width, newline] of [[76, "\n"], [76, "\r\n"], [64, "\n"]] as const) {
+    if (base64.length > width) forms.push(wrapped(base64.replace(/=+$/, ""), width, newline))
+  }
   for (const encoding of ["base64", "base64url"] as const) {
     for (let shift = 0; shift < 3; shift++) {
       const form = shiftedBase64(bytes, shift, encoding)
