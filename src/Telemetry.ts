@@ -241,6 +241,8 @@ export const layerOtel = (options: OtelOptions): Layer.Layer<Telemetry> =>
 
 /**
  * The attribute value for `userId` under `mode` (`undefined` = omit).
+ * `"hashed"` is the first 16 hex digits of the id's unsalted SHA-256: ids
+ * that can be guessed (e-mail addresses) can be found by hashing candidates.
  *
  * @since 0.1.0
  * @category utils
