@@ -23,12 +23,19 @@ export const migrateLocked = (options: {
       Effect.all([
         sql`SELECT pg_advisory_xact_lock(${sql.literal(String(options.lock))})`,
         // The migrator probes for its table with a query that would abort this
-        // transaction when the table is missing, so it is created up front.
-        sql`CREATE TABLE IF NOT EXISTS ${sql(options.table)} (
-          migration_id integer PRIMARY KEY,
-          created_at timestamp with time zone NOT NULL DEFAULT now(),
-          name text NOT NULL
-        )`,
+        // transaction when the table is missing, so it is created up front — only
+        // when missing: `CREATE TABLE IF NOT EXISTS` needs CREATE on the schema even
+        // when the table exists, which an application role of least privilege (the
+        // schema migrated by its owner) does not have.
+        Effect.flatMap(
+          sql<{ readonly present: boolean }>`SELECT to_regclass(${options.table}) IS NOT NULL AS present`,
+          (rows) =>
+            rows[0]?.present === true ? Effect.void : sql`CREATE TABLE IF NOT EXISTS ${sql(options.table)} (
+              migration_id integer PRIMARY KEY,
+              created_at timestamp with time zone NOT NULL DEFAULT now(),
+              name text NOT NULL
+            )`
+        ),
         Migrator.make({})({ loader: options.loader, table: options.table })
       ], { discard: true })
     ))
