@@ -132,7 +132,11 @@ export const makePgStore = (
     // PostgreSQL takes at most 2^31 - 1 ms (about 24.8 days) for lock_timeout and statement_timeout.
     const bound = `${Math.min(Math.round(Duration.toMillis(timeout.value)), 2_147_483_647)}ms`
 
-    yield* migrate.pipe(Effect.mapError(unavailable("migration failed")))
+    // The migrator turns a failed migration into a defect: failed here, as every other failure to open.
+    yield* migrate.pipe(
+      Effect.mapError(unavailable("migration failed")),
+      Effect.catchAllDefect((defect) => Effect.fail(unavailable("migration failed")(defect)))
+    )
     yield* sql`INSERT INTO jeeves_audit_chains (name, log_id, seq, hash, timestamp_ms)
       VALUES (${chain}, ${newId("log")}, 0, ${GENESIS_HASH}, 0)
       ON CONFLICT (name) DO NOTHING`.pipe(Effect.mapError(unavailable("cannot create the chain")))
@@ -147,7 +151,11 @@ export const makePgStore = (
               logId: rows[0]!.log_id,
               head: { seq: Number(rows[0]!.seq), hash: rows[0]!.hash, timestampMillis: Number(rows[0]!.timestamp_ms) } as Head
             })
-            : Effect.dieMessage(`the audit chain ${JSON.stringify(chain)} has no head row`)
+            : Effect.fail(
+              new AuditLog.AuditUnavailable({
+                description: `postgres audit chain ${JSON.stringify(chain)} has no head row (deleted from jeeves_audit_chains?)`
+              })
+            )
       )
     const logId = (yield* readHead(false).pipe(Effect.mapError(unavailable("cannot read the chain")))).logId
 
