@@ -10,7 +10,7 @@
  *
  * @internal
  */
-import { migrateLocked } from "./pgMigrate.js"
+import { migrateLocked, readCommitted } from "./pgMigrate.js"
 import * as PgMigrator from "@effect/sql-pg/PgMigrator"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Clock from "effect/Clock"
@@ -162,6 +162,8 @@ export const makePgStore = (
     const commit = (drafts: ReadonlyArray<Draft>) =>
       sql.withTransaction(
         Effect.gen(function*() {
+          // Under repeatable read, appends racing for the head row would fail to serialize instead of taking turns.
+          yield* readCommitted(sql)
           // Bounded in the database: a lock held elsewhere fails this batch, not every later one forever.
           yield* sql`SELECT set_config('lock_timeout', ${bound}, true), set_config('statement_timeout', ${bound}, true)`
           const { head } = yield* readHead(true)

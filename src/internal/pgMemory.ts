@@ -1,4 +1,4 @@
-import { migrateLocked } from "./pgMigrate.js"
+import { migrateLocked, readCommitted } from "./pgMigrate.js"
 import * as Migrator from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Effect from "effect/Effect"
@@ -245,6 +245,9 @@ const dialect = (sql: SqlClient.SqlClient, namespace: string): SqlDialect => {
           ${tsvectorOf(sql, `${episode.input} ${episode.output}`)})`,
     insertFact: (user, fact) =>
       sql.withTransaction(Effect.all([
+        // Under repeatable read the snapshot would be taken by the lock's statement, before its wait, and
+        // miss the fact the append it waited for committed.
+        readCommitted(sql),
         // Concurrent appends for one (user, subject, predicate) take turns,
         // so each sees the facts the others committed and closes them.
         sql`SELECT pg_advisory_xact_lock(hashtextextended(${
@@ -269,7 +272,7 @@ const dialect = (sql: SqlClient.SqlClient, namespace: string): SqlDialect => {
             WHERE ${owner("o", user)} AND o.subject = ${pgText(fact.subject)} AND o.predicate = ${pgText(fact.predicate)}
               AND o.valid_until IS NULL AND o.object <> ${pgText(fact.object)} AND o.valid_from > ${pgTime(fact.validFrom)}) AS later
           RETURNING valid_until`
-      ]).pipe(Effect.map(([, , inserted]) => inserted))),
+      ]).pipe(Effect.map(([, , , inserted]) => inserted))),
     searchEpisodes: (_user, terms) => search("e", "memory_episodes", terms),
     searchFacts: (_user, terms) => search("f", "memory_facts", terms)
   }

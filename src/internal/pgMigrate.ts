@@ -1,6 +1,23 @@
 import * as Migrator from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
 import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+
+/**
+ * `SET TRANSACTION ISOLATION LEVEL READ COMMITTED` as the first statement of
+ * a transaction this code began (not inside a caller's own, where it would
+ * fail): whatever the database's default, a statement that waited for a lock
+ * then sees what the holder committed. Under repeatable read the snapshot
+ * would be taken before the wait.
+ *
+ * @internal
+ */
+export const readCommitted = (sql: SqlClient.SqlClient): Effect.Effect<void, SqlError> =>
+  Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (transaction) =>
+    Option.isSome(transaction) && transaction.value[1] === 0 ?
+      Effect.asVoid(sql`SET TRANSACTION ISOLATION LEVEL READ COMMITTED`) :
+      Effect.void)
 
 /**
  * Runs a module's migrations inside one transaction holding a Postgres
