@@ -565,8 +565,10 @@ export const make = (
         // A failure after the response began carries what it reported using (charged, not nothing).
         const failed = (error: Model.ModelError) => Option.some(withUsage(error, accumulator.partialUsage()))
         const next = Effect.tryPromise({ try: () => iterator.next(), catch: (error) => failed(modelError(error)) })
+        // `message_stop` ends the message: the stream ends there, without waiting for the body's end (a
+        // connection dropped or left open after it must not fail or hold an answer that is complete).
         const parts = Stream.repeatEffectOption(
-          Effect.flatMap(next, (result) => {
+          Effect.flatMap(Effect.suspend(() => (accumulator.finished ? Effect.fail(Option.none()) : next)), (result) => {
             if (result.done === true) {
               return accumulator.finished ?
                 Effect.fail(Option.none()) :
