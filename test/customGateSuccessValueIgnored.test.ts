@@ -12,24 +12,13 @@
  * denial, and the destructive call never runs.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Schema } from "effect"
-import { Agent, Approval, Hooks, Model, Permissions, Tool } from "jeevesagent"
+import { Effect, Layer } from "effect"
+import { Agent, Approval, Hooks, Model, Permissions } from "jeevesagent"
+import { callThenSummarize, deleteFile } from "./support/toolAgent.js"
 
-const makeTools = (bodies: Array<string>) => [
-  Tool.make("delete_file", {
-    description: "Deletes a file",
-    parameters: Schema.Struct({ path: Schema.String }),
-    destructive: true,
-    handler: ({ path }) => Effect.sync(() => bodies.push(path)).pipe(Effect.as(`deleted ${path}`))
-  })
-]
+const makeTools = (bodies: Array<string>) => [deleteFile(bodies)]
 
-const script = Model.layerScripted((request) => {
-  const results = request.messages.filter((m) => m.role === "tool")
-  return results.length === 0 ?
-    { toolCalls: [{ name: "delete_file", args: { path: "/var/lib/db" } }] } :
-    { text: results.map((m) => m.content).join(" | ") }
-})
+const script = Model.layerScripted(callThenSummarize([{ name: "delete_file", args: { path: "/var/lib/db" } }]))
 
 const runWith = (
   bodies: Array<string>,

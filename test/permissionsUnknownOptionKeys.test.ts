@@ -8,22 +8,12 @@
  * the Effect API's per-user shape `{ policies, default }` instead of
  * `{ perUser, default }`.
  */
-import { Effect, Schema } from "effect"
-import { Model, Permissions, Tool } from "jeevesagent"
+import { Permissions } from "jeevesagent"
 import { createAgent } from "jeevesagent/promise"
 import { describe, expect, it } from "vitest"
+import { callThenSummarize, sendEmail } from "./support/toolAgent.js"
 
-const sendEmail = (sent: Array<string>) =>
-  Tool.make("send_email", {
-    description: "Sends an email",
-    parameters: Schema.Struct({ to: Schema.String }),
-    handler: ({ to }) => Effect.sync(() => sent.push(to)).pipe(Effect.as(`sent to ${to}`))
-  })
-
-const mailEveryone: Model.Script = (request) =>
-  request.messages.at(-1)!.role === "tool" ?
-    { text: request.messages.filter((m) => m.role === "tool").map((m) => m.content).join(" | ") } :
-    { toolCalls: [{ name: "send_email", args: { to: "everyone@example.com" } }] }
+const mailEveryone = callThenSummarize([{ name: "send_email", args: { to: "everyone@example.com" } }])
 
 describe("Permissions options with keys the policy does not know", () => {
   it("a config file with the Python original's `denied_tools` is a TypeError naming the key", () => {

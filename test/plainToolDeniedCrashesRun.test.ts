@@ -6,24 +6,13 @@
  * its body never runs, and the run goes on with `DENIED: <reason>`.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Layer, Schema } from "effect"
-import { Agent, Approval, Hooks, Model, Permissions, Tool } from "jeevesagent"
+import { Effect, Exit, Layer } from "effect"
+import { Agent, Approval, Hooks, Model, Permissions } from "jeevesagent"
+import { callThenSummarize, deleteFile } from "./support/toolAgent.js"
 
-const makeTools = (bodies: Array<string>) => [
-  Tool.make("delete_file", {
-    description: "Deletes a file",
-    parameters: Schema.Struct({ path: Schema.String }),
-    destructive: true,
-    handler: ({ path }) => Effect.sync(() => bodies.push(path)).pipe(Effect.as(`deleted ${path}`))
-  })
-]
+const makeTools = (bodies: Array<string>) => [deleteFile(bodies)]
 
-const script = Model.layerScripted((request) => {
-  const results = request.messages.filter((m) => m.role === "tool")
-  return results.length === 0 ?
-    { toolCalls: [{ name: "delete_file", args: { path: "/etc/passwd" } }] } :
-    { text: results.map((m) => m.content).join(" | ") }
-})
+const script = Model.layerScripted(callThenSummarize([{ name: "delete_file", args: { path: "/etc/passwd" } }]))
 
 const plainDenial = (reason: string) =>
   ({ _tag: "ToolDenied", tool: "delete_file", reason }) as unknown as Approval.ToolDenied

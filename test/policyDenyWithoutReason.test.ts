@@ -7,23 +7,13 @@
  * the recorded reason is the string "denied by policy".
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Layer, Schema } from "effect"
-import { Agent, Model, Permissions, Tool } from "jeevesagent"
+import { Effect, Exit, Layer } from "effect"
+import { Agent, Model, Permissions } from "jeevesagent"
+import { callThenSummarize, sendEmail } from "./support/toolAgent.js"
 
-const makeTools = (bodies: Array<string>) => [
-  Tool.make("send_email", {
-    description: "Sends an email",
-    parameters: Schema.Struct({ to: Schema.String }),
-    handler: ({ to }) => Effect.sync(() => bodies.push(to)).pipe(Effect.as(`sent to ${to}`))
-  })
-]
+const makeTools = (bodies: Array<string>) => [sendEmail(bodies)]
 
-const script = Model.layerScripted((request) => {
-  const results = request.messages.filter((m) => m.role === "tool")
-  return results.length === 0 ?
-    { toolCalls: [{ name: "send_email", args: { to: "everyone@example.com" } }] } :
-    { text: results.map((m) => m.content).join(" | ") }
-})
+const script = Model.layerScripted(callThenSummarize([{ name: "send_email", args: { to: "everyone@example.com" } }]))
 
 const policyAnswering = (answer: unknown) =>
   Layer.succeed(Permissions.Permissions, { check: () => Effect.succeed(answer as Permissions.Decision) })

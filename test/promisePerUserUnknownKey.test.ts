@@ -5,22 +5,11 @@
  * as `Permissions.perUser` does: dropped, the rule it meant would be left
  * out and the tool it meant to deny would run.
  */
-import { Effect, Schema } from "effect"
-import { Model, Tool } from "jeevesagent"
 import { createAgent } from "jeevesagent/promise"
 import { describe, expect, it } from "vitest"
+import { callThenSummarize, sendEmail } from "./support/toolAgent.js"
 
-const sendEmail = (sent: Array<string>) =>
-  Tool.make("send_email", {
-    description: "Sends an email",
-    parameters: Schema.Struct({ to: Schema.String }),
-    handler: ({ to }) => Effect.sync(() => sent.push(to)).pipe(Effect.as(`sent to ${to}`))
-  })
-
-const mailEveryone: Model.Script = (request) =>
-  request.messages.at(-1)!.role === "tool" ?
-    { text: request.messages.filter((m) => m.role === "tool").map((m) => m.content).join(" | ") } :
-    { toolCalls: [{ name: "send_email", args: { to: "everyone@example.com" } }] }
+const mailEveryone = callThenSummarize([{ name: "send_email", args: { to: "everyone@example.com" } }])
 
 describe("the facade's { perUser } permissions with a key no policy knows", () => {
   it("rejects with a TypeError instead of dropping the key and running the tool", async () => {

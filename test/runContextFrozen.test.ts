@@ -9,24 +9,14 @@
  * fails closed, and bob's own policy would have denied it anyway.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Schema } from "effect"
-import { Agent, Hooks, Model, Permissions, RunContext, Tool } from "jeevesagent"
+import { Effect, Layer } from "effect"
+import { Agent, Hooks, Model, Permissions, RunContext } from "jeevesagent"
+import { callThenSummarize, deleteFile } from "./support/toolAgent.js"
 
 describe("a beforeTool hook and the run's context", () => {
   it.effect("a hook cannot switch the user whose per-user policy decides the call", () => {
     const bodies: Array<string> = []
-    const deleteFile = Tool.make("delete_file", {
-      description: "Deletes a file",
-      parameters: Schema.Struct({ path: Schema.String }),
-      destructive: true,
-      handler: ({ path }) => Effect.sync(() => bodies.push(path)).pipe(Effect.as(`deleted ${path}`))
-    })
-    const script = Model.layerScripted((request) => {
-      const results = request.messages.filter((m) => m.role === "tool")
-      return results.length === 0 ?
-        { toolCalls: [{ name: "delete_file", args: { path: "/srv/shared" } }] } :
-        { text: results.map((m) => m.content).join(" | ") }
-    })
+    const script = Model.layerScripted(callThenSummarize([{ name: "delete_file", args: { path: "/srv/shared" } }]))
     const policy = Permissions.perUser({
       policies: { admin_alice: { mode: "bypassPermissions" } },
       default: { mode: "default" }
@@ -45,7 +35,7 @@ describe("a beforeTool hook and the run's context", () => {
       assert.strictEqual(result.toolCalls[0]!.status, "denied")
       assert.strictEqual(result.userId, "bob")
     }).pipe(Effect.provide(
-      Agent.layer({ tools: [deleteFile] }).pipe(
+      Agent.layer({ tools: [deleteFile(bodies)] }).pipe(
         Layer.provide(script),
         Layer.provide(Layer.mergeAll(Agent.layerDefaults, policy, hooks))
       )

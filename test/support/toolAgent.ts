@@ -1,8 +1,8 @@
 /**
  * An agent over a scripted model and some tools, for tests of tool calls.
  */
-import { Effect, Layer } from "effect"
-import { Agent, Model, type Tool } from "jeevesagent"
+import { Effect, Layer, Schema } from "effect"
+import { Agent, Model, Tool } from "jeevesagent"
 
 /** Asks for `calls`, then answers with every tool result it got. */
 export const callThenSummarize = (calls: NonNullable<Model.ScriptedTurn["toolCalls"]>): Model.Script => (request) =>
@@ -20,3 +20,27 @@ export const agentWith = (script: Model.Script, tools: ReadonlyArray<Tool.Any>, 
 
 /** One run as alice. */
 export const run = Effect.flatMap(Agent.Agent, (agent) => agent.run("x", { userId: "alice" }))
+
+/**
+ * A tool with one string parameter `field` that records each value it ran
+ * with in `ran` (so a test sees whether a denied call's body ran).
+ */
+export const recordingTool = (
+  name: string,
+  field: string,
+  ran: Array<string>,
+  options?: { readonly destructive?: boolean }
+) =>
+  Tool.make(name, {
+    description: `${name} (records what it ran with)`,
+    parameters: Schema.Struct({ [field]: Schema.String }),
+    destructive: options?.destructive ?? false,
+    handler: (args) => Effect.sync(() => ran.push(args[field]!)).pipe(Effect.as(`${name} ran`))
+  })
+
+/** The destructive `delete_file(path)` of the governance tests, recording the paths it deleted. */
+export const deleteFile = (deleted: Array<string>) => recordingTool("delete_file", "path", deleted, { destructive: true })
+
+/** `send_email(to)`, not destructive, recording who it sent to. */
+export const sendEmail = (sent: Array<string>) => recordingTool("send_email", "to", sent)
+
