@@ -6,7 +6,8 @@
  * realistic ways to hit it: the Python original's snake_case keys
  * (`denied_tools`) in a config file ported from Python, and the facade given
  * the Effect API's per-user shape `{ policies, default }` instead of
- * `{ perUser, default }`.
+ * `{ perUser, default }`, or another key beside `perUser` (the facade
+ * passes only the keys it knows on, so it checks them itself).
  */
 import { Permissions } from "jeevesagent"
 import { createAgent } from "jeevesagent/promise"
@@ -32,25 +33,29 @@ describe("Permissions options with keys the policy does not know", () => {
     Permissions.perUser({ policies: { alice: { mode: "acceptEdits", deniedTools: ["x"] } }, anonymous: {}, default: {} })
   })
 
-  it("createAgent given the `{ policies, default }` shape rejects with a TypeError and never runs the tool", async () => {
-    const sent: Array<string> = []
-    const agent = createAgent({
-      model: "scripted",
-      script: mailEveryone,
-      tools: [sendEmail(sent)],
-      // The Effect API's `Permissions.perUser` option names, given to the facade (from a JS config).
-      permissions: JSON.parse(`{
-        "policies": { "alice": { "deniedTools": ["send_email"] } },
-        "default": { "deniedTools": ["send_email"] }
-      }`)
-    })
-    try {
-      const error = await agent.run("mail everyone", { userId: "alice" }).then(() => undefined, (e: unknown) => e)
-      expect(error).toBeInstanceOf(TypeError)
-      expect((error as Error).message).toContain(`unknown option "policies"`)
-      expect(sent).toEqual([])
-    } finally {
-      await agent.dispose()
-    }
-  })
+  it("createAgent given the `{ policies, default }` shape rejects with a TypeError and never runs the tool", () =>
+    // The Effect API's `Permissions.perUser` option names, given to the facade (from a JS config).
+    facadeRejects({ policies: { alice: { deniedTools: ["send_email"] } }, default: { deniedTools: ["send_email"] } }, "policies"))
+
+  it("createAgent's `{ perUser }` shape with another key (a deny-list meant for everyone) rejects too", () =>
+    facadeRejects({ perUser: { alice: { mode: "acceptEdits" } }, default: {}, deniedTools: ["send_email"] }, "deniedTools"))
 })
+
+/** `createAgent` with `permissions` (as a JS config gives them) rejects naming `key`, and send_email never runs. */
+const facadeRejects = async (permissions: object, key: string) => {
+  const sent: Array<string> = []
+  const agent = createAgent({
+    model: "scripted",
+    script: mailEveryone,
+    tools: [sendEmail(sent)],
+    permissions: permissions as never
+  })
+  try {
+    const error = await agent.run("mail everyone", { userId: "bob" }).then(() => undefined, (e: unknown) => e)
+    expect(error).toBeInstanceOf(TypeError)
+    expect((error as Error).message).toContain(`unknown option "${key}"`)
+    expect(sent).toEqual([])
+  } finally {
+    await agent.dispose()
+  }
+}
